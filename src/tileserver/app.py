@@ -1,0 +1,46 @@
+"""`create_app(settings)`: the Starlette application, its lifespan (thread pool, caches) and the
+route table built from the enabled protocols."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from . import pages, protocols
+from .core import TileService
+from .errors import install_handlers
+from .settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+    service = TileService(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    middleware = []
+    if settings.cors:
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=[o.strip() for o in settings.cors.split(",")],
+            allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
+            allow_headers=["Accept", "Content-Type", "X-Requested-With", "If-Modified-Since", "If-None-Match",
+                           "Range"],
+            expose_headers=["ETag", "Last-Modified", "Link", "Content-Disposition"], max_age=86400,
+        ))
+    app = Starlette(routes=pages.ROUTES + protocols.routes(settings.protocols), middleware=middleware,
+                    lifespan=lifespan)
+    app.state.settings = settings
+    app.state.service = service
+    app.state.query_protocols = protocols.query_commands(settings.protocols)
+    install_handlers(app)
+    return app

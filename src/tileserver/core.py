@@ -1,0 +1,106 @@
+"""The async core: `TileService.info(ident)` and `TileService.render(request)`.
+
+It knows no protocol. It owns the metadata cache (re-checking file mtimes at most every
+`stat_interval` seconds), the encoded-tile cache (bounded in bytes, keyed by the frozen request and
+the file's mtime), and the one thread pool in which the synchronous reader and encoder run, so the
+event loop never blocks on pyvips or the file system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from .cache import ByteLRU, CountLRU
+from .errors import NotFound
+from .models import ImageMeta, Rendered, TileRequest
+from .reader import PyramidReader, configure_vips
+from .render import render
+from .settings import Settings
+from .source import Source
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    meta: ImageMeta
+    path: str
+    checked: float
+
+
+class TileService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.source = Source(settings.root, settings.filename_prefix, settings.filename_suffix,
+                             settings.max_identifier_length)
+        self.reader = PyramidReader(settings.virtual_tile_size, settings.open_images)
+        self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)
+        self.tiles: ByteLRU[tuple[TileRequest, float], Rendered] = ByteLRU(settings.tile_cache_bytes)
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- lifecycle (called from the app's lifespan) ----------------------------------------------
+    def start(self) -> None:
+        configure_vips(self.settings.threads)
+        self._pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="tileserver-vips")
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a blocking function in the service's thread pool."""
+        if self._pool is None:
+            self.start()
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    # -- metadata ---------------------------------------------------------------------------------
+    async def info(self, ident: str) -> ImageMeta:
+        return (await self._entry(ident)).meta
+
+    async def _entry(self, ident: str) -> _Entry:
+        now = time.monotonic()
+        entry = self.metadata.get(ident)
+        if entry is not None and now - entry.checked < self.settings.stat_interval:
+            return entry
+        entry = await self.run(self._load, ident, entry, now)
+        self.metadata.put(ident, entry)
+        return entry
+
+    def _load(self, ident: str, old: _Entry | None, now: float) -> _Entry:
+        path = self.source.resolve(ident)
+        if old is not None and old.path == path:
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                raise NotFound(f"image not found: {ident}") from exc
+            if st.st_mtime == old.meta.mtime and st.st_size == old.meta.file_size:
+                return replace(old, checked=now)
+        return _Entry(self.reader.info(path, ident), path, now)
+
+    # -- pixels -----------------------------------------------------------------------------------
+    async def render(self, req: TileRequest) -> Rendered:
+        entry = await self._entry(req.ident)
+        key = (req, entry.meta.mtime)
+        hit = self.tiles.get(key)
+        if hit is not None:
+            return hit
+        out = await self.run(render, self.reader, entry.path, entry.meta, req, self.settings)
+        out = replace(out, etag=etag_for(entry.meta, repr(req)))
+        self.tiles.put(key, out, len(out.body) + 200)
+        return out
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {"tile_cache": self.tiles.stats(), "metadata_cache": self.metadata.stats()}
+
+
+def etag_for(meta: ImageMeta, key: str) -> str:
+    h = hashlib.blake2b(f"{meta.mtime}:{meta.file_size}:{key}".encode(), digest_size=10)
+    return f'"{h.hexdigest()}"'

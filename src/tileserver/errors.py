@@ -1,0 +1,106 @@
+"""Domain errors and the one table that maps them to HTTP status codes.
+
+Protocols and the core raise these; `install_handlers` turns them into responses. The status is
+decided here for every protocol; the body format is the protocol's choice (IIP answers in its
+`Error/...` syntax, the others in plain text), picked through `ERROR_BODY_KEY` in the ASGI scope.
+Messages must never contain a server path: they may echo the client's identifier, nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+log = logging.getLogger("tileserver")
+
+
+class TileServerError(Exception):
+    """Base class; `message` is safe to show to the client."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(TileServerError):
+    """Malformed request syntax or value."""
+
+
+class NotFound(TileServerError):
+    """Unknown identifier or path."""
+
+
+class TileNotFound(NotFound):
+    """A level, tile, or region outside the image."""
+
+
+class UnsupportedFormat(BadRequest):
+    """An output format this server cannot write (400, as the IIIF validator expects)."""
+
+
+class NotImplementedFeature(TileServerError):
+    """A valid request for something not offered here (e.g. IIIF `^` with upscaling off)."""
+
+
+class ImageTooLarge(TileServerError):
+    """Output past the configured size limits."""
+
+
+class Forbidden(TileServerError):
+    """Refused by policy."""
+
+
+class SourceError(TileServerError):
+    """The image file exists but cannot be decoded; the detail goes to the log only."""
+
+
+class Busy(TileServerError):
+    """Temporarily unable to serve."""
+
+
+STATUS_CODES: dict[type[TileServerError], int] = {
+    TileServerError: 500,
+    BadRequest: 400,
+    NotFound: 404,
+    UnsupportedFormat: 400,
+    NotImplementedFeature: 501,
+    ImageTooLarge: 403,
+    Forbidden: 403,
+    SourceError: 500,
+    Busy: 503,
+}
+
+ErrorBody = Callable[[TileServerError, int], Response]
+ERROR_BODY_KEY = "tileserver.error_body"
+
+
+def status_for(exc: TileServerError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return 500
+
+
+def plain_error(exc: TileServerError, status: int) -> Response:
+    return PlainTextResponse(exc.message or "error", status_code=status)
+
+
+async def _handle(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TileServerError)
+    status = status_for(exc)
+    if status >= 500:
+        log.error("%s %s -> %d: %s", request.method, request.url.path, status, exc.message, exc_info=exc)
+    else:
+        log.info("%s %s -> %d: %s", request.method, request.url.path, status, exc.message)
+    render: ErrorBody = request.scope.get(ERROR_BODY_KEY, plain_error)
+    response = render(exc, status)
+    response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+def install_handlers(app: Starlette) -> None:
+    app.add_exception_handler(TileServerError, _handle)

@@ -1,0 +1,54 @@
+"""HTTP caching semantics applied once for every protocol: ETag, Last-Modified, 304 answers and
+Cache-Control (on successful GET/HEAD only)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from email.utils import formatdate, parsedate_to_datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .core import etag_for
+from .models import ImageMeta, Rendered
+
+
+def _not_modified(request: Request, etag: str, mtime: float) -> bool:
+    inm = request.headers.get("if-none-match")
+    if inm is not None:
+        tags = [t.strip().removeprefix("W/") for t in inm.split(",")]
+        return etag in tags or "*" in tags
+    ims = request.headers.get("if-modified-since")
+    if ims:
+        try:
+            return int(mtime) <= parsedate_to_datetime(ims).timestamp()
+        except (TypeError, ValueError):
+            return False
+    return False
+
+
+def send(
+    request: Request, body: bytes, media_type: str, meta: ImageMeta, etag: str,
+    headers: Mapping[str, str] | None = None, cache_control: str | None = None,
+) -> Response:
+    """A 200 (or 304) response carrying the validators of `meta` and the configured Cache-Control."""
+    cc = request.app.state.settings.cache_control if cache_control is None else cache_control
+    out = {"ETag": etag, "Last-Modified": formatdate(meta.mtime, usegmt=True)}
+    if cc:
+        out["Cache-Control"] = cc
+    if headers:
+        out.update(headers)
+    if request.method in ("GET", "HEAD") and _not_modified(request, etag, meta.mtime):
+        return Response(status_code=304, headers=out)
+    return Response(body, media_type=media_type, headers=out)
+
+
+def send_image(request: Request, rendered: Rendered, meta: ImageMeta,
+               headers: Mapping[str, str] | None = None) -> Response:
+    return send(request, rendered.body, rendered.media_type, meta, rendered.etag, headers)
+
+
+def send_document(request: Request, body: bytes, media_type: str, meta: ImageMeta, key: str,
+                  headers: Mapping[str, str] | None = None, cache_control: str | None = None) -> Response:
+    """Info documents (OBJ replies, info.json, .dzi): their ETag covers the body's request key."""
+    return send(request, body, media_type, meta, etag_for(meta, key), headers, cache_control)

@@ -1,0 +1,176 @@
+"""Protocol-neutral values shared by every layer: what an image is (`ImageMeta`), what a client
+asks for (`TileRequest`), and what comes back (`Rendered`). All frozen, all hashable, so a request
+is its own cache key.
+
+Level convention everywhere below the protocols: `level` 0 is full resolution, `level` n is the
+n-th reduction (IIP counts the other way; DeepZoom and Zoomify have their own numbering; each
+protocol converts at its edge, in `levels.py`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class OutputFormat(enum.Enum):
+    """Output formats: suffix (as in URLs), media type, and the pyvips saver suffix."""
+
+    JPEG = ("jpg", "image/jpeg", ".jpg")
+    PNG = ("png", "image/png", ".png")
+    WEBP = ("webp", "image/webp", ".webp")
+    AVIF = ("avif", "image/avif", ".avif")
+    TIFF = ("tif", "image/tiff", ".tif")
+    GIF = ("gif", "image/gif", ".gif")
+
+    def __init__(self, suffix: str, media_type: str, vips_suffix: str) -> None:
+        self.suffix = suffix
+        self.media_type = media_type
+        self.vips_suffix = vips_suffix
+
+    @property
+    def has_alpha(self) -> bool:
+        return self in (OutputFormat.PNG, OutputFormat.WEBP, OutputFormat.AVIF, OutputFormat.TIFF,
+                        OutputFormat.GIF)
+
+
+class Quality(enum.Enum):
+    DEFAULT = "default"
+    COLOR = "color"
+    GRAY = "gray"
+    BITONAL = "bitonal"
+
+
+@dataclass(frozen=True)
+class Level:
+    """One resolution level: its size, native tile size, and its downsampling factor from full."""
+
+    width: int
+    height: int
+    tile_width: int
+    tile_height: int
+    factor: float = 1.0
+    stored: bool = True  # False: made by shrinking a larger level (virtual)
+    page: int = 0  # reader detail: TIFF page (IFD) holding a stored level
+    subifd: int = -1  # reader detail: SubIFD index of a stored level, -1 for none
+
+    def columns(self) -> int:
+        return -(-self.width // self.tile_width)
+
+    def rows(self) -> int:
+        return -(-self.height // self.tile_height)
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What a protocol may know about an image: sizes, levels, bands, metadata. No paths."""
+
+    ident: str
+    width: int
+    height: int
+    levels: tuple[Level, ...]  # levels[0] is full resolution
+    bands: int
+    bits: int
+    sample_format: str  # "uint", "int" or "float"
+    colorspace: str  # "srgb", "grey", "lab", "cmyk", ...
+    has_alpha: bool
+    has_icc: bool
+    mtime: float
+    file_size: int
+    min_values: tuple[float, ...]
+    max_values: tuple[float, ...]
+    loader: str = ""
+    dpi: tuple[float, float] | None = None  # pixels per inch
+    metadata: tuple[tuple[str, str], ...] = ()  # title, creator, rights, date, ...
+    compression: str = ""  # stored tile compression of the TIFF levels ("jpeg", "webp", ...)
+
+    @property
+    def tile_size(self) -> tuple[int, int]:
+        return self.levels[0].tile_width, self.levels[0].tile_height
+
+    def meta(self, key: str) -> str | None:
+        return dict(self.metadata).get(key)
+
+    def level(self, index: int) -> Level:
+        return self.levels[index]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A native tile: `col`, `row` in the tile grid of `level` (0 = full resolution)."""
+
+    level: int
+    col: int
+    row: int
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle in full-resolution pixels."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+@dataclass(frozen=True)
+class Processing:
+    """Pixel operations, applied in this order (as iipsrv): min/max normalisation, colour twist,
+    gamma/log, invert, colour map, contrast/stretch/equalisation."""
+
+    minmax: tuple[tuple[int, float, float], ...] = ()  # (channel or -1 for all, min, max)
+    twist: tuple[tuple[float, ...], ...] = ()  # rows = output bands, columns = input bands
+    gamma: float | None = None
+    log: bool = False
+    invert: bool = False
+    colormap: str | None = None  # hot, cold, jet, blue, green, red
+    contrast: float | None = None
+    stretch: bool = False
+    equalize: bool = False
+
+    @property
+    def is_identity(self) -> bool:
+        return self == NO_PROCESSING
+
+
+NO_PROCESSING = Processing()
+
+
+@dataclass(frozen=True)
+class TileRequest:
+    """Everything needed to render one image response, independent of the protocol that asked.
+
+    Either `tile` (a native tile, returned at its own size) or `region` (full-resolution pixels,
+    resized to `size`) is set. Rotation is clockwise degrees, applied after mirroring (IIIF order).
+    `encoder_quality` None means the configured default for the format.
+    """
+
+    ident: str
+    fmt: OutputFormat = OutputFormat.JPEG
+    tile: Tile | None = None
+    region: Box | None = None
+    size: tuple[int, int] | None = None
+    rotation: float = 0.0
+    mirror: bool = False
+    quality: Quality = Quality.DEFAULT
+    processing: Processing = field(default=NO_PROCESSING)
+    encoder_quality: int | None = None
+    tiff_compression: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tile is None) == (self.region is None):
+            raise ValueError("TileRequest needs exactly one of tile or region")
+        if self.region is not None and self.size is None:
+            raise ValueError("a region request needs an output size")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """An encoded image body with what the HTTP layer needs for caching headers."""
+
+    body: bytes
+    media_type: str
+    width: int
+    height: int
+    etag: str = ""

@@ -1,0 +1,60 @@
+"""Server pages: `/` (an HTML index of the images under the root, with thumbnails) and `/health`."""
+
+from __future__ import annotations
+
+import html
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from . import __version__
+from .encode import available_formats
+from .errors import TileServerError
+from .reader import libvips_version
+
+INDEX_LIMIT = 500
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>tileserver</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;margin:2em}}ul{{list-style:none;padding:0;display:flex;
+flex-wrap:wrap;gap:1em}}li{{width:220px}}img{{max-width:200px;max-height:160px;display:block;
+background:#eee}}small{{color:#555}}</style></head>
+<body><h1>tileserver</h1><p>{count} image(s) under the image root.</p><ul>
+{items}
+</ul></body></html>"""
+ITEM = """<li><a href="{full}"><img src="{thumb}" alt="{name}" loading="lazy"></a>
+<b>{name}</b><br><small>{size}</small><br><small><a href="{obj}">IIP OBJ</a></small></li>"""
+
+
+async def index(request: Request) -> Response:
+    service = request.app.state.service
+    idents = await service.run(service.source.listing, "", INDEX_LIMIT)
+    items = []
+    for ident in idents:
+        q = quote(ident, safe="/")
+        try:
+            meta = await service.info(ident)
+            size = f"{meta.width} x {meta.height}, {len(meta.levels)} levels"
+        except TileServerError as exc:
+            size = html.escape(exc.message)
+        items.append(ITEM.format(
+            full=f"iip?FIF={q}&amp;WID=1600&amp;CVT=jpeg", thumb=f"iip?FIF={q}&amp;HEI=160&amp;CVT=jpeg",
+            name=html.escape(ident), size=size, obj=f"iip?FIF={q}&amp;OBJ=IIP,1.0&amp;OBJ=Max-size&amp;"
+            "OBJ=Tile-size&amp;OBJ=Resolution-number&amp;OBJ=Resolutions"))
+    return HTMLResponse(PAGE.format(count=len(idents), items="\n".join(items)))
+
+
+async def health(request: Request) -> Response:
+    service = request.app.state.service
+    settings = request.app.state.settings
+    formats = await service.run(available_formats)
+    return JSONResponse({
+        "status": "ok", "version": __version__, "libvips": libvips_version(),
+        "output_formats": [f.suffix for f in formats], "protocols": list(settings.protocols),
+        **service.stats(),
+    }, headers={"Cache-Control": "no-cache"})
+
+
+ROUTES: list[BaseRoute] = [Route("/", index), Route("/health", health)]

@@ -1,0 +1,160 @@
+"""IIP, iipsrv's query protocol, at `/iip` and at iipsrv's own path `/fcgi-bin/iipsrv.fcgi`
+(GET query or POST form body). Handlers are linear: parse -> one metadata lookup -> TileRequest
+-> render -> response. `IIIF=`, `DeepZoom=` and `Zoomify=` entries are handed to the protocol
+that registered that query command (see `protocols/__init__.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from ...errors import ERROR_BODY_KEY, BadRequest, TileNotFound, TileServerError, plain_error
+from ...http import send_document, send_image
+from ...levels import cap_size, fit_inside, iip_resolution_to_level, tile_index
+from ...models import Box, ImageMeta, Tile, TileRequest
+from ...settings import Settings
+from .grammar import CvtOut, EntryOut, IIPError, IIPQuery, TileOut, TilesOut, parse, split_query
+from .obj import obj_reply
+
+NETFPX = "application/vnd.netfpx"
+MAX_TIL_TILES = 1024
+BANNER = """<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>tileserver IIP</title></head>
+<body><h1>tileserver: IIP endpoint</h1><p>Ask for an image, e.g.
+<code>?FIF=image.tif&amp;OBJ=IIP,1.0&amp;OBJ=Max-size</code> or
+<code>?FIF=image.tif&amp;WID=400&amp;CVT=jpeg</code>.</p></body></html>"""
+
+
+def iip_error_body(exc: TileServerError, status: int) -> Response:
+    """IIP protocol errors in iipsrv's `Error/...` syntax; everything else as plain text."""
+    if isinstance(exc, IIPError):
+        return Response(exc.body, status_code=status, media_type=NETFPX,
+                        headers={"Content-Disposition":
+                                 'inline;filename="IIPisAMadGameClosedToOurUnderstanding.netfpx"'})
+    return plain_error(exc, status)
+
+
+# -- pure translation ---------------------------------------------------------------------------
+def region_box(meta: ImageMeta, region: tuple[float, float, float, float] | None) -> Box:
+    """RGN fractions -> full-resolution pixels, cropped at the image edge; outside -> 400."""
+    if region is None:
+        return Box(0, 0, meta.width, meta.height)
+    x, y, w, h = region
+    x0, y0 = min(max(x, 0.0), 1.0), min(max(y, 0.0), 1.0)
+    x1, y1 = min(max(x + w, 0.0), 1.0), min(max(y + h, 0.0), 1.0)
+    px0, py0 = round(x0 * meta.width), round(y0 * meta.height)
+    px1, py1 = round(x1 * meta.width), round(y1 * meta.height)
+    if x1 <= x0 or y1 <= y0:
+        raise BadRequest("RGN lies entirely outside the image")
+    return Box(px0, py0, max(px1 - px0, 1), max(py1 - py0, 1))
+
+
+def output_size(box: Box, width: int | None, height: int | None, settings: Settings) -> tuple[int, int]:
+    """WID/HEI (both: fit inside the box), without upscaling when it is off, capped by MAX_CVT /
+    max_area like iipsrv (CVT is for thumbnails and exports; it clamps rather than refuses)."""
+    w, h = fit_inside(box.w, box.h, width, height)
+    if not settings.allow_upscaling and (w > box.w or h > box.h):
+        w, h = box.w, box.h
+    return cap_size((w, h), settings.max_size, settings.max_area)
+
+
+def _view(q: IIPQuery, meta: ImageMeta) -> dict[str, Any]:
+    """The TileRequest fields every IIP image output shares."""
+    if q.view[0] != 0 or q.view[1] not in (0, 90):
+        raise TileNotFound(f"view {q.view[0]},{q.view[1]} does not exist: this image has one view")
+    return {"ident": meta.ident, "rotation": q.rotation, "mirror": q.mirror, "quality": q.quality,
+            "processing": q.processing, "encoder_quality": q.encoder_quality,
+            "tiff_compression": q.tiff_codec}
+
+
+def to_tile_request(q: IIPQuery, meta: ImageMeta, settings: Settings) -> TileRequest:
+    common = _view(q, meta)
+    out = q.output
+    if isinstance(out, TileOut):
+        level = iip_resolution_to_level(meta, out.resolution)
+        col, row = tile_index(meta.levels[level], out.index)
+        return TileRequest(tile=Tile(level, col, row), fmt=out.fmt, **common)
+    if isinstance(out, CvtOut):
+        box = region_box(meta, q.region)
+        size = output_size(box, q.width, q.height, settings)
+        return TileRequest(region=box, size=size, fmt=out.fmt, **common)
+    raise BadRequest("no image output requested")
+
+
+def til_tiles(meta: ImageMeta, out: TilesOut) -> list[tuple[int, Tile]]:
+    """The (tile number, Tile) pairs of the rectangle spanned by start and end, columns outermost
+    (iipsrv's order)."""
+    level = iip_resolution_to_level(meta, out.resolution)
+    lv = meta.levels[level]
+    (sx, sy), (ex, ey) = tile_index(lv, out.start), tile_index(lv, out.end)
+    sx, ex = min(sx, ex), max(sx, ex)
+    count = (ex - sx + 1) * (ey - sy + 1)
+    if count > MAX_TIL_TILES:
+        raise BadRequest(f"TIL asks for {count} tiles; at most {MAX_TIL_TILES} per request")
+    cols = lv.columns()
+    return [(x + y * cols, Tile(level, x, y)) for x in range(sx, ex + 1) for y in range(sy, ey + 1)]
+
+
+# -- endpoint -----------------------------------------------------------------------------------
+async def _query(request: Request) -> str:
+    if request.method == "POST":
+        return (await request.body()).decode("latin-1")
+    return request.url.query
+
+
+async def iip(request: Request) -> Response:
+    request.scope[ERROR_BODY_KEY] = iip_error_body
+    raw = await _query(request)
+    if not raw:
+        return HTMLResponse(BANNER)
+    q = parse(split_query(raw), raw)
+    if isinstance(q.output, EntryOut):
+        handler = request.app.state.query_protocols.get(q.output.protocol)
+        if handler is None:
+            raise IIPError("2 2", q.output.protocol, f"protocol {q.output.protocol} is not enabled")
+        request.scope[ERROR_BODY_KEY] = plain_error
+        response: Response = await handler(request, q.output.arg)
+        return response
+    service = request.app.state.service
+    meta = await service.info(q.fif) if q.fif is not None else None
+    if q.objs:
+        body = obj_reply(meta, q)
+        if meta is None:
+            return Response(body, media_type=NETFPX, headers={"Cache-Control": "no-cache"})
+        return send_document(request, body, NETFPX, meta, "obj:" + "&".join(q.objs) + f":{q.rotation}")
+    assert meta is not None
+    if isinstance(q.output, TilesOut):
+        return await _til(request, q, meta)
+    req = to_tile_request(q, meta, request.app.state.settings)
+    rendered = await service.render(req)
+    headers = {}
+    if isinstance(q.output, CvtOut):
+        stem = os.path.splitext(os.path.basename(meta.ident))[0]
+        kind = "attachment" if request.method == "POST" else "inline"
+        headers["Content-Disposition"] = f'{kind};filename="{stem}.{req.fmt.suffix}"'
+    return send_image(request, rendered, meta, headers)
+
+
+async def _til(request: Request, q: IIPQuery, meta: ImageMeta) -> Response:
+    """IIP 1.0.5 multi-tile stream: per tile `Tile,r,n,0/len:` + type + subtype + JPEG + CRLF."""
+    assert isinstance(q.output, TilesOut)
+    service = request.app.state.service
+    parts: list[bytes] = []
+    common = _view(q, meta)
+    for n, tile in til_tiles(meta, q.output):
+        data = (await service.render(TileRequest(tile=tile, **common))).body
+        parts.append(f"Tile,{q.output.resolution},{n},0/{len(data) + 8}:".encode())
+        parts.append(struct.pack("4B", 0x02, 0, 0, 0) + bytes((0x00, 0x11, 0x00, 0x00)) + data + b"\r\n")
+    key = f"til:{q.output}:{q.processing}:{q.quality}:{q.encoder_quality}"
+    return send_document(request, b"".join(parts), NETFPX, meta, key)
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/iip", iip, methods=["GET", "POST"]),
+    Route("/fcgi-bin/iipsrv.fcgi", iip, methods=["GET", "POST"]),
+]

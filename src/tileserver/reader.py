@@ -1,0 +1,210 @@
+"""Synchronous pyvips pyramid reader: image metadata, and pixels of any level.
+
+Stored levels come from a tiled pyramidal TIFF (levels as pages or as SubIFDs); below the smallest
+stored level, and for single-resolution images (JPEG, PNG, WebP, striped TIFF...), levels are made
+by halving (rounding up) until one tile holds the image. Opened files are reused per thread
+(libvips serialises reads on one handle); virtual levels are materialised once and shared.
+All pyvips errors are translated here: nothing above this module sees `pyvips.Error`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import pyvips
+
+from .cache import ByteLRU
+from .errors import NotFound, SourceError
+from .levels import halvings, level_factor
+from .models import ImageMeta, Level
+from .tiff import SMAX, SMIN, TiffFile, ascii_tags
+
+log = logging.getLogger("tileserver.reader")
+
+BITS = {"uchar": 8, "char": 8, "ushort": 16, "short": 16, "uint": 32, "int": 32, "float": 32,
+        "double": 64, "complex": 64, "dpcomplex": 128}
+SAMPLE = {"uchar": "uint", "ushort": "uint", "uint": "uint", "char": "int", "short": "int", "int": "int"}
+RANGES = {"uchar": 255.0, "char": 127.0, "ushort": 65535.0, "short": 32767.0, "uint": 4294967295.0,
+          "int": 2147483647.0}
+COLORSPACES = {"srgb": "srgb", "rgb": "srgb", "rgb16": "srgb", "scrgb": "srgb", "b-w": "grey",
+               "grey16": "grey", "lab": "lab", "labs": "lab", "labq": "lab", "cmyk": "cmyk",
+               "xyz": "xyz", "hsv": "srgb"}
+EXIF_TAGS = {"exif-ifd0-Artist": "creator", "exif-ifd0-Copyright": "rights",
+             "exif-ifd0-ImageDescription": "description", "exif-ifd0-Make": "make",
+             "exif-ifd0-Model": "model", "exif-ifd0-Software": "software", "exif-ifd0-DateTime": "date"}
+SHRINK_ON_LOAD = {"jpegload", "webpload", "heifload"}
+MATERIALISE_PIXELS = 64 * 1024 * 1024
+
+
+def configure_vips(threads: int) -> None:
+    """Process-wide libvips set-up: no untrusted loaders, one libvips thread per job (the app's
+    thread pool gives the parallelism), and no operation cache (we cache handles and tiles)."""
+    pyvips.block_untrusted_set(True)
+    pyvips.concurrency_set(1)
+    pyvips.cache_set_max(0)
+
+
+def libvips_version() -> str:
+    return f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
+
+
+def vips_error(exc: pyvips.Error, what: str) -> SourceError:
+    log.error("libvips error for %s: %s", what, getattr(exc, "detail", exc))
+    return SourceError("the image could not be decoded")
+
+
+class PyramidReader:
+    def __init__(self, tile_size: int = 256, open_images: int = 64, virtual_cache_bytes: int = 256 << 20):
+        self.tile_size = tile_size
+        self.open_images = open_images
+        self._local = threading.local()
+        self._virtual: ByteLRU[tuple[str, float, int], Any] = ByteLRU(virtual_cache_bytes)
+
+    # -- metadata -----------------------------------------------------------------------------
+    def info(self, path: str, ident: str) -> ImageMeta:
+        try:
+            st = os.stat(path)
+            img = pyvips.Image.new_from_file(path)
+            loader = img.get("vips-loader")
+            if loader == "tiffload":
+                stored, tags, compression, limits = self._tiff_layout(path, img)
+            else:
+                stored, tags, compression, limits = [self._single_level(img)], _exif(img), "", None
+        except pyvips.Error as exc:
+            if not os.path.exists(path):
+                raise NotFound(f"image not found: {ident}") from exc
+            raise vips_error(exc, ident) from exc
+        except (OSError, ValueError) as exc:
+            log.error("cannot read %s: %s", ident, exc)
+            raise SourceError("the image could not be read") from exc
+        fmt = img.get("format")
+        top = RANGES.get(fmt, 1.0)
+        low = 0.0 if fmt in ("uchar", "ushort", "uint") or top == 1.0 else -top - 1
+        mins, maxs = limits or ((low,) * img.bands, (top,) * img.bands)
+        return ImageMeta(
+            ident=ident, width=img.width, height=img.height,
+            levels=self._with_virtual(stored, img.width, img.height),
+            bands=img.bands, bits=BITS.get(fmt, 8), sample_format=SAMPLE.get(fmt, "float"),
+            colorspace=COLORSPACES.get(img.interpretation, "multiband" if img.bands > 4 else "srgb"),
+            has_alpha=bool(img.hasalpha()), has_icc="icc-profile-data" in img.get_fields(),
+            mtime=st.st_mtime, file_size=st.st_size, min_values=mins, max_values=maxs, loader=loader,
+            dpi=_dpi(img), metadata=tuple(sorted(tags.items())), compression=compression,
+        )
+
+    def _single_level(self, img: Any) -> Level:
+        t = self.tile_size
+        return Level(img.width, img.height, t, t, 1.0, True)
+
+    def _tiff_layout(
+        self, path: str, img: Any
+    ) -> tuple[list[Level], dict[str, str], str, tuple[tuple[float, ...], tuple[float, ...]] | None]:
+        with open(path, "rb") as f:
+            tf = TiffFile(f)
+        first = tf.pages[0]
+        full = first.size
+        if not first.tiled:
+            stored = [self._single_level(img)]
+        else:
+            tw, th = first.num(322), first.num(323)
+            stored = [Level(full[0], full[1], tw, th, 1.0, True, 0, -1)]
+            if tf.subifds[0]:
+                candidates = [(0, j, ifd) for j, ifd in enumerate(tf.subifds[0])]
+            else:
+                candidates = [(p, -1, ifd) for p, ifd in enumerate(tf.pages) if p > 0]
+            for page, sub, ifd in candidates:
+                w, h = ifd.size
+                prev = stored[-1]
+                if not ifd.tiled or not (w < prev.width and h <= prev.height):
+                    continue  # thumbnails, labels, stack pages: not pyramid levels
+                stored.append(Level(w, h, ifd.num(322), ifd.num(323), level_factor(full, (w, h)), True,
+                                    page, sub))
+        limits = None
+        if SMIN in first.values and SMAX in first.values:
+            mins = tuple(float(v) for v in first.values[SMIN])
+            maxs = tuple(float(v) for v in first.values[SMAX])
+            if len(mins) == 1 and img.bands > 1:
+                mins, maxs = mins * img.bands, maxs * img.bands
+            if len(mins) == img.bands == len(maxs):
+                limits = (mins, maxs)
+        return stored, ascii_tags(first), first.compression if first.tiled else "", limits
+
+    def _with_virtual(self, stored: list[Level], width: int, height: int) -> tuple[Level, ...]:
+        last = stored[-1]
+        tile = max(last.tile_width, last.tile_height)
+        extra = halvings(last.width, last.height, tile)[1:]
+        virtual = [Level(w, h, last.tile_width, last.tile_height, level_factor((width, height), (w, h)),
+                         False) for w, h in extra]
+        return tuple(stored + virtual)
+
+    # -- pixels -------------------------------------------------------------------------------
+    def level_image(self, path: str, meta: ImageMeta, index: int) -> Any:
+        """The whole level `index` as a (lazy) pyvips image."""
+        lv = meta.levels[index]
+        try:
+            if lv.stored:
+                return self._open(path, meta, lv)
+            return self._virtual_level(path, meta, index)
+        except pyvips.Error as exc:
+            raise vips_error(exc, meta.ident) from exc
+
+    def read(self, path: str, meta: ImageMeta, index: int, box: tuple[int, int, int, int]) -> Any:
+        x, y, w, h = box
+        return self.level_image(path, meta, index).crop(x, y, w, h)
+
+    def _open(self, path: str, meta: ImageMeta, lv: Level) -> Any:
+        handles: OrderedDict[tuple[str, float, int, int], Any] | None = getattr(self._local, "h", None)
+        if handles is None:
+            handles = self._local.h = OrderedDict()
+        key = (path, meta.mtime, lv.page, lv.subifd)
+        img = handles.get(key)
+        if img is not None:
+            handles.move_to_end(key)
+            return img
+        if meta.loader == "tiffload":
+            img = pyvips.Image.tiffload(path, page=lv.page, subifd=lv.subifd, access="random")
+        else:
+            img = pyvips.Image.new_from_file(path, access="random")
+        handles[key] = img
+        while len(handles) > self.open_images:
+            handles.popitem(last=False)
+        return img
+
+    def _virtual_level(self, path: str, meta: ImageMeta, index: int) -> Any:
+        key = (path, meta.mtime, index)
+        img = self._virtual.get(key)
+        if img is not None:
+            return img
+        lv = meta.levels[index]
+        parent = meta.levels[index - 1]
+        if meta.loader in SHRINK_ON_LOAD and index == 1:
+            img = pyvips.Image.thumbnail(path, lv.width, height=lv.height, size="force", no_rotate=True)
+        else:
+            src = self.level_image(path, meta, index - 1)
+            img = src.thumbnail_image(lv.width, height=lv.height, size="force", no_rotate=True)
+        if lv.width * lv.height * meta.bands <= MATERIALISE_PIXELS and parent is not None:
+            img = img.copy_memory()
+            self._virtual.put(key, img, lv.width * lv.height * meta.bands * max(meta.bits // 8, 1))
+        return img
+
+
+def _exif(img: Any) -> dict[str, str]:
+    fields = set(img.get_fields())
+    out: dict[str, str] = {}
+    for field, name in EXIF_TAGS.items():
+        if field in fields:
+            value = re.sub(r"\s*\([^()]*\)$", "", str(img.get(field))).strip()
+            if value:
+                out[name] = value
+    return out
+
+
+def _dpi(img: Any) -> tuple[float, float] | None:
+    xres, yres = img.get("xres"), img.get("yres")  # pixels per millimetre
+    if xres <= 0 or yres <= 0 or (xres == 1.0 and yres == 1.0):
+        return None
+    return round(xres * 25.4, 3), round(yres * 25.4, 3)

@@ -1,0 +1,68 @@
+"""The synchronous render pipeline, run in the app's thread pool:
+read (the right level, never more pixels than needed) -> resize -> processing -> quality ->
+mirror/rotate -> encode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyvips
+
+from .encode import encode
+from .levels import choose_level, region_at_level, tile_box
+from .models import ImageMeta, OutputFormat, Quality, Rendered, TileRequest
+from .process import apply_quality, orient, to_8bit
+from .reader import PyramidReader, vips_error
+from .settings import Settings
+
+
+def read_pixels(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, kernel: str) -> Any:
+    if req.tile is not None:
+        t = req.tile
+        box = tile_box(meta.levels[t.level], t.col, t.row)
+        return reader.read(path, meta, t.level, box)
+    assert req.region is not None and req.size is not None
+    index = choose_level(meta, req.region, req.size)
+    box = region_at_level(meta.levels[index], req.region)
+    return resize_exact(reader.read(path, meta, index, box), req.size, kernel)
+
+
+def resize_exact(img: Any, size: tuple[int, int], kernel: str) -> Any:
+    w, h = size
+    if (img.width, img.height) == (w, h):
+        return img
+    out = img.resize(w / img.width, vscale=h / img.height, kernel=kernel)
+    if (out.width, out.height) != (w, h):
+        out = out.embed(0, 0, w, h, extend="copy")
+    return out
+
+
+def default_quality(fmt: OutputFormat, settings: Settings) -> int | None:
+    return {
+        OutputFormat.JPEG: settings.jpeg_quality, OutputFormat.PNG: settings.png_compression,
+        OutputFormat.WEBP: settings.webp_quality, OutputFormat.AVIF: settings.avif_quality,
+    }.get(fmt)
+
+
+def render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, settings: Settings) -> Rendered:
+    try:
+        return _render(reader, path, meta, req, settings)
+    except pyvips.Error as exc:
+        raise vips_error(exc, meta.ident) from exc
+
+
+def _render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, settings: Settings) -> Rendered:
+    img = read_pixels(reader, path, meta, req, settings.interpolation)
+    img = to_8bit(img, meta, req.processing)
+    img = apply_quality(img, req.quality)
+    transparent = req.fmt.has_alpha and req.rotation % 90 != 0
+    bg = [0.0] * (img.bands + 1) if transparent else [float(c) for c in settings.background[: max(img.bands, 1)]]
+    if img.bands in (1, 2) and not transparent:
+        bg = [float(settings.background[0])] * img.bands
+    img = orient(img, req.mirror, req.rotation, bg)
+    recoloured = req.quality in (Quality.GRAY, Quality.BITONAL) or bool(req.processing.colormap or
+                                                                     req.processing.twist)
+    q = req.encoder_quality if req.encoder_quality is not None else default_quality(req.fmt, settings)
+    body = encode(img, req.fmt, q, tiff_compression=req.tiff_compression or settings.tiff_compression,
+                  keep_icc=settings.keep_icc and not recoloured, background=settings.background)
+    return Rendered(body, req.fmt.media_type, img.width, img.height)

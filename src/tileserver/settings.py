@@ -1,0 +1,164 @@
+"""Settings: one typed object, built once and passed to `create_app(settings)`.
+
+Every option has a `TILESERVER_` environment variable. iipsrv's own variable names are honoured too
+(lower priority than the `TILESERVER_` ones), so an iipsrv configuration carries over unchanged; the
+mapping is `IIPSRV_ENV` below and the README table. Nothing here is read at import time: the
+environment is read when `Settings()` is constructed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROTOCOL_NAMES = ("iip", "iiif", "deepzoom", "zoomify")
+Interpolation = Literal["nearest", "linear", "cubic", "mitchell", "lanczos2", "lanczos3"]
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() not in {"0", "false", "no", "off", ""}
+
+
+def _max_cvt(value: str) -> int | None:
+    n = int(value)
+    if n == -1:
+        return None
+    return 5000 if n == 0 else max(n, 1)
+
+
+def _prefix(value: str) -> dict[str, Any]:
+    """iipsrv's FILESYSTEM_PREFIX is a plain string glued before the path: a folder when it ends
+    in `/`, otherwise a folder plus a file-name prefix (`/data/img_` + `x.tif`)."""
+    if value.endswith("/") or os.path.isdir(value):
+        return {"root": value}
+    head, tail = os.path.split(value)
+    return {"root": head or ".", "filename_prefix": tail}
+
+
+def _clamp(lo: int, hi: int) -> Callable[[str], int]:
+    return lambda v: min(max(int(v), lo), hi)
+
+
+# iipsrv variable -> (our field, converter). A converter may return a dict of several fields.
+IIPSRV_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "FILESYSTEM_PREFIX": ("root", _prefix),
+    "FILESYSTEM_SUFFIX": ("filename_suffix", str),
+    "JPEG_QUALITY": ("jpeg_quality", _clamp(1, 100)),
+    "PNG_QUALITY": ("png_compression", _clamp(0, 9)),
+    "WEBP_QUALITY": ("webp_quality", _clamp(-1, 100)),
+    "AVIF_QUALITY": ("avif_quality", _clamp(-1, 100)),
+    "MAX_CVT": ("max_size", _max_cvt),
+    "ALLOW_UPSCALING": ("allow_upscaling", _flag),
+    "CORS": ("cors", str),
+    "BASE_URL": ("base_url", str),
+    "CACHE_CONTROL": ("cache_control", str),
+    "MAX_IMAGE_CACHE_SIZE": ("tile_cache_mb", float),
+    "MAX_METADATA_CACHE_SIZE": ("metadata_cache_size", lambda v: 1_000_000 if int(v) < 0 else int(v)),
+    "INTERPOLATION": ("interpolation", lambda v: "nearest" if v.strip() == "0" else "linear"),
+    "COPYRIGHT": ("rights", str),
+    "EMBED_ICC": ("keep_icc", _flag),
+    "MAX_ICC": ("keep_icc", lambda v: int(v) != 0),
+    "IIIF_VERSION": ("iiif_version", lambda v: 2 if int(v) < 3 else 3),
+}
+
+
+class IipsrvEnvSource(PydanticBaseSettingsSource):
+    """Reads iipsrv's unprefixed variable names (below `TILESERVER_*` in priority)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None = None):
+        super().__init__(settings_cls)
+        self.environ = os.environ if environ is None else environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ maps whole variables
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, (field, convert) in IIPSRV_ENV.items():
+            raw = self.environ.get(name)
+            if raw is None or raw == "":
+                continue
+            try:
+                value = convert(raw)
+            except ValueError as exc:
+                raise ValueError(f"iipsrv variable {name}={raw!r} is not valid: {exc}") from exc
+            if isinstance(value, dict):
+                out.update(value)
+            else:
+                out[field] = value
+        return out
+
+
+class Settings(BaseSettings):
+    """All configuration. Field docs double as the README configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="TILESERVER_", extra="forbid", frozen=True)
+
+    root: Path = Field(Path("images"), description="Image root folder; nothing outside it is read")
+    filename_prefix: str = Field("", description="Prepended to every identifier's file name")
+    filename_suffix: str = Field("", description="Appended to every identifier (e.g. `.tif`)")
+    host: str = Field("127.0.0.1", description="Bind address for `tileserver serve`")
+    port: int = Field(8000, ge=0, le=65535, description="Bind port")
+    workers: int = Field(1, ge=1, le=64, description="Server processes")
+    threads: int = Field(4, ge=1, le=256, description="Pyvips threads per process (one pool)")
+    jpeg_quality: int = Field(75, ge=1, le=100, description="Default JPEG quality")
+    png_compression: int = Field(1, ge=0, le=9, description="PNG zlib level")
+    webp_quality: int = Field(50, ge=-1, le=100, description="WebP quality; -1 = lossless")
+    avif_quality: int = Field(50, ge=-1, le=100, description="AVIF quality; -1 = lossless")
+    tiff_compression: Literal["none", "lzw", "deflate", "jpeg", "webp", "zstd"] = Field(
+        "deflate", description="TIFF output compression"
+    )
+    max_size: int | None = Field(5000, ge=1, description="Largest output width/height (None: no limit)")
+    max_area: int | None = Field(None, ge=1, description="Largest output area in pixels (None: no limit)")
+    allow_upscaling: bool = Field(True, description="Allow output larger than the source region")
+    interpolation: Interpolation = Field("lanczos3", description="Resampling kernel")
+    keep_icc: bool = Field(True, description="Embed the source ICC profile in outputs")
+    background: tuple[int, int, int] = Field((255, 255, 255), description="Fill for rotated JPEG corners")
+    cors: str = Field("*", description="Access-Control-Allow-Origin value; empty disables CORS")
+    base_url: str = Field("", description="Public base URL used in IIIF ids and redirects")
+    cache_control: str = Field("max-age=86400", description="Cache-Control on successful responses")
+    tile_cache_mb: float = Field(64.0, ge=0, description="Encoded-tile cache per process, in MB")
+    metadata_cache_size: int = Field(1000, ge=0, description="Image metadata entries cached per process")
+    stat_interval: float = Field(1.0, ge=0, description="Seconds between file mtime re-checks")
+    open_images: int = Field(64, ge=1, description="Open image handles kept per thread")
+    virtual_tile_size: int = Field(256, ge=16, le=4096, description="Tile size for untiled sources")
+    rights: str = Field("", description="Rights URI / copyright when the image carries none")
+    iiif_version: Literal[2, 3] = Field(3, description="IIIF version answered at `/iiif/{id}`")
+    max_identifier_length: int = Field(1024, ge=16, description="Longest accepted identifier")
+    protocols: Annotated[tuple[str, ...], NoDecode] = Field(("iip",),
+                                       description="Protocols to serve (comma-separated)")
+
+    @field_validator("protocols", mode="before")
+    @classmethod
+    def _split_protocols(cls, v: Any) -> Any:
+        names = tuple(p.strip().lower() for p in v.split(",") if p.strip()) if isinstance(v, str) else v
+        unknown = set(names) - set(PROTOCOL_NAMES)
+        if unknown:
+            raise ValueError(f"unknown protocols {sorted(unknown)}; choose from {', '.join(PROTOCOL_NAMES)}")
+        return names
+
+    @field_validator("root")
+    @classmethod
+    def _root_exists(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, IipsrvEnvSource(settings_cls), dotenv_settings)
+
+    @property
+    def tile_cache_bytes(self) -> int:
+        return int(self.tile_cache_mb * 1024 * 1024)

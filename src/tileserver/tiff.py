@@ -1,0 +1,162 @@
+"""A minimal TIFF / BigTIFF directory reader (no pixels): level sizes, tiling, compression, the
+descriptive ASCII tags libvips does not expose, and the tile offsets that let stored JPEG tiles be
+sent without decoding. Pure Python, synchronous, reads only the directory structures.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+# tag numbers
+IMAGE_WIDTH, IMAGE_LENGTH, BITS, COMPRESSION, PHOTOMETRIC = 256, 257, 258, 259, 262
+DOCUMENT_NAME, IMAGE_DESCRIPTION, MAKE, MODEL, SAMPLES = 269, 270, 271, 272, 277
+SOFTWARE, DATETIME, ARTIST = 305, 306, 315
+TILE_WIDTH, TILE_LENGTH, TILE_OFFSETS, TILE_BYTECOUNTS = 322, 323, 324, 325
+SUBIFDS, JPEG_TABLES, NEW_SUBFILE_TYPE, COPYRIGHT = 330, 347, 254, 33432
+SMIN, SMAX, YCBCR_SUBSAMPLING = 340, 341, 530
+
+ASCII_TAGS = {
+    DOCUMENT_NAME: "title", IMAGE_DESCRIPTION: "description", MAKE: "make", MODEL: "model",
+    SOFTWARE: "software", DATETIME: "date", ARTIST: "creator", COPYRIGHT: "rights",
+}
+COMPRESSIONS = {1: "none", 5: "lzw", 7: "jpeg", 8: "deflate", 32946: "deflate", 50000: "zstd", 50001: "webp"}
+
+_TYPES = {1: "B", 2: "s", 3: "H", 4: "I", 5: "II", 6: "b", 7: "B", 8: "h", 9: "i", 10: "ii", 11: "f",
+          12: "d", 16: "Q", 17: "q", 18: "Q"}
+_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 16: 8, 17: 8, 18: 8}
+
+
+@dataclass
+class Ifd:
+    tags: dict[int, tuple[int, int, int]] = field(default_factory=dict)  # tag -> (type, count, offset)
+    values: dict[int, tuple[int | float, ...] | bytes] = field(default_factory=dict)
+
+    def num(self, tag: int, default: int = 0) -> int:
+        v = self.values.get(tag)
+        return int(v[0]) if isinstance(v, tuple) and v else default
+
+    def ints(self, tag: int) -> tuple[int, ...]:
+        v = self.values.get(tag)
+        return tuple(int(x) for x in v) if isinstance(v, tuple) else ()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.num(IMAGE_WIDTH), self.num(IMAGE_LENGTH)
+
+    @property
+    def tiled(self) -> bool:
+        return TILE_WIDTH in self.values
+
+    @property
+    def compression(self) -> str:
+        return COMPRESSIONS.get(self.num(COMPRESSION, 1), "other")
+
+
+class TiffFile:
+    """Parse the IFD chain (and first-level SubIFDs) of an open binary file."""
+
+    MAX_IFDS = 4096
+
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
+        head = f.read(16)
+        if head[:2] == b"II":
+            self.e = "<"
+        elif head[:2] == b"MM":
+            self.e = ">"
+        else:
+            raise ValueError("not a TIFF file")
+        magic = struct.unpack(self.e + "H", head[2:4])[0]
+        self.big = magic == 43
+        if magic == 42:
+            first = struct.unpack(self.e + "I", head[4:8])[0]
+        elif self.big:
+            first = struct.unpack(self.e + "Q", head[8:16])[0]
+        else:
+            raise ValueError("not a TIFF file")
+        self.pages: list[Ifd] = []
+        self.subifds: list[list[Ifd]] = []
+        seen: set[int] = set()
+        offset = first
+        while offset and offset not in seen and len(self.pages) < self.MAX_IFDS:
+            seen.add(offset)
+            ifd, offset = self._read_ifd(offset)
+            self.pages.append(ifd)
+            self.subifds.append([self._read_ifd(o)[0] for o in ifd.ints(SUBIFDS)[:64]])
+
+    def _read_ifd(self, offset: int) -> tuple[Ifd, int]:
+        f, e = self.f, self.e
+        f.seek(offset)
+        if self.big:
+            (n,) = struct.unpack(e + "Q", f.read(8))
+            entry, count_fmt, off_size = 20, "Q", 8
+        else:
+            (n,) = struct.unpack(e + "H", f.read(2))
+            entry, count_fmt, off_size = 12, "I", 4
+        n = min(n, 4096)
+        raw = f.read(n * entry + off_size)
+        ifd = Ifd()
+        for i in range(n):
+            rec = raw[i * entry : (i + 1) * entry]
+            tag, typ = struct.unpack(e + "HH", rec[:4])
+            (count,) = struct.unpack(e + count_fmt, rec[4 : 4 + off_size])
+            inline = rec[4 + off_size :]
+            size = _SIZES.get(typ, 1) * count
+            if size <= off_size:
+                data_offset = -1
+                data = inline[:size]
+            else:
+                (data_offset,) = struct.unpack(e + count_fmt, inline)
+                data = b""
+            ifd.tags[tag] = (typ, count, data_offset)
+            if tag in (TILE_OFFSETS, TILE_BYTECOUNTS) and data_offset >= 0:
+                continue  # large arrays are read on demand (`tile_locations`)
+            if data_offset >= 0:
+                if size > 1 << 20:
+                    continue
+                f.seek(data_offset)
+                data = f.read(size)
+            ifd.values[tag] = self._decode(typ, count, data)
+        (nxt,) = struct.unpack(e + count_fmt, raw[n * entry : n * entry + off_size] or b"\0" * off_size)
+        return ifd, nxt
+
+    def _decode(self, typ: int, count: int, data: bytes) -> tuple[int | float, ...] | bytes:
+        if typ in (2, 7):
+            return data
+        code = _TYPES.get(typ)
+        if code is None:
+            return b""
+        if code in ("II", "ii"):
+            nums = struct.unpack(f"{self.e}{2 * count}{code[0]}", data)
+            return tuple(nums[i] / nums[i + 1] if nums[i + 1] else 0.0 for i in range(0, len(nums), 2))
+        return struct.unpack(f"{self.e}{count}{code}", data)
+
+    def tile_location(self, ifd: Ifd, index: int) -> tuple[int, int]:
+        """(offset, byte count) of one tile, read straight from the offset arrays."""
+        out = []
+        for tag in (TILE_OFFSETS, TILE_BYTECOUNTS):
+            typ, count, data_offset = ifd.tags[tag]
+            if not 0 <= index < count:
+                raise IndexError(index)
+            if data_offset < 0:
+                vals = ifd.values[tag]
+                assert isinstance(vals, tuple)
+                out.append(int(vals[index]))
+                continue
+            size = _SIZES[typ]
+            self.f.seek(data_offset + index * size)
+            out.append(struct.unpack(self.e + _TYPES[typ], self.f.read(size))[0])
+        return out[0], out[1]
+
+
+def ascii_tags(ifd: Ifd) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for tag, name in ASCII_TAGS.items():
+        v = ifd.values.get(tag)
+        if isinstance(v, bytes):
+            text = v.split(b"\0", 1)[0].decode("utf-8", "replace").strip()
+            if text:
+                out[name] = text
+    return out

@@ -1,0 +1,99 @@
+"""Shared fixtures: small odd-sized images generated with pyvips (never committed), an app built
+with `create_app(Settings(root=...))`, and an async HTTP client bound to it in-process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pyvips
+from starlette.applications import Starlette
+
+from tileserver.app import create_app
+from tileserver.settings import Settings
+
+RGB_TIF = "rgb-3lvl-1003x701-tiled-jpeg.tif"
+RGB_1000 = "rgb-3lvl-1000x700-tiled-jpeg.tif"
+GREY16_TIF = "grey16-3lvl-600x410-tiled-deflate.tif"
+STRIPED_TIF = "rgb-900x517-striped.tif"
+PLAIN_JPG = "rgb-640x481.jpg"
+SUBIFD_TIF = "sub/rgb-3lvl-700x530-subifd-jpeg.tif"
+ALPHA_PNG = "sub/rgba-300x200.png"
+
+
+def pattern(width: int, height: int, bands: int = 3, seed: int = 1) -> Any:
+    """Deterministic texture: smooth gradients plus blurred noise, so tiles differ and JPEG is stable."""
+    xyz = pyvips.Image.xyz(width, height)
+    x, y = xyz[0], xyz[1]
+    chans = [
+        (x * (255.0 / width)).cast("uchar"),
+        (y * (255.0 / height)).cast("uchar"),
+        pyvips.Image.gaussnoise(width, height, mean=128, sigma=60, seed=seed).gaussblur(2).cast("uchar"),
+        ((x + y) * (255.0 / (width + height))).cast("uchar"),
+    ]
+    img = chans[0].bandjoin(chans[1:bands]) if bands > 1 else chans[2]
+    return img.copy(interpretation="srgb" if bands >= 3 else "b-w")
+
+
+def make_images(root: Path) -> None:
+    (root / "sub").mkdir(parents=True, exist_ok=True)
+    opts = {"tile": True, "pyramid": True, "tile_width": 256, "tile_height": 256}
+    pattern(1003, 701).tiffsave(str(root / RGB_TIF), compression="jpeg", Q=90, **opts)
+    pattern(1000, 700, seed=3).tiffsave(str(root / RGB_1000), compression="jpeg", Q=90, **opts)
+    (pattern(600, 410, bands=1, seed=2).cast("ushort") * 257).copy(interpretation="grey16").tiffsave(
+        str(root / GREY16_TIF), compression="deflate", **opts)
+    pattern(900, 517, seed=4).tiffsave(str(root / STRIPED_TIF), compression="jpeg", Q=90)
+    pattern(640, 481, seed=5).jpegsave(str(root / PLAIN_JPG), Q=90)
+    pattern(700, 530, seed=6).tiffsave(str(root / SUBIFD_TIF), compression="jpeg", Q=90, subifd=True, **opts)
+    pattern(300, 200, bands=4, seed=7).copy(interpretation="srgb").pngsave(str(root / ALPHA_PNG))
+    (root / "not-an-image.tif").write_bytes(b"this is not a tiff")
+    outside = root.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    pattern(64, 64).tiffsave(str(outside / "secret.tif"))
+    os.symlink(outside / "secret.tif", root / "escape.tif")
+
+
+@pytest.fixture(scope="session")
+def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("images") / "root"
+    make_images(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def settings(image_root: Path) -> Settings:
+    return Settings(root=image_root, cors="*")
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Iterator[Starlette]:
+    application = create_app(settings)
+    application.state.service.start()
+    yield application
+    application.state.service.stop()
+
+
+@pytest.fixture(scope="session")
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+        yield c
+
+
+def decode(body: bytes) -> Any:
+    """Decode an image response body with pyvips (pixels, not bytes, are what tests compare)."""
+    return pyvips.Image.new_from_buffer(body, "")
+
+
+def max_diff(a: Any, b: Any) -> float:
+    """Largest absolute per-pixel difference between two same-sized images."""
+    assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands)
+    return float((a.cast("float") - b.cast("float")).abs().max())
+
+
+def mean_diff(a: Any, b: Any) -> float:
+    assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands)
+    return float((a.cast("float") - b.cast("float")).abs().avg())

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from tileserver.settings import IipsrvEnvSource, Settings
+
+
+def iipsrv(env: dict[str, str]) -> dict[str, object]:
+    return IipsrvEnvSource(Settings, env)()
+
+
+def test_iipsrv_variables_map_to_settings() -> None:
+    out = iipsrv({
+        "FILESYSTEM_PREFIX": "/data/images/", "FILESYSTEM_SUFFIX": ".tif", "JPEG_QUALITY": "150",
+        "PNG_QUALITY": "6", "WEBP_QUALITY": "-1", "MAX_CVT": "-1", "ALLOW_UPSCALING": "0", "CORS": "*",
+        "BASE_URL": "https://img.example.org/", "CACHE_CONTROL": "no-store", "MAX_IMAGE_CACHE_SIZE": "20",
+        "MAX_METADATA_CACHE_SIZE": "50", "INTERPOLATION": "0", "COPYRIGHT": "CC0", "EMBED_ICC": "0",
+    })
+    assert out == {
+        "root": "/data/images/", "filename_suffix": ".tif", "jpeg_quality": 100, "png_compression": 6,
+        "webp_quality": -1, "max_size": None, "allow_upscaling": False, "cors": "*",
+        "base_url": "https://img.example.org/", "cache_control": "no-store", "tile_cache_mb": 20.0,
+        "metadata_cache_size": 50, "interpolation": "nearest", "rights": "CC0", "keep_icc": False,
+    }
+
+
+def test_filesystem_prefix_with_a_name_part() -> None:
+    assert iipsrv({"FILESYSTEM_PREFIX": "/nonexistent/data/img_"}) == {
+        "root": "/nonexistent/data", "filename_prefix": "img_"}
+
+
+def test_max_cvt_zero_means_default() -> None:
+    assert iipsrv({"MAX_CVT": "0"}) == {"max_size": 5000}
+
+
+def test_bad_iipsrv_value_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JPEG_QUALITY", "high")
+    with pytest.raises(ValueError, match="JPEG_QUALITY"):
+        Settings()
+
+
+def test_prefixed_variable_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("JPEG_QUALITY", "40")
+    monkeypatch.setenv("TILESERVER_JPEG_QUALITY", "60")
+    monkeypatch.setenv("TILESERVER_PROTOCOLS", "iip")
+    s = Settings(root=tmp_path)
+    assert s.jpeg_quality == 60
+    assert s.protocols == ("iip",)
+
+
+def test_invalid_setting_is_rejected() -> None:
+    with pytest.raises(ValidationError):
+        Settings(jpeg_quality=0)
+    with pytest.raises(ValidationError):
+        Settings(protocols="iip,gopher")  # type: ignore[arg-type]
