@@ -44,7 +44,7 @@ def make_images(root: Path) -> None:
     opts = {"tile": True, "pyramid": True, "tile_width": 256, "tile_height": 256}
     pattern(1003, 701).tiffsave(str(root / RGB_TIF), compression="jpeg", Q=90, **opts)
     pattern(1000, 700, seed=3).tiffsave(str(root / RGB_1000), compression="jpeg", Q=90, **opts)
-    (pattern(600, 410, bands=1, seed=2).cast("ushort") * 257).copy(interpretation="grey16").tiffsave(
+    (pattern(600, 410, bands=1, seed=2).cast("ushort") * 257).cast("ushort").copy(interpretation="grey16").tiffsave(
         str(root / GREY16_TIF), compression="deflate", **opts)
     pattern(900, 517, seed=4).tiffsave(str(root / STRIPED_TIF), compression="jpeg", Q=90)
     pattern(640, 481, seed=5).jpegsave(str(root / PLAIN_JPG), Q=90)

@@ -105,11 +105,110 @@ def fit_inside(w: int, h: int, box_w: int | None, box_h: int | None) -> tuple[in
 def cap_size(size: tuple[int, int], max_size: int | None, max_area: int | None) -> tuple[int, int]:
     """Shrink `size` (keeping its aspect ratio) until it is within the configured limits."""
     w, h = size
-    s = 1.0
     if max_size is not None and max(w, h) > max_size:
-        s = max_size / max(w, h)
-    if max_area is not None and w * h * s * s > max_area:
+        w, h = (max_size, max(1, round(h * max_size / w))) if w >= h else (max(1, round(w * max_size / h)), max_size)
+    if max_area is not None and w * h > max_area:
         s = math.sqrt(max_area / (w * h))
-    if s >= 1.0:
-        return size
-    return max(1, int(w * s)), max(1, int(h * s))
+        w, h = max(1, int(w * s)), max(1, int(h * s))
+    return w, h
+
+
+# -- DeepZoom and Zoomify ---------------------------------------------------------------------
+# Both protocols cut the image into levels that halve with rounding up, so the level `shift`
+# halvings below full resolution is ceil(W / 2**shift) x ceil(H / 2**shift) (nested integer
+# ceil-division is exact), and one level pixel covers 2**shift full-resolution pixels.
+# DeepZoom numbers levels from 1x1 (level 0) up to full size (level `dz_max_level`); Zoomify numbers
+# tiers from the first level that fits one tile (tier 0) up to full size. Both reduce to
+# `scaled_tile(width, height, shift, ...)`. References: /work/shared/reference/protocols.md §3-4,
+# OpenSeadragon `tilesource.js` (`getNumTiles`, `getTileBounds`), libvips `dzsave.c`.
+
+ZOOMIFY_TILE = 256
+ZOOMIFY_GROUP = 256  # tiles per TileGroup folder (libvips, OpenLayers and OpenSeadragon agree)
+
+
+def scaled_size(width: int, height: int, shift: int) -> tuple[int, int]:
+    """Size of the level `shift` halvings (rounding up) below full size: 1000x700, 3 -> 125x88."""
+    d = 1 << shift
+    return -(-width // d), -(-height // d)
+
+
+def grid(size: tuple[int, int], tile: int) -> tuple[int, int]:
+    """(columns, rows) of a level of `size` cut into `tile`-pixel steps: (125, 88), 64 -> (2, 2)."""
+    return -(-size[0] // tile), -(-size[1] // tile)
+
+
+def _span(index: int, tile: int, overlap: int, extent: int) -> tuple[int, int]:
+    """(start, length) of tile `index` along one axis, as OpenSeadragon `getTileBounds`: interior
+    sides carry `overlap` extra pixels, the image edges none, the last tile keeps what is left."""
+    start = 0 if index == 0 else index * tile - overlap
+    length = tile + (1 if index == 0 else 2) * overlap
+    return start, min(length, extent - start)
+
+
+def scaled_tile(
+    width: int, height: int, shift: int, tile: int, overlap: int, col: int, row: int
+) -> tuple[Box, tuple[int, int]]:
+    """Tile (col, row) of the level `shift` halvings below full size, as (full-resolution box,
+    output size). The box is the tile's level box times 2**shift, clipped to the image.
+
+    Example: 1000x700, shift 2 (250x175), tile 254, overlap 1, tile (0, 0) -> the level box is
+    0,0 250x175 (255 wide, clipped), so `(Box(0, 0, 1000, 700), (250, 175))`.
+    Tiles outside the level's grid raise `TileNotFound`.
+    """
+    level = scaled_size(width, height, shift)
+    cols, rows = grid(level, tile)
+    if not (0 <= col < cols and 0 <= row < rows):
+        raise TileNotFound(f"tile {col},{row} is outside the {cols}x{rows} grid of a "
+                           f"{level[0]}x{level[1]} level")
+    x, w = _span(col, tile, overlap, level[0])
+    y, h = _span(row, tile, overlap, level[1])
+    d = 1 << shift
+    full = Box(x * d, y * d, min(w * d, width - x * d), min(h * d, height - y * d))
+    return full, (w, h)
+
+
+def dz_max_level(width: int, height: int) -> int:
+    """The DeepZoom full-resolution level, ceil(log2(max(w, h))): 1000x700 -> 10, 1x1 -> 0."""
+    return (max(width, height) - 1).bit_length()
+
+
+def dz_shift(width: int, height: int, level: int) -> int:
+    """Halvings below full size of DeepZoom `level`; levels outside 0..max raise `TileNotFound`."""
+    top = dz_max_level(width, height)
+    if not 0 <= level <= top:
+        raise TileNotFound(f"DeepZoom level {level} does not exist (0..{top})")
+    return top - level
+
+
+def zoomify_tiers(width: int, height: int, tile: int = ZOOMIFY_TILE) -> list[tuple[int, int]]:
+    """Zoomify tier sizes, tier 0 (the first that fits one tile) first, as libvips `dzsave
+    --layout zoomify` and OpenLayers (`tierSizeCalculation: 'default'`) compute them:
+    513x300 -> [(129, 75), (257, 150), (513, 300)]. OpenSeadragon halves with floor instead and
+    expects [(256, 150), (513, 300)] here; see the README."""
+    return halvings(width, height, tile)[::-1]
+
+
+def zoomify_shift(width: int, height: int, tier: int, tile: int = ZOOMIFY_TILE) -> int:
+    """Halvings below full size of Zoomify `tier`; tiers outside the pyramid raise `TileNotFound`."""
+    count = len(zoomify_tiers(width, height, tile))
+    if not 0 <= tier < count:
+        raise TileNotFound(f"Zoomify tier {tier} does not exist (0..{count - 1})")
+    return count - 1 - tier
+
+
+def zoomify_num_tiles(width: int, height: int, tile: int = ZOOMIFY_TILE) -> int:
+    """NUMTILES: the tile count over all tiers (3000x2000 -> 1+2+6+24+96 = 129)."""
+    return sum(c * r for c, r in (grid(s, tile) for s in zoomify_tiers(width, height, tile)))
+
+
+def zoomify_tile_group(width: int, height: int, tier: int, col: int, row: int,
+                       tile: int = ZOOMIFY_TILE) -> int:
+    """TileGroup folder of a tile: its row-major index over all tiers, smallest tier first,
+    divided by 256. 10000x7000, tier 5, (16, 7) -> index 99 + 7*20 + 16 = 255 -> group 0."""
+    tiers = zoomify_tiers(width, height, tile)
+    zoomify_shift(width, height, tier, tile)
+    cols, rows = grid(tiers[tier], tile)
+    if not (0 <= col < cols and 0 <= row < rows):
+        raise TileNotFound(f"tile {col},{row} is outside the {cols}x{rows} grid of tier {tier}")
+    before = sum(c * r for c, r in (grid(s, tile) for s in tiers[:tier]))
+    return (before + row * cols + col) // ZOOMIFY_GROUP

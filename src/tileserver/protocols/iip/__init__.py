@@ -60,7 +60,10 @@ def output_size(box: Box, width: int | None, height: int | None, settings: Setti
     w, h = fit_inside(box.w, box.h, width, height)
     if not settings.allow_upscaling and (w > box.w or h > box.h):
         w, h = box.w, box.h
-    return cap_size((w, h), settings.max_size, settings.max_area)
+    limit = settings.max_size
+    if limit is not None and max(w, h) > limit:  # refit from the region, so the aspect ratio is exact
+        w, h = fit_inside(box.w, box.h, min(w, limit), min(h, limit))
+    return cap_size((w, h), None, settings.max_area)
 
 
 def _view(q: IIPQuery, meta: ImageMeta) -> dict[str, Any]:

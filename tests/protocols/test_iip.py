@@ -1,0 +1,330 @@
+"""IIP through the app: OBJ replies line for line, tiles and exports by decoded pixels and sizes,
+errors with the right status and body, no path leaks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import pyvips
+
+from ..conftest import (
+    ALPHA_PNG,
+    GREY16_TIF,
+    PLAIN_JPG,
+    RGB_1000,
+    RGB_TIF,
+    STRIPED_TIF,
+    SUBIFD_TIF,
+    decode,
+    max_diff,
+    mean_diff,
+)
+
+OBJ_BASIC = "OBJ=IIP,1.0&OBJ=Max-size&OBJ=Tile-size&OBJ=Resolution-number&OBJ=Resolutions"
+
+
+async def get(client: httpx.AsyncClient, query: str, path: str = "/iip") -> httpx.Response:
+    return await client.get(f"{path}?{query}")
+
+
+async def test_obj_basic_matches_iipsrv_line_for_line(client: httpx.AsyncClient) -> None:
+    """iipsrv's reply for a vips-made 1000x700 pyramid with 256 tiles (reference/iipsrv.md §1.1)."""
+    r = await get(client, f"FIF={RGB_1000}&{OBJ_BASIC}", "/fcgi-bin/iipsrv.fcgi")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/vnd.netfpx"
+    assert r.content == (b"IIP:1.0\r\nMax-size:1000 700\r\nTile-size:256 256\r\nResolution-number:3\r\n"
+                         b"Resolutions:250 175,500 350,1000 700\r\n")
+
+
+async def test_obj_extra_objects(client: httpx.AsyncClient) -> None:
+    q = ("OBJ=IIP-server&OBJ=Colorspace,*&OBJ=Bits-per-channel&OBJ=Horizontal-views&OBJ=Vertical-views"
+         "&OBJ=Min-Max-sample-values&OBJ=Resolutions")
+    r = await get(client, f"FIF={RGB_TIF}&{q}")
+    assert r.text.split("\r\n") == [
+        "IIP-server:3.65", "Colorspace,0-2,0:0 0 3 3 0 1 2", "Bits-per-channel:8", "Horizontal-views:0",
+        "Vertical-views:90", "Min-Max-sample-values: 0  255  0  255  0  255", "Resolutions:250 175,501 350,1003 701",
+        "",
+    ]
+
+
+async def test_obj_grey16(client: httpx.AsyncClient) -> None:
+    q = "OBJ=IIP,1.0&OBJ=Max-size&OBJ=Bits-per-channel&OBJ=Colorspace,*&OBJ=Min-Max-sample-values"
+    r = await get(client, f"FIF={GREY16_TIF}&{q}")
+    assert r.text == ("IIP:1.0\r\nMax-size:600 410\r\nBits-per-channel:16\r\nColorspace,0-2,0:0 0 1 1 0\r\n"
+                      "Min-Max-sample-values: 0  65535\r\n")
+
+
+async def test_obj_without_fif_for_server_objects(client: httpx.AsyncClient) -> None:
+    r = await get(client, "OBJ=IIP,1.0&OBJ=IIP-opt-comm")
+    assert r.status_code == 200
+    assert r.text.startswith("IIP:1.0\r\nIIP-opt-comm:CVT ")
+
+
+async def test_obj_max_size_after_rotation_swaps(client: httpx.AsyncClient) -> None:
+    r = await get(client, f"FIF={RGB_TIF}&ROT=90&OBJ=Max-size")
+    assert r.text == "Max-size:701 1003\r\n"
+
+
+@pytest.mark.parametrize("ident", [STRIPED_TIF, PLAIN_JPG, ALPHA_PNG, SUBIFD_TIF])
+async def test_obj_for_other_sources(client: httpx.AsyncClient, ident: str) -> None:
+    r = await get(client, f"FIF={ident}&OBJ=Max-size&OBJ=Resolution-number&OBJ=Tile-size")
+    assert r.status_code == 200
+    lines = r.text.split("\r\n")
+    assert lines[0].startswith("Max-size:")
+    assert int(lines[1].split(":")[1]) >= 2 or ident == ALPHA_PNG
+    assert lines[2] == "Tile-size:256 256"
+
+
+async def test_obj_unknown_object(client: httpx.AsyncClient) -> None:
+    r = await get(client, f"FIF={RGB_TIF}&OBJ=foo")
+    assert r.status_code == 400
+    assert r.content == b"Error/7:3 2 foo\r\n"
+
+
+async def test_metadata_objects(image_root: Path, client: httpx.AsyncClient) -> None:
+    img = pyvips.Image.black(300, 200, bands=3).copy(interpretation="srgb")
+    img.set_type(pyvips.GValue.gstr_type, "image-description", "A test scene")
+    img.tiffsave(str(image_root / "described.tif"), tile=True, pyramid=True)
+    r = await get(client, "FIF=described.tif&OBJ=description&OBJ=subject")
+    assert r.text == "description/12:A test scene\r\nsubject/12:A test scene\r\n"
+
+
+def level_crop(path: Path, page: int, box: tuple[int, int, int, int]) -> pyvips.Image:
+    return pyvips.Image.tiffload(str(path), page=page).crop(*box)
+
+
+@pytest.mark.parametrize(
+    ("res", "index", "page", "box"),
+    [
+        pytest.param(2, 0, 0, (0, 0, 256, 256), id="full-first"),
+        pytest.param(2, 5, 0, (256, 256, 256, 256), id="full-interior"),
+        pytest.param(2, 11, 0, (768, 512, 235, 189), id="full-last-edge"),
+        pytest.param(1, 1, 1, (256, 0, 245, 256), id="half-edge"),
+        pytest.param(0, 0, 2, (0, 0, 250, 175), id="smallest"),
+    ],
+)
+async def test_tile_pixels_equal_direct_crop(
+    image_root: Path, client: httpx.AsyncClient, res: int, index: int, page: int, box: tuple[int, int, int, int]
+) -> None:
+    expected = level_crop(image_root / RGB_TIF, page, box)
+    png = await get(client, f"FIF={RGB_TIF}&PTL={res},{index}")
+    assert png.headers["content-type"] == "image/png"
+    assert max_diff(decode(png.content), expected) == 0
+    jpg = await get(client, f"FIF={RGB_TIF}&JTL={res},{index}")
+    assert jpg.headers["content-type"] == "image/jpeg"
+    assert mean_diff(decode(jpg.content), expected) < 3
+
+
+async def test_tile_formats(client: httpx.AsyncClient) -> None:
+    for cmd, media in (("WTL", "image/webp"), ("TTL", "image/tiff"), ("ATL", "image/avif")):
+        r = await get(client, f"FIF={RGB_TIF}&{cmd}=1,0")
+        assert r.status_code == 200 and r.headers["content-type"] == media
+        assert (decode(r.content).width, decode(r.content).height) == (256, 256)
+
+
+async def test_virtual_levels_of_single_resolution_images(image_root: Path, client: httpx.AsyncClient) -> None:
+    r = await get(client, f"FIF={STRIPED_TIF}&OBJ=Resolutions")
+    assert r.text == "Resolutions:225 130,450 259,900 517\r\n"
+    tile = decode((await get(client, f"FIF={STRIPED_TIF}&PTL=0,0")).content)
+    assert (tile.width, tile.height) == (225, 130)
+    full = pyvips.Image.new_from_file(str(image_root / STRIPED_TIF))
+    assert mean_diff(tile, full.thumbnail_image(225, height=130, size="force")) < 2
+    jpg = decode((await get(client, f"FIF={PLAIN_JPG}&JTL=1,1")).content)  # 320x241 level, 2x1 tiles
+    assert (jpg.width, jpg.height) == (64, 241)
+
+
+async def test_grey16_tiles_come_out_8bit(client: httpx.AsyncClient) -> None:
+    img = decode((await get(client, f"FIF={GREY16_TIF}&PTL=2,0")).content)
+    assert (img.bands, img.format, img.width, img.height) == (1, "uchar", 256, 256)
+    assert 0 < img.avg() < 255
+
+
+async def test_subifd_pyramid_levels(client: httpx.AsyncClient) -> None:
+    r = await get(client, f"FIF={SUBIFD_TIF}&OBJ=Resolutions")
+    assert r.text == "Resolutions:175 133,350 265,700 530\r\n"
+    img = decode((await get(client, f"FIF={SUBIFD_TIF}&JTL=1,1")).content)
+    assert (img.width, img.height) == (94, 256)
+
+
+@pytest.mark.parametrize(
+    ("query", "size"),
+    [
+        pytest.param("WID=400", (400, 280), id="wid"),
+        pytest.param("HEI=300", (429, 300), id="hei"),
+        pytest.param("WID=400&HEI=400", (400, 280), id="box-wide"),
+        pytest.param("WID=1000&HEI=100", (143, 100), id="box-tall"),
+        pytest.param("WID=500&RGN=0.25,0.25,0.5,0.5", (500, 350), id="rgn-wid"),
+        pytest.param("RGN=0,0,0.5,0.5", (502, 350), id="rgn-native"),
+        pytest.param("RGN=0.75,0.75,0.5,0.5&WID=100", (100, 70), id="rgn-partly-outside"),
+        pytest.param("WID=6000", (5000, 3495), id="clamped-to-max-cvt"),
+        pytest.param("", (1003, 701), id="full"),
+    ],
+)
+async def test_cvt_sizes(client: httpx.AsyncClient, query: str, size: tuple[int, int]) -> None:
+    q = f"FIF={RGB_TIF}&{query}&CVT=jpeg" if query else f"FIF={RGB_TIF}&CVT=jpeg"
+    r = await get(client, q)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-disposition"] == 'inline;filename="rgb-3lvl-1003x701-tiled-jpeg.jpg"'
+    img = decode(r.content)
+    assert (img.width, img.height) == size
+
+
+async def test_cvt_region_pixels(image_root: Path, client: httpx.AsyncClient) -> None:
+    """RGN at native size is a plain crop of full resolution."""
+    r = await get(client, f"FIF={RGB_TIF}&RGN=0.5,0.5,0.25,0.25&CVT=png")
+    full = pyvips.Image.tiffload(str(image_root / RGB_TIF))
+    x, y = round(0.5 * 1003), round(0.5 * 701)
+    expected = full.crop(x, y, round(0.75 * 1003) - x, round(0.75 * 701) - y)
+    assert max_diff(decode(r.content), expected) == 0
+
+
+async def test_cvt_reads_a_reduced_level(image_root: Path, client: httpx.AsyncClient) -> None:
+    """WID=250 of the whole image equals the smallest stored level exactly (no resampling)."""
+    r = await get(client, f"FIF={RGB_1000}&WID=250&CVT=png")
+    assert max_diff(decode(r.content), pyvips.Image.tiffload(str(image_root / RGB_1000), page=2)) == 0
+
+
+@pytest.mark.parametrize(
+    ("fmt", "media"),
+    [("jpeg", "image/jpeg"), ("png", "image/png"), ("webp", "image/webp"), ("avif", "image/avif"),
+     ("tiff", "image/tiff")],
+)
+async def test_cvt_formats(client: httpx.AsyncClient, fmt: str, media: str) -> None:
+    r = await get(client, f"FIF={RGB_TIF}&WID=120&CVT={fmt}")
+    assert r.headers["content-type"] == media
+    assert decode(r.content).width == 120
+
+
+async def test_qlt_changes_jpeg_size(client: httpx.AsyncClient) -> None:
+    lo = await get(client, f"FIF={RGB_TIF}&WID=400&QLT=10&CVT=jpeg")
+    hi = await get(client, f"FIF={RGB_TIF}&WID=400&QLT=95&CVT=jpeg")
+    assert len(lo.content) < len(hi.content) / 2
+
+
+async def test_post_form_is_an_attachment(client: httpx.AsyncClient) -> None:
+    r = await client.post("/fcgi-bin/iipsrv.fcgi", data={"FIF": RGB_TIF, "WID": "200", "QLT": "80", "CVT": "png"})
+    assert r.status_code == 200
+    assert r.headers["content-disposition"].startswith("attachment;")
+    assert decode(r.content).width == 200
+
+
+async def test_processing_changes_pixels(client: httpx.AsyncClient) -> None:
+    base = decode((await get(client, f"FIF={RGB_TIF}&PTL=0,0")).content)
+    inv = decode((await get(client, f"FIF={RGB_TIF}&INV=1&PTL=0,0")).content)
+    assert max_diff(inv, base.linear(-1, 255).cast("uchar")) <= 1
+    grey = decode((await get(client, f"FIF={RGB_TIF}&COL=grey&PTL=0,0")).content)
+    assert grey.bands == 1
+    binary = decode((await get(client, f"FIF={RGB_TIF}&COL=binary&PTL=0,0")).content)
+    assert set(binary.hist_find().tolist()[0][i] > 0 for i in (1, 128)) == {False}
+    swap = decode((await get(client, f"FIF={RGB_TIF}&CTW=[0,0,1;0,1,0;1,0,0]&PTL=0,0")).content)
+    assert max_diff(swap[0], base[2]) <= 1 and max_diff(swap[2], base[0]) <= 1
+    hot = decode((await get(client, f"FIF={GREY16_TIF}&CMP=hot&PTL=0,0")).content)
+    assert hot.bands == 3
+    darker = decode((await get(client, f"FIF={RGB_TIF}&CNT=0.5&PTL=0,0")).content)
+    assert darker.avg() == pytest.approx(base.avg() / 2, abs=1.5)
+    gamma = decode((await get(client, f"FIF={RGB_TIF}&GAM=2&PTL=0,0")).content)
+    assert gamma.avg() < base.avg()
+
+
+async def test_minmax_stretches_16bit(client: httpx.AsyncClient) -> None:
+    plain = decode((await get(client, f"FIF={GREY16_TIF}&PTL=0,0")).content)
+    narrow = decode((await get(client, f"FIF={GREY16_TIF}&MINMAX=0:16384,49152&PTL=0,0")).content)
+    assert narrow.deviate() > plain.deviate() * 1.5
+
+
+async def test_rotation_and_mirror(client: httpx.AsyncClient) -> None:
+    base = decode((await get(client, f"FIF={RGB_TIF}&WID=200&CVT=png")).content)
+    rot = decode((await get(client, f"FIF={RGB_TIF}&WID=200&ROT=90&CVT=png")).content)
+    assert max_diff(rot, base.rot("d90")) == 0
+    flip = decode((await get(client, f"FIF={RGB_TIF}&WID=200&ROT=!0&CVT=png")).content)
+    assert max_diff(flip, base.fliphor()) == 0
+    odd = decode((await get(client, f"FIF={RGB_TIF}&WID=200&ROT=45&CVT=png")).content)
+    assert odd.bands == 4 and odd.width > 200
+
+
+async def test_til_stream(client: httpx.AsyncClient) -> None:
+    r = await get(client, f"FIF={RGB_TIF}&TIL=1,0-3")  # level 1 has 2x2 tiles: rectangle (0,0)-(1,1)
+    assert r.headers["content-type"] == "application/vnd.netfpx"
+    body, seen = r.content, []
+    while body:
+        head, _, rest = body.partition(b":")
+        _, res, n, rest_len = head.decode().split(",")
+        assert res == "1"
+        length = int(rest_len.split("/")[1])
+        assert rest[:8] == b"\x02\x00\x00\x00\x00\x11\x00\x00"
+        assert decode(rest[8:length]).width in (256, 245)
+        assert rest[length : length + 2] == b"\r\n"
+        seen.append(int(n))
+        body = rest[length + 2 :]
+    assert seen == [0, 2, 1, 3]
+
+
+async def test_conditional_requests(client: httpx.AsyncClient) -> None:
+    r = await get(client, f"FIF={RGB_TIF}&JTL=1,0")
+    assert r.headers["cache-control"] == "max-age=86400"
+    etag, modified = r.headers["etag"], r.headers["last-modified"]
+    again = await client.get(f"/iip?FIF={RGB_TIF}&JTL=1,0", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    since = await client.get(f"/iip?FIF={RGB_TIF}&JTL=1,0", headers={"If-Modified-Since": modified})
+    assert since.status_code == 304
+    other = await client.get(f"/iip?FIF={RGB_TIF}&JTL=1,1", headers={"If-None-Match": etag})
+    assert other.status_code == 200
+
+
+async def test_head_and_cors(client: httpx.AsyncClient) -> None:
+    r = await client.head(f"/iip?FIF={RGB_TIF}&JTL=1,0")
+    assert r.status_code == 200 and r.content == b""
+    r = await client.get(f"/iip?FIF={RGB_TIF}&JTL=1,0", headers={"Origin": "http://viewer.example"})
+    assert r.headers["access-control-allow-origin"] == "*"
+    pre = await client.options("/iip", headers={"Origin": "http://viewer.example",
+                                                "Access-Control-Request-Method": "GET"})
+    assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == "*"
+
+
+async def test_empty_query_banner(client: httpx.AsyncClient) -> None:
+    r = await client.get("/fcgi-bin/iipsrv.fcgi")
+    assert r.status_code == 200 and "IIP" in r.text
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "body"),
+    [
+        pytest.param(f"FIF={RGB_TIF}&FOO=1", 400, "Error/7:2 2 FOO\r\n", id="unknown-command"),
+        pytest.param(f"FIF={RGB_TIF}", 400, f"Error/{len(RGB_TIF) + 8}:2 1 FIF={RGB_TIF}\r\n", id="no-output"),
+        pytest.param("JTL=5,0", 400, "Error/4:1 3 \r\n", id="jtl-without-fif"),
+        pytest.param(f"FIF={RGB_TIF}&JTL=abc", 400, "Error/11:2 1 JTL=abc\r\n", id="malformed-jtl"),
+        pytest.param(f"FIF={RGB_TIF}&JTL=99,0", 404, None, id="bad-resolution"),
+        pytest.param(f"FIF={RGB_TIF}&JTL=2,99999", 404, None, id="bad-tile"),
+        pytest.param(f"FIF={RGB_TIF}&TIL=2,0-999", 404, None, id="bad-til-range"),
+        pytest.param(f"FIF={RGB_TIF}&WID=200&RGN=1.5,1.5,0.1,0.1&CVT=jpeg", 400, None, id="rgn-outside"),
+        pytest.param(f"FIF={RGB_TIF}&SDS=3&JTL=0,0", 404, None, id="missing-view"),
+        pytest.param("FIF=nonexistent.tif&OBJ=IIP,1.0", 404, None, id="missing-file"),
+        pytest.param("FIF=../outside/secret.tif&OBJ=Max-size", 404, None, id="dotdot"),
+        pytest.param("FIF=../../../etc/passwd&OBJ=IIP,1.0", 404, None, id="etc-passwd"),
+        pytest.param("FIF=/etc/passwd&OBJ=Max-size", 404, None, id="absolute"),
+        pytest.param("FIF=escape.tif&OBJ=Max-size", 404, None, id="symlink-escape"),
+        pytest.param("FIF=a%00b.tif&OBJ=Max-size", 400, None, id="nul-byte"),
+        pytest.param("FIF=" + "x" * 5000 + "&OBJ=Max-size", 400, None, id="over-long"),
+        pytest.param("FIF=not-an-image.tif&JTL=0,0", 500, None, id="undecodable-file"),
+        pytest.param(f"FIF={GREY16_TIF}&CTW=[1,0,0;0,1,0;0,0,1]&JTL=0,0", 400, None, id="ctw-wrong-bands"),
+    ],
+)
+async def test_errors(
+    image_root: Path, client: httpx.AsyncClient, query: str, status: int, body: str | None
+) -> None:
+    r = await get(client, query)
+    assert r.status_code == status, r.text
+    if body is not None:
+        assert r.text == body
+        assert r.headers["content-type"] == "application/vnd.netfpx"
+    assert r.headers["cache-control"] == "no-cache"
+    assert str(image_root) not in r.text and str(image_root.parent) not in r.text
+    assert "/tmp" not in r.text
+
+
+async def test_server_keeps_serving_after_errors(client: httpx.AsyncClient) -> None:
+    for q in ("FIF=not-an-image.tif&JTL=0,0", f"FIF={RGB_TIF}&RGN=9,9,1,1&CVT=jpeg"):
+        await get(client, q)
+    assert (await get(client, f"FIF={RGB_TIF}&JTL=0,0")).status_code == 200
