@@ -131,7 +131,10 @@ class Settings(BaseSettings):
     rights: str = Field("", description="Rights URI / copyright when the image carries none")
     iiif_version: Literal[2, 3] = Field(3, description="IIIF version answered at `/iiif/{id}`")
     max_identifier_length: int = Field(1024, ge=16, description="Longest accepted identifier")
-    protocols: Annotated[tuple[str, ...], NoDecode] = Field(("iip",),
+    deepzoom_tile_size: int | None = Field(None, ge=1, le=4096,
+                                           description="DeepZoom TileSize (None: the file's own tile width)")
+    deepzoom_overlap: int = Field(0, ge=0, le=64, description="DeepZoom tile Overlap in pixels")
+    protocols: Annotated[tuple[str, ...], NoDecode] = Field(("iip", "deepzoom", "zoomify"),
                                        description="Protocols to serve (comma-separated)")
 
     @field_validator("protocols", mode="before")

@@ -1,0 +1,108 @@
+"""Zoomify: `/zoomify/{identifier}/ImageProperties.xml` and
+`/zoomify/{identifier}/TileGroup{n}/{tier}-{col}-{row}.jpg`, plus iipsrv's query forms
+`?Zoomify={identifier}/ImageProperties.xml` and `?Zoomify={identifier}/TileGroup{n}/{z}-{x}-{y}.jpg`.
+
+Geometry (reference: /work/shared/reference/protocols.md §3): 256-pixel tiles, no overlap; tiers
+are the full size halved with rounding up until one tile holds the image, tier 0 the smallest, as
+libvips `dzsave --layout zoomify` and OpenLayers compute them (OpenSeadragon's Zoomify source halves
+with floor and can expect one tier fewer near powers of two: see the README). `NUMTILES` counts
+the tiles of all tiers (iipsrv 1.1 counts only full resolution). The `TileGroup` number is
+accepted whatever it is, since clients compute it differently; tiles outside a tier are a 404.
+The maths lives in `levels.py` (`zoomify_shift`, `scaled_tile`); this module only parses and translates.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..errors import BadRequest, UnsupportedFormat
+from ..http import send_document, send_image
+from ..levels import ZOOMIFY_TILE, scaled_tile, zoomify_num_tiles, zoomify_shift
+from ..models import ImageMeta, OutputFormat, TileRequest
+
+XML = "application/xml"
+INFO = re.compile(r"(?P<ident>.+)/ImageProperties\.xml")
+TILE = re.compile(r"(?P<ident>.+)/TileGroup(?P<group>\d{1,9})/(?P<tier>\d{1,9})-(?P<col>\d{1,9})-(?P<row>\d{1,9})"
+                  r"\.(?P<ext>\w+)")
+
+
+@dataclass(frozen=True)
+class ZoomifyInfo:
+    """A request for `ImageProperties.xml`."""
+
+    ident: str
+
+
+@dataclass(frozen=True)
+class ZoomifyTile:
+    """A request for tile (col, row) of `tier` (0 = smallest); `group` as the client sent it."""
+
+    ident: str
+    group: int
+    tier: int
+    col: int
+    row: int
+
+
+def parse(path: str) -> ZoomifyInfo | ZoomifyTile:
+    """Parse the part after `/zoomify/` (or the `Zoomify=` argument); the identifier may hold `/`
+    and ends before the last `/TileGroup`. Grammar: protocols.md §3.
+
+    Examples: `maps/a.tif/ImageProperties.xml` -> `ZoomifyInfo("maps/a.tif")`;
+    `maps/a.tif/TileGroup0/2-1-0.jpg` -> `ZoomifyTile("maps/a.tif", 0, 2, 1, 0)`.
+    Anything else -> `BadRequest`; a tile suffix other than jpg -> `UnsupportedFormat` (400).
+    """
+    m = TILE.fullmatch(path)
+    if m is not None:
+        if m["ext"].lower() not in ("jpg", "jpeg"):
+            raise UnsupportedFormat(f"Zoomify tiles are jpg, not {m['ext']}")
+        return ZoomifyTile(m["ident"], int(m["group"]), int(m["tier"]), int(m["col"]), int(m["row"]))
+    m = INFO.fullmatch(path)
+    if m is not None:
+        return ZoomifyInfo(m["ident"])
+    raise BadRequest(f"not a Zoomify path: {path!r} (want <id>/ImageProperties.xml or "
+                     "<id>/TileGroup<n>/<tier>-<col>-<row>.jpg)")
+
+
+def to_tile_request(t: ZoomifyTile, meta: ImageMeta) -> TileRequest:
+    """The tile's region in full-resolution pixels and its exact (edge-cropped) pixel size; raises
+    `TileNotFound` for a tier, column or row outside the image. The group number is not checked."""
+    shift = zoomify_shift(meta.width, meta.height, t.tier)
+    box, size = scaled_tile(meta.width, meta.height, shift, ZOOMIFY_TILE, 0, t.col, t.row)
+    return TileRequest(ident=meta.ident, fmt=OutputFormat.JPEG, region=box, size=size)
+
+
+def render_info(meta: ImageMeta) -> bytes:
+    """`<IMAGE_PROPERTIES WIDTH=.. HEIGHT=.. NUMTILES=.. NUMIMAGES="1" VERSION="1.8" TILESIZE="256" />`,
+    without an XML declaration, as libvips writes it."""
+    el = ET.Element("IMAGE_PROPERTIES", {
+        "WIDTH": str(meta.width), "HEIGHT": str(meta.height),
+        "NUMTILES": str(zoomify_num_tiles(meta.width, meta.height)),
+        "NUMIMAGES": "1", "VERSION": "1.8", "TILESIZE": str(ZOOMIFY_TILE),
+    })
+    return ET.tostring(el, encoding="unicode").encode()
+
+
+async def serve(request: Request, path: str) -> Response:
+    """parse -> one metadata lookup -> TileRequest -> render -> response."""
+    p = parse(path)
+    service = request.app.state.service
+    meta = await service.info(p.ident)
+    if isinstance(p, ZoomifyInfo):
+        return send_document(request, render_info(meta), XML, meta, "zoomify:ImageProperties")
+    rendered = await service.render(to_tile_request(p, meta))
+    return send_image(request, rendered, meta)
+
+
+async def endpoint(request: Request) -> Response:
+    return await serve(request, request.path_params["path"])
+
+
+ROUTES: list[BaseRoute] = [Route("/zoomify/{path:path}", endpoint, methods=["GET"])]
+QUERY_COMMANDS = {"zoomify": serve}
