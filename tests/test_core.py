@@ -1,0 +1,68 @@
+"""The async core: metadata and tile caches, mtime invalidation, ETags."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tileserver.core import TileService
+from tileserver.errors import NotFound
+from tileserver.models import Box, OutputFormat, Tile, TileRequest
+from tileserver.settings import Settings
+
+from .conftest import RGB_TIF, decode
+
+
+@pytest.fixture
+def service(tmp_path: Path, image_root: Path) -> TileService:
+    shutil.copy(image_root / RGB_TIF, tmp_path / "a.tif")
+    svc = TileService(Settings(root=tmp_path, stat_interval=0))
+    svc.start()
+    return svc
+
+
+async def test_tile_cache_hits(service: TileService) -> None:
+    req = TileRequest(ident="a.tif", tile=Tile(1, 0, 0))
+    first = await service.render(req)
+    second = await service.render(req)
+    assert first is second
+    assert service.tiles.hits == 1 and service.tiles.misses == 1
+    assert first.etag and decode(first.body).width == 256
+
+
+async def test_region_and_tile_requests_decode_alike(service: TileService) -> None:
+    tile = await service.render(TileRequest(ident="a.tif", tile=Tile(1, 1, 0), fmt=OutputFormat.PNG))
+    region = await service.render(TileRequest(ident="a.tif", region=Box(512, 0, 490, 512), size=(245, 256),
+                                              fmt=OutputFormat.PNG))
+    assert tile.body == region.body
+
+
+async def test_changed_file_is_reloaded(service: TileService, tmp_path: Path, image_root: Path) -> None:
+    meta = await service.info("a.tif")
+    req = TileRequest(ident="a.tif", tile=Tile(0, 0, 0))
+    before = await service.render(req)
+    shutil.copy(image_root / "rgb-3lvl-1000x700-tiled-jpeg.tif", tmp_path / "a.tif")
+    os.utime(tmp_path / "a.tif", (meta.mtime + 10, meta.mtime + 10))
+    assert (await service.info("a.tif")).width == 1000
+    after = await service.render(req)
+    assert after.etag != before.etag
+
+
+async def test_deleted_file_is_not_found(service: TileService, tmp_path: Path) -> None:
+    await service.info("a.tif")
+    (tmp_path / "a.tif").unlink()
+    with pytest.raises(NotFound):
+        await service.info("a.tif")
+
+
+async def test_metadata_cache_is_bounded(tmp_path: Path, image_root: Path) -> None:
+    for i in range(3):
+        shutil.copy(image_root / RGB_TIF, tmp_path / f"{i}.tif")
+    svc = TileService(Settings(root=tmp_path, metadata_cache_size=2))
+    svc.start()
+    for i in range(3):
+        await svc.info(f"{i}.tif")
+    assert len(svc.metadata) == 2

@@ -1,0 +1,83 @@
+"""The synchronous reader: metadata per source kind, levels, and region reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pyvips
+
+from tileserver.errors import SourceError
+from tileserver.reader import PyramidReader
+
+from .conftest import ALPHA_PNG, GREY16_TIF, PLAIN_JPG, RGB_TIF, STRIPED_TIF, SUBIFD_TIF, max_diff
+
+
+@pytest.fixture(scope="module")
+def reader() -> PyramidReader:
+    return PyramidReader(256, 8)
+
+
+def sizes(reader: PyramidReader, root: Path, ident: str) -> list[tuple[int, int, bool]]:
+    meta = reader.info(str(root / ident), ident)
+    return [(lv.width, lv.height, lv.stored) for lv in meta.levels]
+
+
+def test_tiled_pyramid_pages(reader: PyramidReader, image_root: Path) -> None:
+    meta = reader.info(str(image_root / RGB_TIF), RGB_TIF)
+    assert [(lv.width, lv.height, lv.page, lv.factor) for lv in meta.levels] == [
+        (1003, 701, 0, 1.0), (501, 350, 1, 2.0), (250, 175, 2, 4.0)]
+    assert (meta.bands, meta.bits, meta.colorspace, meta.compression) == (3, 8, "srgb", "jpeg")
+    assert meta.tile_size == (256, 256)
+    assert meta.max_values == (255.0,) * 3
+
+
+def test_subifd_pyramid(reader: PyramidReader, image_root: Path) -> None:
+    meta = reader.info(str(image_root / SUBIFD_TIF), SUBIFD_TIF)
+    assert [(lv.width, lv.subifd) for lv in meta.levels] == [(700, -1), (350, 0), (175, 1)]
+
+
+def test_grey16(reader: PyramidReader, image_root: Path) -> None:
+    meta = reader.info(str(image_root / GREY16_TIF), GREY16_TIF)
+    assert (meta.bands, meta.bits, meta.colorspace, meta.max_values) == (1, 16, "grey", (65535.0,))
+
+
+@pytest.mark.parametrize(
+    ("ident", "expected"),
+    [
+        pytest.param(STRIPED_TIF, [(900, 517, True), (450, 259, False), (225, 130, False)], id="striped"),
+        pytest.param(PLAIN_JPG, [(640, 481, True), (320, 241, False), (160, 121, False)], id="jpeg"),
+        pytest.param(ALPHA_PNG, [(300, 200, True), (150, 100, False)], id="png"),
+    ],
+)
+def test_virtual_levels(reader: PyramidReader, image_root: Path, ident: str,
+                        expected: list[tuple[int, int, bool]]) -> None:
+    assert sizes(reader, image_root, ident) == expected
+
+
+def test_alpha_detected(reader: PyramidReader, image_root: Path) -> None:
+    meta = reader.info(str(image_root / ALPHA_PNG), ALPHA_PNG)
+    assert meta.has_alpha and meta.bands == 4
+
+
+def test_read_region_at_level(reader: PyramidReader, image_root: Path) -> None:
+    path = str(image_root / RGB_TIF)
+    meta = reader.info(path, RGB_TIF)
+    got = reader.read(path, meta, 1, (100, 50, 30, 20))
+    expected = pyvips.Image.tiffload(path, page=1).crop(100, 50, 30, 20)
+    assert max_diff(got, expected) == 0
+
+
+def test_virtual_level_is_a_shrink(reader: PyramidReader, image_root: Path) -> None:
+    path = str(image_root / PLAIN_JPG)
+    meta = reader.info(path, PLAIN_JPG)
+    level = reader.level_image(path, meta, 2)
+    assert (level.width, level.height) == (160, 121)
+    full = pyvips.Image.new_from_file(path)
+    assert abs(level.avg() - full.avg()) < 1.0
+
+
+def test_undecodable_file_is_a_source_error(reader: PyramidReader, image_root: Path) -> None:
+    with pytest.raises(SourceError) as exc:
+        reader.info(str(image_root / "not-an-image.tif"), "not-an-image.tif")
+    assert str(image_root) not in exc.value.message

@@ -1,0 +1,81 @@
+"""Through a real `tileserver serve` process on a loopback port (uvicorn, worker processes)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import RGB_1000, decode
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+@pytest.fixture(scope="module")
+def server(image_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = (tmp_path_factory.mktemp("server") / "server.log").open("wb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TILESERVER_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tileserver", "serve", str(image_root), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base + "/health", proc)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.mark.server
+def test_serve_answers_iip(server: str) -> None:
+    with httpx.Client(base_url=server, timeout=10) as c:
+        obj = c.get(f"/fcgi-bin/iipsrv.fcgi?FIF={RGB_1000}&OBJ=IIP,1.0&OBJ=Max-size")
+        assert obj.text == "IIP:1.0\r\nMax-size:1000 700\r\n"
+        tile = c.get(f"/fcgi-bin/iipsrv.fcgi?FIF={RGB_1000}&JTL=2,3")
+        assert tile.headers["content-type"] == "image/jpeg"
+        assert (decode(tile.content).width, decode(tile.content).height) == (232, 256)
+        thumb = c.get(f"/iip?FIF={RGB_1000}&WID=400&CVT=jpeg")
+        assert (decode(thumb.content).width, decode(thumb.content).height) == (400, 280)
+        assert c.get("/iip?FIF=../../etc/passwd&OBJ=Max-size").status_code == 404
+        health = c.get("/health").json()
+        assert health["status"] == "ok" and "jpg" in health["output_formats"]
+        index = c.get("/")
+        assert index.status_code == 200 and RGB_1000 in index.text
+
+
+@pytest.mark.server
+def test_serve_refuses_a_missing_root(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "tileserver", "serve", str(tmp_path / "nope")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "not a folder" in out.stderr
