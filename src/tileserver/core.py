@@ -18,8 +18,9 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from .cache import ByteLRU, CountLRU
+from .encode import available_formats
 from .errors import NotFound
-from .models import ImageMeta, Rendered, TileRequest
+from .models import ImageMeta, OutputFormat, Rendered, TileRequest
 from .reader import PyramidReader, configure_vips
 from .render import render
 from .settings import Settings
@@ -44,6 +45,7 @@ class TileService:
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)
         self.tiles: ByteLRU[tuple[TileRequest, float], Rendered] = ByteLRU(settings.tile_cache_bytes)
         self._pool: ThreadPoolExecutor | None = None
+        self._formats: tuple[OutputFormat, ...] | None = None
 
     # -- lifecycle (called from the app's lifespan) ----------------------------------------------
     def start(self) -> None:
@@ -96,6 +98,13 @@ class TileService:
         out = replace(out, etag=etag_for(entry.meta, repr(req)))
         self.tiles.put(key, out, len(out.body) + 200)
         return out
+
+    async def output_formats(self) -> tuple[OutputFormat, ...]:
+        """The formats the installed libvips can write (probed once, in the pool), for protocols
+        that advertise them (IIIF info.json) without importing the encoder."""
+        if self._formats is None:
+            self._formats = await self.run(available_formats)
+        return self._formats
 
     def stats(self) -> dict[str, dict[str, int]]:
         return {"tile_cache": self.tiles.stats(), "metadata_cache": self.metadata.stats()}

@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     deepzoom_tile_size: int | None = Field(None, ge=1, le=4096,
                                            description="DeepZoom TileSize (None: the file's own tile width)")
     deepzoom_overlap: int = Field(0, ge=0, le=64, description="DeepZoom tile Overlap in pixels")
-    protocols: Annotated[tuple[str, ...], NoDecode] = Field(("iip", "deepzoom", "zoomify"),
+    protocols: Annotated[tuple[str, ...], NoDecode] = Field(("iip", "iiif", "deepzoom", "zoomify"),
                                        description="Protocols to serve (comma-separated)")
 
     @field_validator("protocols", mode="before")

@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from . import deepzoom, iip, zoomify
+from . import deepzoom, iiif, iip, zoomify
 
 QueryHandler = Callable[[Request, str], Awaitable[Response]]
 
-AVAILABLE: dict[str, ModuleType] = {"iip": iip, "deepzoom": deepzoom, "zoomify": zoomify}
+AVAILABLE: dict[str, ModuleType] = {"iip": iip, "iiif": iiif, "deepzoom": deepzoom, "zoomify": zoomify}
 
 
 def enabled(names: tuple[str, ...]) -> list[ModuleType]:

@@ -1,0 +1,138 @@
+"""IIIF Image API 3.0 and 2.1 at level 2, with every optional feature (https://iiif.io/api/image/3.0/).
+
+URIs: `/iiif/3/{id}/...` (3.0), `/iiif/2/{id}/...` (2.1), `/iiif/{id}/...` (`settings.iiif_version`),
+and iipsrv's `?IIIF={id}/...` on the IIP endpoints. Each answers the base URI (303 to info.json),
+`{id}/info.json`, and `{id}/{region}/{size}/{rotation}/{quality}.{format}`. Handlers are linear:
+parse -> `await service.info(id)` -> `to_tile_request` -> `await service.render(req)` -> response.
+The `TileRequest` is built from the canonical values, so every spelling of one image shares one
+cache entry and one ETag. Status codes: 400 malformed, 404 unknown image (or a raw `/` in an
+identifier), 501 upscaling when the server does not upscale, 403 explicit sizes past
+`max_size`/`max_area` (`max` is capped instead, as the spec defines it).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ...errors import NotFound
+from ...http import send_document, send_image
+from ...models import ImageMeta, TileRequest
+from ...settings import Settings
+from .grammar import ImageParams, Limits, Version, canonical_region, canonical_size
+from .info import PROFILE_URI, Service, info_media_type, render_info
+from .urls import Target, decode, encode_ident, path_target, public_base, query_target, raw_query_value, raw_tail
+
+ALLOW = "GET, HEAD, OPTIONS"
+
+
+# -- pure translation -------------------------------------------------------------------------------
+def to_tile_request(p: ImageParams, meta: ImageMeta, limits: Limits, version: Version) -> tuple[TileRequest, str]:
+    """The core request and the canonical `region/size/rotation/quality.format` path.
+
+    `0,0,1003,701/max/0/default.jpg` and `full/max/0/default.jpg` on a 1003x701 image both give
+    `TileRequest(region=Box(0, 0, 1003, 701), size=(1003, 701))` and `full/max/0/default.jpg`."""
+    box = p.region.box(meta.width, meta.height)
+    size = p.size.resolve((box.w, box.h), limits, version)
+    req = TileRequest(ident=meta.ident, fmt=p.fmt, region=box, size=size, rotation=p.rotation.angle,
+                      mirror=p.rotation.mirror, quality=p.quality)
+    canonical = "/".join((canonical_region(box, meta.width, meta.height),
+                          canonical_size(size, (box.w, box.h), limits, version),
+                          p.rotation.canonical(), f"{p.quality.value}.{p.fmt.suffix}"))
+    return req, canonical
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(settings.max_size, settings.max_area, settings.allow_upscaling)
+
+
+async def service_of(request: Request) -> Service:
+    settings: Settings = request.app.state.settings
+    formats = await request.app.state.service.output_formats()
+    return Service(formats, limits_of(settings), settings.cors.strip() == "*", settings.rights)
+
+
+def base_of(request: Request, path: str) -> str:
+    """The public URI of `path` on this server (`path` already encoded)."""
+    settings: Settings = request.app.state.settings
+    root = request.scope.get("root_path", "")
+    return public_base(request.url.scheme, request.headers, root, settings.base_url) + path
+
+
+# -- responses --------------------------------------------------------------------------------------
+async def answer(request: Request, target: Target, base: str, version: Version) -> Response:
+    """`base` is the image's public base URI (its `id`), without a trailing slash."""
+    if request.method == "OPTIONS":
+        return Response(status_code=204, headers={"Allow": ALLOW})
+    if target.kind == "redirect":
+        return Response(status_code=303, headers={"Location": f"{base}/info.json"})
+    if target.kind == "info":
+        return await info_response(request, target.ident, base, version)
+    return await image_response(request, target, base, version)
+
+
+async def info_response(request: Request, ident: str, base: str, version: Version) -> Response:
+    offer = await service_of(request)
+    meta = await request.app.state.service.info(ident)
+    body = render_info(meta, base, offer, version)
+    media_type = info_media_type(request.headers.get("accept", ""), version)
+    headers = {"Link": f'<{PROFILE_URI[version]}>;rel="profile"', "Vary": "Accept"}
+    return send_document(request, body, media_type, meta, f"iiif-info:{media_type}:{body.decode()}", headers)
+
+
+async def image_response(request: Request, target: Target, base: str, version: Version) -> Response:
+    offer = await service_of(request)
+    region, size, rotation, filename = (decode(s) for s in target.params)
+    params = ImageParams.parse(region, size, rotation, filename, version, offer.formats)
+    meta = await request.app.state.service.info(target.ident)
+    req, canonical = to_tile_request(params, meta, offer.limits, version)
+    rendered = await request.app.state.service.render(req)
+    link = f'<{PROFILE_URI[version]}>;rel="profile", <{base}/{canonical}>;rel="canonical"'
+    return send_image(request, rendered, meta, {"Link": link})
+
+
+# -- endpoints --------------------------------------------------------------------------------------
+async def _by_path(request: Request, prefix: str, version: Version) -> Response:
+    target = path_target(raw_tail(request.scope, prefix))
+    return await answer(request, target, base_of(request, f"{prefix}/{encode_ident(target.ident)}"), version)
+
+
+async def iiif3(request: Request) -> Response:
+    return await _by_path(request, "/iiif/3", 3)
+
+
+async def iiif2(request: Request) -> Response:
+    return await _by_path(request, "/iiif/2", 2)
+
+
+async def iiif_default(request: Request) -> Response:
+    return await _by_path(request, "/iiif", request.app.state.settings.iiif_version)
+
+
+async def iiif_query(request: Request, arg: str) -> Response:
+    """iipsrv's `?IIIF=` entry (GET query or POST body). The identifier and parameters are taken
+    from the raw query so they are decoded once; the POST form falls back to the decoded `arg`."""
+    raw = raw_query_value(request.url.query, "iiif") if request.method != "POST" else None
+    target = query_target(raw if raw is not None else _reencode(arg))
+    if not target.ident:
+        raise NotFound("no identifier given")
+    root = request.scope.get("root_path", "")
+    path = request.url.path.removeprefix(root) if root else request.url.path
+    base = base_of(request, f"{quote(path)}?IIIF={encode_ident(target.ident, safe='/')}")
+    return await answer(request, target, base, request.app.state.settings.iiif_version)
+
+
+def _reencode(arg: str) -> str:
+    """Escape `%` so that an already-decoded argument survives the second decode unchanged."""
+    return arg.replace("%", "%25")
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/iiif/3/{rest:path}", iiif3, methods=["GET", "HEAD", "OPTIONS"]),
+    Route("/iiif/2/{rest:path}", iiif2, methods=["GET", "HEAD", "OPTIONS"]),
+    Route("/iiif/{rest:path}", iiif_default, methods=["GET", "HEAD", "OPTIONS"]),
+]
+QUERY_COMMANDS = {"iiif": iiif_query}
