@@ -10,6 +10,7 @@ from tileserver.levels import (
     dz_max_level,
     dz_shift,
     grid,
+    level_factor,
     scaled_size,
     scaled_tile,
     zoomify_num_tiles,
@@ -139,3 +140,14 @@ def test_zoomify_tier_is_the_deepzoom_level_with_256_tiles() -> None:
     for tier in range(len(zoomify_tiers(w, h))):
         shift = zoomify_shift(w, h, tier)
         assert dz_shift(w, h, dz_max_level(w, h) - shift) == shift
+
+
+@pytest.mark.parametrize(("full", "size", "factor"), [
+    pytest.param((1, 1000), (1, 500), 2.0, id="1-pixel-wide"),
+    pytest.param((1000, 1), (250, 1), 4.0, id="1-pixel-high"),
+    pytest.param((4097, 3001), (2048, 1500), 2.0, id="rounded-down"),
+    pytest.param((4097, 3001), (2049, 1501), 2.0, id="rounded-up"),
+])
+def test_level_factor_uses_the_long_side(full: tuple[int, int], size: tuple[int, int], factor: float) -> None:
+    """A 1-pixel side stays 1 at every level, so the factor must come from the long side."""
+    assert level_factor(full, size) == factor

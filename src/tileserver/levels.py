@@ -22,7 +22,8 @@ def level_factor(full: tuple[int, int], size: tuple[int, int]) -> float:
     fw, fh = full
     w, h = size
     ratio = fw / w if w else 1.0
-    k = round(math.log2(ratio)) if ratio > 0 else 0
+    big, small = (fw, w) if fw >= fh else (fh, h)  # the long side: a 1-pixel side never halves
+    k = round(math.log2(big / small)) if big > 0 and small > 0 else 0
     p = 2.0**k
     if abs(fw / p - w) < 1 and abs(fh / p - h) < 1:
         return p
