@@ -67,7 +67,8 @@ async def test_obj_replies_are_identical(iipsrv: httpx.Client, client: httpx.Asy
 
 
 async def test_every_tile_matches(iipsrv: httpx.Client, client: httpx.AsyncClient) -> None:
-    """Each JTL tile of each resolution: same size; pixels within JPEG re-encoding noise."""
+    """Each JTL tile of each resolution: same size; pixels within JPEG noise (interior tiles are our
+    stored Q90 tile passed through, iipsrv 1.1 re-encodes at Q75)."""
     worst = 0.0
     for res, ntiles in enumerate((1, 4, 12)):
         for n in range(ntiles + 1):  # one past the end too
@@ -78,7 +79,7 @@ async def test_every_tile_matches(iipsrv: httpx.Client, client: httpx.AsyncClien
                 a, b = decode(mine.content), decode(theirs.content)
                 assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands), (res, n)
                 worst = max(worst, mean_diff(a, b))
-    assert worst < 2.0
+    assert worst < 4.0
 
 
 @pytest.mark.parametrize(

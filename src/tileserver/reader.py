@@ -21,7 +21,8 @@ import pyvips
 from .cache import ByteLRU
 from .errors import NotFound, SourceError
 from .levels import halvings, level_factor
-from .models import ImageMeta, Level
+from .models import ImageMeta, Level, OutputFormat
+from .passthrough import StoredTiles
 from .tiff import SMAX, SMIN, TiffFile, ascii_tags
 
 log = logging.getLogger("tileserver.reader")
@@ -64,6 +65,7 @@ class PyramidReader:
         self.open_images = open_images
         self._local = threading.local()
         self._virtual: ByteLRU[tuple[str, float, int], Any] = ByteLRU(virtual_cache_bytes)
+        self._stored = StoredTiles()
 
     # -- metadata -----------------------------------------------------------------------------
     def info(self, path: str, ident: str) -> ImageMeta:
@@ -155,6 +157,14 @@ class PyramidReader:
     def read(self, path: str, meta: ImageMeta, index: int, box: tuple[int, int, int, int]) -> Any:
         x, y, w, h = box
         return self.level_image(path, meta, index).crop(x, y, w, h)
+
+    def stored_tile(self, path: str, meta: ImageMeta, tile: tuple[int, int, int], fmt: OutputFormat) -> bytes | None:
+        """The stored bytes of a TIFF tile as a complete `fmt` file, or None (see passthrough.py)."""
+        try:
+            return self._stored.read(path, meta, *tile, fmt)
+        except (OSError, ValueError, IndexError, KeyError) as exc:
+            log.warning("stored tile %s of %s not readable: %s", tile, meta.ident, exc)
+            return None
 
     def _open(self, path: str, meta: ImageMeta, lv: Level) -> Any:
         handles: OrderedDict[tuple[str, float, int, int], Any] | None = getattr(self._local, "h", None)

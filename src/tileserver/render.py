@@ -11,6 +11,7 @@ import pyvips
 from .encode import encode
 from .levels import choose_level, region_at_level, tile_box
 from .models import ImageMeta, OutputFormat, Quality, Rendered, TileRequest
+from .passthrough import stored_tile_of
 from .process import apply_quality, orient, to_8bit
 from .reader import PyramidReader, vips_error
 from .settings import Settings
@@ -44,9 +45,25 @@ def default_quality(fmt: OutputFormat, settings: Settings) -> int | None:
     }.get(fmt)
 
 
+def passthrough(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, settings: Settings
+                ) -> Rendered | None:
+    """The stored tile's own bytes when the request is exactly a stored JPEG/WebP tile (no ICC to
+    embed, no processing, default quality); None to render normally."""
+    if not settings.passthrough or meta.loader != "tiffload" or (settings.keep_icc and meta.has_icc):
+        return None
+    tile = stored_tile_of(meta, req)
+    if tile is None:
+        return None
+    data = reader.stored_tile(path, meta, tile, req.fmt)
+    if data is None:
+        return None
+    lv = meta.levels[tile[0]]
+    return Rendered(data, req.fmt.media_type, lv.tile_width, lv.tile_height)
+
+
 def render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, settings: Settings) -> Rendered:
     try:
-        return _render(reader, path, meta, req, settings)
+        return passthrough(reader, path, meta, req, settings) or _render(reader, path, meta, req, settings)
     except pyvips.Error as exc:
         raise vips_error(exc, meta.ident) from exc
 

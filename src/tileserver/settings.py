@@ -64,6 +64,7 @@ IIPSRV_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "COPYRIGHT": ("rights", str),
     "EMBED_ICC": ("keep_icc", _flag),
     "MAX_ICC": ("keep_icc", lambda v: int(v) != 0),
+    "CODEC_PASSTHROUGH": ("passthrough", _flag),
     "IIIF_VERSION": ("iiif_version", lambda v: 2 if int(v) < 3 else 3),
 }
 
@@ -123,6 +124,7 @@ class Settings(BaseSettings):
     cors: str = Field("*", description="Access-Control-Allow-Origin value; empty disables CORS")
     base_url: str = Field("", description="Public base URL used in IIIF ids and redirects")
     cache_control: str = Field("max-age=86400", description="Cache-Control on successful responses")
+    passthrough: bool = Field(True, description="Send stored JPEG/WebP TIFF tiles without re-encoding")
     tile_cache_mb: float = Field(64.0, ge=0, description="Encoded-tile cache per process, in MB")
     metadata_cache_size: int = Field(1000, ge=0, description="Image metadata entries cached per process")
     stat_interval: float = Field(1.0, ge=0, description="Seconds between file mtime re-checks")

@@ -5,6 +5,7 @@ sent without decoding. Pure Python, synchronous, reads only the directory struct
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -133,8 +134,9 @@ class TiffFile:
             return tuple(nums[i] / nums[i + 1] if nums[i + 1] else 0.0 for i in range(0, len(nums), 2))
         return struct.unpack(f"{self.e}{count}{code}", data)
 
-    def tile_location(self, ifd: Ifd, index: int) -> tuple[int, int]:
-        """(offset, byte count) of one tile, read straight from the offset arrays."""
+    def tile_location(self, fd: int, ifd: Ifd, index: int) -> tuple[int, int]:
+        """(offset, byte count) of one tile, read straight from the offset arrays with `os.pread`
+        on `fd` (so the parsed directory can be shared between threads)."""
         out = []
         for tag in (TILE_OFFSETS, TILE_BYTECOUNTS):
             typ, count, data_offset = ifd.tags[tag]
@@ -146,8 +148,8 @@ class TiffFile:
                 out.append(int(vals[index]))
                 continue
             size = _SIZES[typ]
-            self.f.seek(data_offset + index * size)
-            out.append(struct.unpack(self.e + _TYPES[typ], self.f.read(size))[0])
+            (value,) = struct.unpack(self.e + _TYPES[typ], os.pread(fd, size, data_offset + index * size))
+            out.append(int(value))
         return out[0], out[1]
 
 
