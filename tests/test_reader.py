@@ -81,3 +81,18 @@ def test_undecodable_file_is_a_source_error(reader: PyramidReader, image_root: P
     with pytest.raises(SourceError) as exc:
         reader.info(str(image_root / "not-an-image.tif"), "not-an-image.tif")
     assert str(image_root) not in exc.value.message
+
+
+def test_whole_level_reads_keep_the_decoded_level(image_root: Path) -> None:
+    reader = PyramidReader(256, 8, decoded_cache_bytes=64 << 20)
+    path = str(image_root / RGB_TIF)
+    meta = reader.info(path, RGB_TIF)
+    reader.read(path, meta, 0, (0, 0, 100, 100))  # a small crop: read from the file, nothing kept
+    assert len(reader._decoded) == 0
+    first = reader.read(path, meta, 1, (0, 0, 501, 350))
+    assert len(reader._decoded) == 1
+    again = reader.read(path, meta, 1, (10, 10, 20, 20))
+    assert max_diff(again, first.crop(10, 10, 20, 20)) == 0
+    tiny = PyramidReader(256, 8, decoded_cache_bytes=1000)
+    tiny.read(path, tiny.info(path, RGB_TIF), 1, (0, 0, 501, 350))
+    assert len(tiny._decoded) == 0  # over budget: not kept

@@ -41,7 +41,8 @@ class TileService:
         self.settings = settings
         self.source = Source(settings.root, settings.filename_prefix, settings.filename_suffix,
                              settings.max_identifier_length)
-        self.reader = PyramidReader(settings.virtual_tile_size, settings.open_images)
+        self.reader = PyramidReader(settings.virtual_tile_size, settings.open_images,
+                                     int(settings.decoded_cache_mb * 1024 * 1024))
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)
         self.tiles: ByteLRU[tuple[TileRequest, float], Rendered] = ByteLRU(settings.tile_cache_bytes)
         self._pool: ThreadPoolExecutor | None = None

@@ -60,11 +60,12 @@ def vips_error(exc: pyvips.Error, what: str) -> SourceError:
 
 
 class PyramidReader:
-    def __init__(self, tile_size: int = 256, open_images: int = 64, virtual_cache_bytes: int = 256 << 20):
+    def __init__(self, tile_size: int = 256, open_images: int = 64, decoded_cache_bytes: int = 256 << 20):
         self.tile_size = tile_size
         self.open_images = open_images
         self._local = threading.local()
-        self._virtual: ByteLRU[tuple[str, float, int], Any] = ByteLRU(virtual_cache_bytes)
+        # decoded levels kept in memory: virtual levels, and small stored levels read as a whole
+        self._decoded: ByteLRU[tuple[str, float, int], Any] = ByteLRU(decoded_cache_bytes)
         self._stored = StoredTiles()
 
     # -- metadata -----------------------------------------------------------------------------
@@ -155,8 +156,23 @@ class PyramidReader:
             raise vips_error(exc, meta.ident) from exc
 
     def read(self, path: str, meta: ImageMeta, index: int, box: tuple[int, int, int, int]) -> Any:
+        """Pixels of `box` at level `index`. A read covering a quarter or more of a level that fits
+        in memory decodes the whole level once and keeps it (exports and thumbnails then only
+        resize and encode); smaller reads crop the file, or the kept level when there is one."""
         x, y, w, h = box
-        return self.level_image(path, meta, index).crop(x, y, w, h)
+        lv = meta.levels[index]
+        key = (path, meta.mtime, index)
+        img = self._decoded.get(key)
+        if img is None:
+            img = self.level_image(path, meta, index)
+            nbytes = lv.width * lv.height * meta.bands * max(meta.bits // 8, 1)
+            if lv.stored and 4 * w * h >= lv.width * lv.height and nbytes <= self._decoded.max_bytes // 4:
+                try:
+                    img = img.copy_memory()
+                except pyvips.Error as exc:
+                    raise vips_error(exc, meta.ident) from exc
+                self._decoded.put(key, img, nbytes)
+        return img.crop(x, y, w, h)
 
     def stored_tile(self, path: str, meta: ImageMeta, tile: tuple[int, int, int], fmt: OutputFormat) -> bytes | None:
         """The stored bytes of a TIFF tile as a complete `fmt` file, or None (see passthrough.py)."""
@@ -186,19 +202,18 @@ class PyramidReader:
 
     def _virtual_level(self, path: str, meta: ImageMeta, index: int) -> Any:
         key = (path, meta.mtime, index)
-        img = self._virtual.get(key)
+        img = self._decoded.get(key)
         if img is not None:
             return img
         lv = meta.levels[index]
-        parent = meta.levels[index - 1]
         if meta.loader in SHRINK_ON_LOAD and index == 1:
             img = pyvips.Image.thumbnail(path, lv.width, height=lv.height, size="force", no_rotate=True)
         else:
             src = self.level_image(path, meta, index - 1)
             img = src.thumbnail_image(lv.width, height=lv.height, size="force", no_rotate=True)
-        if lv.width * lv.height * meta.bands <= MATERIALISE_PIXELS and parent is not None:
+        if lv.width * lv.height * meta.bands <= MATERIALISE_PIXELS:
             img = img.copy_memory()
-            self._virtual.put(key, img, lv.width * lv.height * meta.bands * max(meta.bits // 8, 1))
+            self._decoded.put(key, img, lv.width * lv.height * meta.bands * max(meta.bits // 8, 1))
         return img
 
 
