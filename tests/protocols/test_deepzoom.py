@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 
 from tileserver.app import create_app
 from tileserver.errors import BadRequest, UnsupportedFormat
-from tileserver.levels import dz_max_level, dz_shift, grid, scaled_size
+from tileserver.levels import dz_max_level, dz_shift, grid, scaled_size, scaled_tile
 from tileserver.models import OutputFormat
 from tileserver.protocols.deepzoom import DziInfo, DziTile, parse
 from tileserver.settings import Settings
@@ -156,7 +156,7 @@ def dzsaved(dz_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[tup
 
 
 def _app(root: Path, **kw: Any) -> Starlette:
-    return create_app(Settings(root=root, protocols=("iip", "deepzoom", "zoomify"), **kw))
+    return create_app(Settings(root=root, protocols=("iip", "iiif", "deepzoom", "zoomify"), **kw))
 
 
 @pytest.fixture(scope="module")
@@ -346,9 +346,10 @@ async def test_dzi_golden(dz_clients: dict[str, httpx.AsyncClient]) -> None:
 
 
 # -- parity -------------------------------------------------------------------------------------
-async def test_parity_deepzoom_zoomify_jtl(dz_clients: dict[str, httpx.AsyncClient]) -> None:
+async def test_parity_deepzoom_zoomify_jtl_iiif(dz_clients: dict[str, httpx.AsyncClient]) -> None:
     """Where the stored levels coincide with DeepZoom/Zoomify levels (1000x700: 1000x700, 500x350,
-    250x175 at 256/0), the same tile decodes to identical pixels through all three protocols."""
+    250x175 at 256/0), the same tile decodes to identical pixels through DeepZoom, Zoomify, IIP JTL
+    and IIIF (region x,y,w,h at full resolution, size w,h)."""
     client = dz_clients["256-0"]
     ident, w, h = FIXTURES[0]
     top = dz_max_level(w, h)
@@ -361,6 +362,27 @@ async def test_parity_deepzoom_zoomify_jtl(dz_clients: dict[str, httpx.AsyncClie
                 dz = await client.get(f"/deepzoom/{ident}_files/{top - shift}/{col}_{row}.jpg")
                 zf = await client.get(f"/zoomify/{ident}/TileGroup0/{tier}-{col}-{row}.jpg")
                 jtl = await client.get("/iip", params={"FIF": ident, "JTL": f"{resolution},{row * cols + col}"})
-                assert dz.status_code == zf.status_code == jtl.status_code == 200
-                a, b, c = decode(dz.content), decode(zf.content), decode(jtl.content)
-                assert max_diff(a, b) == 0 and max_diff(a, c) == 0, (tier, col, row)
+                box, size = scaled_tile(w, h, shift, 256, 0, col, row)
+                iiif = await client.get(f"/iiif/3/{ident}/{box.x},{box.y},{box.w},{box.h}/{size[0]},{size[1]}"
+                                        "/0/default.jpg")
+                responses = (dz, zf, jtl, iiif)
+                assert [r.status_code for r in responses] == [200] * 4
+                a, *others = (decode(r.content) for r in responses)
+                assert [max_diff(a, o) for o in others] == [0, 0, 0], (tier, col, row)
+
+
+async def test_parity_overlap_tiles_with_iiif(dz_clients: dict[str, httpx.AsyncClient]) -> None:
+    """254/1 tiles (no stored level lines up) equal the IIIF request for the same full-resolution
+    region and size, on the odd-sized 4097x3001, at every level (edge tiles and a few others)."""
+    client = dz_clients["254-1"]
+    ident, w, h = FIXTURES[2]
+    top = dz_max_level(w, h)
+    for level in range(top + 1):
+        cols, rows = grid(scaled_size(w, h, top - level), 254)
+        for col, row in {(0, 0), (cols - 1, rows - 1), (cols // 2, rows // 2), (cols - 1, 0)}:
+            box, size = scaled_tile(w, h, top - level, 254, 1, col, row)
+            dz = await client.get(f"/deepzoom/{ident}_files/{level}/{col}_{row}.jpg")
+            iiif = await client.get(f"/iiif/3/{ident}/{box.x},{box.y},{box.w},{box.h}/{size[0]},{size[1]}"
+                                    "/0/default.jpg")
+            assert dz.status_code == iiif.status_code == 200
+            assert max_diff(decode(dz.content), decode(iiif.content)) == 0, (level, col, row)
