@@ -151,3 +151,13 @@ def test_zoomify_tier_is_the_deepzoom_level_with_256_tiles() -> None:
 def test_level_factor_uses_the_long_side(full: tuple[int, int], size: tuple[int, int], factor: float) -> None:
     """A 1-pixel side stays 1 at every level, so the factor must come from the long side."""
     assert level_factor(full, size) == factor
+
+
+def test_settings_refuse_overlap_not_below_tile_size() -> None:
+    from pydantic import ValidationError
+
+    from tileserver.settings import Settings
+
+    assert Settings(deepzoom_tile_size=254, deepzoom_overlap=1).deepzoom_overlap == 1
+    with pytest.raises(ValidationError):
+        Settings(deepzoom_tile_size=16, deepzoom_overlap=16)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -148,6 +148,13 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown protocols {sorted(unknown)}; choose from {', '.join(PROTOCOL_NAMES)}")
         return names
+
+    @model_validator(mode="after")
+    def _overlap_below_tile(self) -> Settings:
+        if self.deepzoom_tile_size is not None and self.deepzoom_overlap >= self.deepzoom_tile_size:
+            raise ValueError(f"deepzoom_overlap ({self.deepzoom_overlap}) must be smaller than "
+                             f"deepzoom_tile_size ({self.deepzoom_tile_size})")
+        return self
 
     @field_validator("root")
     @classmethod
