@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 
 from tileserver.models import OutputFormat
 
-from ...conftest import ALPHA_PNG, GREY16_TIF, PLAIN_JPG, RGB_TIF, STRIPED_TIF, SUBIFD_TIF, decode, max_diff
+from ...conftest import ALPHA_PNG, GREY16_TIF, PLAIN_JPG, RGB_TIF, STRIPED_TIF, SUBIFD_TIF, decode, max_diff, mean_diff
 
 W, H = 1003, 701
 
@@ -197,3 +197,15 @@ async def test_tile_parity_with_iip(client: httpx.AsyncClient, image_root: Path,
         cols = math.ceil(source(image_root, page=level).width / 256)
         r = await client.get(f"/iip?FIF={RGB_TIF}&{command}={2 - level},{row * cols + col}")
         assert max_diff(iiif, decode(r.content)) == 0, (level, col, row)
+
+
+@pytest.mark.parametrize("angle", [1, 30, 45, 89, 135, 200, 359])
+async def test_arbitrary_rotation_pixels(client: httpx.AsyncClient, image_root: Path, angle: int) -> None:
+    """Covers the validator's rot_full_non90/rot_region_non90 (skipped there, see
+    tests/conformance/test_iiif_validator.py): content is the source region turned clockwise, on a
+    transparent background in PNG and on the configured white background in JPEG."""
+    crop = source(image_root).crop(100, 50, 300, 200)
+    png = await image(client, f"100,50,300,200/max/{angle}/default.png")
+    assert max_diff(png, crop.bandjoin(255).rotate(angle, background=[0, 0, 0, 0])) == 0
+    jpg = await image(client, f"100,50,300,200/max/{angle}/default.jpg")
+    assert mean_diff(jpg, crop.rotate(angle, background=[255, 255, 255])) < 4  # JPEG noise on the texture
