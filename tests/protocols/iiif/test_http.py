@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import pyvips
 
 from tileserver.app import create_app
 from tileserver.settings import Settings
@@ -257,3 +258,20 @@ async def test_query_form(client: httpx.AsyncClient, path: str) -> None:
     assert redirect.headers["location"] == f"{info['id']}/info.json"
     bad = await client.get(f"{path}?IIIF={ALPHA_PNG}/full/nope/0/default.png")
     assert bad.status_code == 400 and bad.headers["content-type"].startswith("text/plain")
+
+
+async def test_identifier_with_encoded_characters(tmp_path: Path) -> None:
+    """As cantaloupe's testIdentifierWithEncodedCharacters: spaces, a literal `%`, non-ASCII and a
+    sub-folder, each percent-encoded once, reach the file; the id re-encodes them the same way."""
+    root = tmp_path / "root"
+    (root / "dir one").mkdir(parents=True)
+    pyvips.Image.black(40, 30, bands=3).write_to_file(str(root / "dir one" / "a b%c é.png"))
+    encoded = "dir%20one%2Fa%20b%25c%20%C3%A9.png"
+    async for c in make_client(Settings(root=root)):
+        info = await c.get(f"/iiif/3/{encoded}/info.json")
+        assert info.status_code == 200, info.text
+        assert info.json()["id"] == f"http://testserver/iiif/3/{encoded}"
+        img = await c.get(f"/iiif/2/{encoded}/full/full/0/default.png")
+        assert img.status_code == 200
+        assert img.headers["link"].endswith(f'<http://testserver/iiif/2/{encoded}/full/full/0/default.png>;rel="canonical"')
+        assert (await c.get(f"/iiif/3/{encoded.replace('%25', '%2525')}/info.json")).status_code == 404

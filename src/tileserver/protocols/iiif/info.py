@@ -5,9 +5,8 @@ capabilities (`Service`).
 
 `sizes` lists every level that is within the limits, smallest first, including full resolution;
 `tiles` gives one entry per native tile size with the levels' own scale factors (the core reads a
-request at scale factor `s` from the level whose factor is `s`, so the factors are exact even for
-odd sizes: 1003 px -> levels 501 and 250 px have factors 2 and 4, never iipsrv's `1003 // 501 == 2`
-then `1003 // 250 == 4` by luck, or `1001 // 501 == 1` by mistake).
+request at scale factor `s` from the level whose factor is `s`), so they are right for odd sizes:
+1001 px with levels 501 and 251 px gives factors 1, 2, 4, where iipsrv's `1001 // 501` gives 1.
 """
 
 from __future__ import annotations
