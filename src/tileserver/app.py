@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from . import pages, protocols
+from . import manifests, pages, protocols, viewers
 from .core import TileService
 from .errors import install_handlers
 from .settings import Settings
@@ -37,8 +37,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                            "Range"],
             expose_headers=["ETag", "Last-Modified", "Link", "Content-Disposition"], max_age=86400,
         ))
-    app = Starlette(routes=pages.ROUTES + protocols.routes(settings.protocols), middleware=middleware,
-                    lifespan=lifespan)
+    # viewer pages and manifests come before the protocols: `/iiif/{rest:path}` would take the manifests
+    manifest_routes = manifests.ROUTES if "iiif" in settings.protocols else []
+    routes = (pages.ROUTES + viewers.ROUTES + viewers.asset_mounts(settings) + manifest_routes
+              + protocols.routes(settings.protocols))
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.service = service
     app.state.query_protocols = protocols.query_commands(settings.protocols)

@@ -25,7 +25,8 @@ background:#eee}}small{{color:#555}}</style></head>
 {items}
 </ul></body></html>"""
 ITEM = """<li><a href="{full}"><img src="{thumb}" alt="{name}" loading="lazy"></a>
-<b>{name}</b><br><small>{size}</small><br><small><a href="{obj}">IIP OBJ</a></small></li>"""
+<b>{name}</b><br><small>{size}</small><br><small><a href="{viewer}">viewer</a> · <a href="{mirador}">Mirador</a>
+· <a href="{manifest}">manifest</a> · <a href="{obj}">IIP OBJ</a></small></li>"""
 
 
 async def index(request: Request) -> Response:
@@ -41,7 +42,9 @@ async def index(request: Request) -> Response:
             size = html.escape(exc.message)
         items.append(ITEM.format(
             full=f"iip?FIF={q}&amp;WID=1600&amp;CVT=jpeg", thumb=f"iip?FIF={q}&amp;HEI=160&amp;CVT=jpeg",
-            name=html.escape(ident), size=size, obj=f"iip?FIF={q}&amp;OBJ=IIP,1.0&amp;OBJ=Max-size&amp;"
+            name=html.escape(ident), size=size, viewer=f"viewer/{q}", mirador=f"mirador/{q}",
+            manifest=f"iiif/manifests/{quote(ident, safe='')}.json",
+            obj=f"iip?FIF={q}&amp;OBJ=IIP,1.0&amp;OBJ=Max-size&amp;"
             "OBJ=Tile-size&amp;OBJ=Resolution-number&amp;OBJ=Resolutions"))
     return HTMLResponse(PAGE.format(count=len(idents), items="\n".join(items)))
 

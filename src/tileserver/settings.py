@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     deepzoom_tile_size: int | None = Field(None, ge=1, le=4096,
                                            description="DeepZoom TileSize (None: the file's own tile width)")
     deepzoom_overlap: int = Field(0, ge=0, le=64, description="DeepZoom tile Overlap in pixels")
+    # -- viewer pages and IIIF manifests (viewers.py, manifests.py) --
+    viewer_cdn: str = Field("https://cdn.jsdelivr.net/npm",
+                            description="Where viewer pages load the pinned viewer packages from (npm CDN base)")
+    viewer_assets: Path | None = Field(None, description="Folder holding the viewer npm packages (a node_modules); "
+                                       "served at /assets/ and used instead of the CDN, for offline use")
     protocols: Annotated[tuple[str, ...], NoDecode] = Field(("iip", "iiif", "deepzoom", "zoomify"),
                                        description="Protocols to serve (comma-separated)")
 

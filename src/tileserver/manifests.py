@@ -1,0 +1,179 @@
+"""IIIF Presentation API 3.0 documents built on the fly (https://iiif.io/api/presentation/3.0/).
+
+`/iiif/manifests/{identifier}.json`: a Manifest with one Canvas sized to the image, painted by one
+Annotation whose body is the full image with an `ImageService3` service at `/iiif/3/{identifier}`,
+plus a thumbnail. The label is the image's title metadata, else its file name.
+`/iiif/collection.json` is the Collection of the image root, `/iiif/collections/{folder}.json` the
+Collection of a sub-folder (slashes raw or as `%2F`): sub-folders are nested Collections, images
+Manifests. These paths never clash with the Image API, whose identifiers cannot hold a raw `/`; the
+one exception is an image named `collection.json` at the root, whose bare base URI (the redirect to
+its info.json) is shadowed.
+
+Every `id` uses the same public base as the Image API ids (`protocols.iiif.base_of`: the configured
+`base_url`, else `Forwarded`/`X-Forwarded-*`, else the request's scheme, host and root path).
+Canvas, AnnotationPage and Annotation ids are URIs under the manifest's id; they identify, they are
+not served (the Presentation API does not require them to dereference).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .http import send_document
+from .models import ImageMeta
+from .protocols.iiif import base_of
+from .protocols.iiif.urls import encode_ident
+
+CONTEXT = "http://iiif.io/api/presentation/3/context.json"
+MEDIA_TYPE = f'application/ld+json;profile="{CONTEXT}"'
+THUMB_HEIGHT = 160
+COLLECTION_LIMIT = 10_000
+# `rights` must be one of these (Presentation 3 §3.3.1); other statements go to requiredStatement
+RIGHTS_PREFIXES = ("http://creativecommons.org/", "https://creativecommons.org/",
+                   "http://rightsstatements.org/", "https://rightsstatements.org/")
+METADATA_LABELS = (("title", "Title"), ("creator", "Creator"), ("date", "Date"), ("description", "Description"),
+                   ("software", "Software"))
+
+
+def lang(value: str, language: str = "none") -> dict[str, list[str]]:
+    """A language map: `lang("x") == {"none": ["x"]}`."""
+    return {language: [value]}
+
+
+def label_of(meta: ImageMeta) -> str:
+    return meta.meta("title") or posixpath.basename(meta.ident)
+
+
+def manifest_url(base: str, ident: str) -> str:
+    return f"{base}/iiif/manifests/{encode_ident(ident)}.json"
+
+
+def collection_url(base: str, folder: str) -> str:
+    return f"{base}/iiif/collections/{encode_ident(folder)}.json" if folder else f"{base}/iiif/collection.json"
+
+
+def image_service(base: str, ident: str) -> dict[str, Any]:
+    return {"id": f"{base}/iiif/3/{encode_ident(ident)}", "type": "ImageService3", "profile": "level2"}
+
+
+def thumbnail(base: str, meta: ImageMeta) -> list[dict[str, Any]]:
+    height = min(THUMB_HEIGHT, meta.height)
+    width = max(1, round(meta.width * height / meta.height))
+    return [{"id": f"{base}/iiif/3/{encode_ident(meta.ident)}/full/{width},{height}/0/default.jpg",
+             "type": "Image", "format": "image/jpeg", "width": width, "height": height,
+             "service": [image_service(base, meta.ident)]}]
+
+
+def metadata(meta: ImageMeta) -> list[dict[str, Any]]:
+    out = [{"label": lang("Size", "en"), "value": lang(f"{meta.width} x {meta.height} pixels")}]
+    for key, name in METADATA_LABELS:
+        value = meta.meta(key)
+        if value:
+            out.append({"label": lang(name, "en"), "value": lang(value)})
+    return out
+
+
+def rights(meta: ImageMeta, default: str) -> dict[str, Any]:
+    """`rights` for a Creative Commons / RightsStatements URI, else a `requiredStatement`."""
+    statement = meta.meta("rights") or default
+    if not statement:
+        return {}
+    if statement.startswith(RIGHTS_PREFIXES):
+        return {"rights": statement}
+    return {"requiredStatement": {"label": lang("Rights", "en"), "value": lang(statement)}}
+
+
+def canvas(mid: str, base: str, meta: ImageMeta) -> dict[str, Any]:
+    cid = f"{mid.removesuffix('.json')}/canvas/p1"
+    body = {"id": f"{base}/iiif/3/{encode_ident(meta.ident)}/full/max/0/default.jpg", "type": "Image",
+            "format": "image/jpeg", "width": meta.width, "height": meta.height,
+            "service": [image_service(base, meta.ident)]}
+    annotation = {"id": f"{cid}/annotation/p1-image", "type": "Annotation", "motivation": "painting",
+                  "body": body, "target": cid}
+    page = {"id": f"{cid}/page/p1", "type": "AnnotationPage", "items": [annotation]}
+    return {"id": cid, "type": "Canvas", "label": lang(label_of(meta)), "width": meta.width,
+            "height": meta.height, "items": [page]}
+
+
+def build_manifest(base: str, meta: ImageMeta, default_rights: str = "") -> dict[str, Any]:
+    """The Manifest of one image (pure). `base` is the server's public base URI, no trailing slash."""
+    mid = manifest_url(base, meta.ident)
+    folder = posixpath.dirname(meta.ident)
+    return {
+        "@context": CONTEXT, "id": mid, "type": "Manifest", "label": lang(label_of(meta)),
+        "metadata": metadata(meta), **rights(meta, default_rights), "thumbnail": thumbnail(base, meta),
+        "partOf": [{"id": collection_url(base, folder), "type": "Collection"}],
+        "items": [canvas(mid, base, meta)],
+    }
+
+
+def split_listing(idents: list[str], folder: str) -> tuple[list[str], list[str]]:
+    """(sub-folders, images) directly inside `folder`, from a recursive listing of it.
+    `split_listing(["a/x.tif", "a/b/y.tif", "a/b/c/z.tif"], "a") == (["a/b"], ["a/x.tif"])`."""
+    prefix = f"{folder}/" if folder else ""
+    folders: dict[str, None] = {}
+    images: list[str] = []
+    for ident in idents:
+        rest = ident[len(prefix):]
+        head, sep, _ = rest.partition("/")
+        if sep:
+            folders[prefix + head] = None
+        else:
+            images.append(ident)
+    return list(folders), images
+
+
+def build_collection(base: str, folder: str, folders: list[str], images: list[str]) -> dict[str, Any]:
+    """The Collection of one folder (pure): nested Collections first, then one Manifest per image."""
+    items: list[dict[str, Any]] = [
+        {"id": collection_url(base, f), "type": "Collection", "label": lang(posixpath.basename(f))} for f in folders]
+    items += [{"id": manifest_url(base, i), "type": "Manifest", "label": lang(posixpath.basename(i))}
+              for i in images]
+    doc: dict[str, Any] = {"@context": CONTEXT, "id": collection_url(base, folder), "type": "Collection",
+                           "label": lang(posixpath.basename(folder) or "Images"), "items": items}
+    if folder:
+        doc["partOf"] = [{"id": collection_url(base, posixpath.dirname(folder)), "type": "Collection"}]
+    return doc
+
+
+def render(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, indent=2, ensure_ascii=False).encode()
+
+
+def media_type(accept: str) -> str:
+    """JSON-LD with the Presentation 3 profile when asked for, plain JSON otherwise (both allowed)."""
+    return MEDIA_TYPE if "application/ld+json" in accept else "application/json"
+
+
+# -- endpoints --------------------------------------------------------------------------------------
+async def manifest(request: Request) -> Response:
+    ident = request.path_params["ident"]
+    meta = await request.app.state.service.info(ident)
+    body = render(build_manifest(base_of(request, ""), meta, request.app.state.settings.rights))
+    mt = media_type(request.headers.get("accept", ""))
+    return send_document(request, body, mt, meta, f"manifest:{mt}:{body.decode()}", {"Vary": "Accept"})
+
+
+async def collection(request: Request) -> Response:
+    folder = request.path_params.get("folder", "").strip("/")
+    service = request.app.state.service
+    if folder:
+        await service.run(service.source.resolve_dir, folder)
+    idents = await service.run(service.source.listing, folder, COLLECTION_LIMIT)
+    folders, images = split_listing(idents, folder)
+    body = render(build_collection(base_of(request, ""), folder, folders, images))
+    headers = {"Vary": "Accept", "Cache-Control": "no-cache"}
+    return Response(body, media_type=media_type(request.headers.get("accept", "")), headers=headers)
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/iiif/manifests/{ident:path}.json", manifest, methods=["GET", "HEAD"]),
+    Route("/iiif/collection.json", collection, methods=["GET", "HEAD"]),
+    Route("/iiif/collections/{folder:path}.json", collection, methods=["GET", "HEAD"]),
+]
