@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+VALIDATOR := .venv-validator/bin/python
 DEMO_ROOT ?= demo-images
 HOST ?= 127.0.0.1
 PORT ?= 8000
@@ -28,7 +29,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+# the IIIF validator (iiif-validator-ng needs Python >= 3.12) lives in its own venv
+$(VALIDATOR): tests/conformance/setup_validator.sh
+	bash tests/conformance/setup_validator.sh
+
+unit: $(STAMP) $(VALIDATOR)
 	$(VENV)/bin/pytest
 
 test: lint typecheck unit
@@ -37,4 +42,4 @@ bench: $(STAMP)
 	bash bench/run.sh
 
 clean:
-	rm -rf $(VENV) $(DEMO_ROOT) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-validator $(DEMO_ROOT) .pytest_cache .mypy_cache .ruff_cache
