@@ -24,7 +24,7 @@ demo: sample
 	$(VENV)/bin/tileserver serve $(DEMO_ROOT) --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests examples bench
+	$(VENV)/bin/ruff check .
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
