@@ -587,7 +587,8 @@ def rss_summary(run_: Run) -> list[str]:
 def report(run_: Run, counts: dict[str, int], started: datetime, load_start: str) -> str:
     a = run_.args
     lines = [
-        f"### {'tileserver alone (--no-iipsrv)' if a.no_iipsrv else 'tileserver vs iipsrv'}: wrk -t{a.threads} -c{a.connections}, warm runs {a.duration} s, "
+        f"### {'tileserver alone (--no-iipsrv)' if a.no_iipsrv else 'tileserver vs iipsrv'}: "
+        f"wrk -t{a.threads} -c{a.connections}, warm runs {a.duration} s, "
         f"medians of {a.repeats} alternated run(s)",
         "",
         f"- machine: {machine()}; load average {load_start} at start, {loadavg()} at end",
