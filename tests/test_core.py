@@ -66,3 +66,17 @@ async def test_metadata_cache_is_bounded(tmp_path: Path, image_root: Path) -> No
     for i in range(3):
         await svc.info(f"{i}.tif")
     assert len(svc.metadata) == 2
+
+
+async def test_remembered_translations_expire_with_the_file(
+    service: TileService, tmp_path: Path, image_root: Path
+) -> None:
+    meta = await service.info("a.tif")
+    req = TileRequest(ident="a.tif", tile=Tile(0, 0, 0))
+    service.remember("k", meta, req, {"X": "1"})
+    hit = await service.recall("k")
+    assert hit is not None and hit.request == req and dict(hit.headers) == {"X": "1"}
+    assert await service.recall("other") is None
+    shutil.copy(image_root / "rgb-3lvl-1000x700-tiled-jpeg.tif", tmp_path / "a.tif")
+    os.utime(tmp_path / "a.tif", (meta.mtime + 10, meta.mtime + 10))
+    assert await service.recall("k") is None

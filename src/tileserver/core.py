@@ -27,6 +27,16 @@ from .settings import Settings
 from .source import Source
 
 T = TypeVar("T")
+TRANSLATIONS = 8192  # remembered URL translations per process
+
+
+@dataclass(frozen=True)
+class Translation:
+    """A protocol's translation of one URL, remembered while the image's metadata is unchanged."""
+
+    meta: ImageMeta
+    request: TileRequest
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class TileService:
                                      int(settings.decoded_cache_mb * 1024 * 1024))
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)
         self.tiles: ByteLRU[tuple[TileRequest, float], Rendered] = ByteLRU(settings.tile_cache_bytes)
+        self.translations: CountLRU[str, Translation] = CountLRU(TRANSLATIONS)
         self._pool: ThreadPoolExecutor | None = None
         self._formats: tuple[OutputFormat, ...] | None = None
 
@@ -87,6 +98,18 @@ class TileService:
             if st.st_mtime == old.meta.mtime and st.st_size == old.meta.file_size:
                 return replace(old, checked=now)
         return _Entry(self.reader.info(path, ident), path, now)
+
+    # -- hot path: protocols may skip parsing a URL they have seen before ---------------------------
+    async def recall(self, key: str) -> Translation | None:
+        """The translation remembered under `key` (a protocol's own URL key), if the image it was made
+        for is unchanged: its metadata is still the very object the translation was made from."""
+        hit = self.translations.get(key)
+        if hit is None or await self.info(hit.meta.ident) is not hit.meta:
+            return None
+        return hit
+
+    def remember(self, key: str, meta: ImageMeta, req: TileRequest, headers: dict[str, str] | None = None) -> None:
+        self.translations.put(key, Translation(meta, req, tuple((headers or {}).items())))
 
     # -- pixels -----------------------------------------------------------------------------------
     async def render(self, req: TileRequest) -> Rendered:

@@ -3,6 +3,7 @@ Cache-Control (on successful GET/HEAD only)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from email.utils import formatdate, parsedate_to_datetime
 
@@ -11,6 +12,11 @@ from starlette.responses import Response
 
 from .core import etag_for
 from .models import ImageMeta, Rendered
+
+
+@functools.lru_cache(maxsize=4096)
+def http_date(mtime: float) -> str:
+    return formatdate(mtime, usegmt=True)
 
 
 def _not_modified(request: Request, etag: str, mtime: float) -> bool:
@@ -33,7 +39,7 @@ def send(
 ) -> Response:
     """A 200 (or 304) response carrying the validators of `meta` and the configured Cache-Control."""
     cc = request.app.state.settings.cache_control if cache_control is None else cache_control
-    out = {"ETag": etag, "Last-Modified": formatdate(meta.mtime, usegmt=True)}
+    out = {"ETag": etag, "Last-Modified": http_date(meta.mtime)}
     if cc:
         out["Cache-Control"] = cc
     if headers:

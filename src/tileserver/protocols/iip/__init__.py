@@ -115,6 +115,11 @@ async def iip(request: Request) -> Response:
     raw = await _query(request)
     if not raw:
         return HTMLResponse(BANNER)
+    service = request.app.state.service
+    memo_key = f"iip {request.method} {raw}"
+    known = await service.recall(memo_key)
+    if known is not None:  # the same URL for the same file version: skip parsing and translating
+        return send_image(request, await service.render(known.request), known.meta, dict(known.headers))
     q = parse(split_query(raw), raw)
     if isinstance(q.output, EntryOut):
         handler = request.app.state.query_protocols.get(q.output.protocol)
@@ -123,7 +128,6 @@ async def iip(request: Request) -> Response:
         request.scope[ERROR_BODY_KEY] = plain_error
         response: Response = await handler(request, q.output.arg)
         return response
-    service = request.app.state.service
     meta = await service.info(q.fif) if q.fif is not None else None
     if q.objs:
         body = obj_reply(meta, q)
@@ -140,6 +144,7 @@ async def iip(request: Request) -> Response:
         stem = os.path.splitext(os.path.basename(meta.ident))[0]
         kind = "attachment" if request.method == "POST" else "inline"
         headers["Content-Disposition"] = f'{kind};filename="{stem}.{req.fmt.suffix}"'
+    service.remember(memo_key, meta, req, headers)
     return send_image(request, rendered, meta, headers)
 
 
