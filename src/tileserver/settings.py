@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     base_url: str = Field("", description="Public base URL used in IIIF ids and redirects")
     cache_control: str = Field("max-age=86400", description="Cache-Control on successful responses")
     passthrough: bool = Field(True, description="Send stored JPEG/WebP TIFF tiles without re-encoding")
-    tile_cache_mb: float = Field(64.0, ge=0, description="Encoded-tile cache per process, in MB")
+    tile_cache_mb: float = Field(128.0, ge=0, description="Encoded-tile cache per process, in MB")
     decoded_cache_mb: float = Field(256.0, ge=0, description="Decoded small levels kept per process, in MB")
     metadata_cache_size: int = Field(1000, ge=0, description="Image metadata entries cached per process")
     stat_interval: float = Field(1.0, ge=0, description="Seconds between file mtime re-checks")
