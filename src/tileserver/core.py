@@ -40,6 +40,17 @@ class Translation:
 
 
 @dataclass(frozen=True)
+class Document:
+    """An info document (info.json, .dzi, ...) remembered with its ETag while the image is unchanged."""
+
+    meta: ImageMeta
+    body: bytes
+    media_type: str
+    etag: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class _Entry:
     meta: ImageMeta
     path: str
@@ -56,6 +67,7 @@ class TileService:
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)
         self.tiles: ByteLRU[tuple[TileRequest, float], Rendered] = ByteLRU(settings.tile_cache_bytes)
         self.translations: CountLRU[str, Translation] = CountLRU(TRANSLATIONS)
+        self.documents: CountLRU[str, Document] = CountLRU(TRANSLATIONS)
         self._pool: ThreadPoolExecutor | None = None
         self._formats: tuple[OutputFormat, ...] | None = None
 
@@ -110,6 +122,19 @@ class TileService:
 
     def remember(self, key: str, meta: ImageMeta, req: TileRequest, headers: dict[str, str] | None = None) -> None:
         self.translations.put(key, Translation(meta, req, tuple((headers or {}).items())))
+
+    async def recall_document(self, key: str) -> Document | None:
+        hit = self.documents.get(key)
+        if hit is None or await self.info(hit.meta.ident) is not hit.meta:
+            return None
+        return hit
+
+    def remember_document(self, key: str, meta: ImageMeta, body: bytes, media_type: str,
+                          headers: dict[str, str] | None = None) -> Document:
+        doc = Document(meta, body, media_type, etag_for(meta, key + "\n" + body.hex()),
+                       tuple((headers or {}).items()))
+        self.documents.put(key, doc)
+        return doc
 
     # -- pixels -----------------------------------------------------------------------------------
     async def render(self, req: TileRequest) -> Rendered:

@@ -10,7 +10,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .core import etag_for
+from .core import Document, etag_for
 from .models import ImageMeta, Rendered
 
 
@@ -52,6 +52,20 @@ def send(
 def send_image(request: Request, rendered: Rendered, meta: ImageMeta,
                headers: Mapping[str, str] | None = None) -> Response:
     return send(request, rendered.body, rendered.media_type, meta, rendered.etag, headers)
+
+
+async def send_remembered(request: Request, key: str) -> Response | None:
+    """The response for a URL whose translation the core remembers (see `TileService.recall`), or
+    None: protocols call this first and `service.remember(key, ...)` after translating."""
+    service = request.app.state.service
+    known = await service.recall(key)
+    if known is None:
+        return None
+    return send_image(request, await service.render(known.request), known.meta, dict(known.headers))
+
+
+def send_doc(request: Request, doc: Document) -> Response:
+    return send(request, doc.body, doc.media_type, doc.meta, doc.etag, dict(doc.headers))
 
 
 def send_document(request: Request, body: bytes, media_type: str, meta: ImageMeta, key: str,

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import BadRequest, UnsupportedFormat
-from ..http import send_document, send_image
+from ..http import send_document, send_image, send_remembered
 from ..levels import dz_shift, scaled_tile
 from ..models import ImageMeta, OutputFormat, TileRequest
 from ..settings import Settings
@@ -107,14 +107,19 @@ def render_info(meta: ImageMeta, lay: Layout) -> bytes:
 
 async def serve(request: Request, path: str) -> Response:
     """parse -> one metadata lookup -> TileRequest -> render -> response."""
+    key = f"deepzoom {path}"
+    known = await send_remembered(request, key)
+    if known is not None:
+        return known
     p = parse(path)
     service = request.app.state.service
     meta = await service.info(p.ident)
     lay = layout(meta, request.app.state.settings)
     if isinstance(p, DziInfo):
         return send_document(request, render_info(meta, lay), XML, meta, f"dzi:{lay.tile}:{lay.overlap}")
-    rendered = await service.render(to_tile_request(p, meta, lay))
-    return send_image(request, rendered, meta)
+    req = to_tile_request(p, meta, lay)
+    service.remember(key, meta, req)
+    return send_image(request, await service.render(req), meta)
 
 
 async def endpoint(request: Request) -> Response:

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import BadRequest, UnsupportedFormat
-from ..http import send_document, send_image
+from ..http import send_document, send_image, send_remembered
 from ..levels import ZOOMIFY_TILE, scaled_tile, zoomify_num_tiles, zoomify_shift
 from ..models import ImageMeta, OutputFormat, TileRequest
 
@@ -91,13 +91,18 @@ def render_info(meta: ImageMeta) -> bytes:
 
 async def serve(request: Request, path: str) -> Response:
     """parse -> one metadata lookup -> TileRequest -> render -> response."""
+    key = f"zoomify {path}"
+    known = await send_remembered(request, key)
+    if known is not None:
+        return known
     p = parse(path)
     service = request.app.state.service
     meta = await service.info(p.ident)
     if isinstance(p, ZoomifyInfo):
         return send_document(request, render_info(meta), XML, meta, "zoomify:ImageProperties")
-    rendered = await service.render(to_tile_request(p, meta))
-    return send_image(request, rendered, meta)
+    req = to_tile_request(p, meta)
+    service.remember(key, meta, req)
+    return send_image(request, await service.render(req), meta)
 
 
 async def endpoint(request: Request) -> Response:

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ...errors import NotFound
-from ...http import send_document, send_image
+from ...http import send_doc, send_image, send_remembered
 from ...models import ImageMeta, TileRequest
 from ...settings import Settings
 from .grammar import ImageParams, Limits, Version, canonical_region, canonical_size
@@ -75,23 +75,32 @@ async def answer(request: Request, target: Target, base: str, version: Version) 
 
 
 async def info_response(request: Request, ident: str, base: str, version: Version) -> Response:
-    offer = await service_of(request)
-    meta = await request.app.state.service.info(ident)
-    body = render_info(meta, base, offer, version)
+    service = request.app.state.service
     media_type = info_media_type(request.headers.get("accept", ""), version)
-    headers = {"Link": f'<{PROFILE_URI[version]}>;rel="profile"', "Vary": "Accept"}
-    return send_document(request, body, media_type, meta, f"iiif-info:{media_type}:{body.decode()}", headers)
+    key = f"iiif-info {version} {media_type} {base}"
+    doc = await service.recall_document(key)
+    if doc is None:
+        offer = await service_of(request)
+        meta = await service.info(ident)
+        headers = {"Link": f'<{PROFILE_URI[version]}>;rel="profile"', "Vary": "Accept"}
+        doc = service.remember_document(key, meta, render_info(meta, base, offer, version), media_type, headers)
+    return send_doc(request, doc)
 
 
 async def image_response(request: Request, target: Target, base: str, version: Version) -> Response:
+    key = f"iiif {version} {base} {'/'.join(target.params)}"
+    known = await send_remembered(request, key)
+    if known is not None:
+        return known
     offer = await service_of(request)
     region, size, rotation, filename = (decode(s) for s in target.params)
     params = ImageParams.parse(region, size, rotation, filename, version, offer.formats)
     meta = await request.app.state.service.info(target.ident)
     req, canonical = to_tile_request(params, meta, offer.limits, version)
     rendered = await request.app.state.service.render(req)
-    link = f'<{PROFILE_URI[version]}>;rel="profile", <{base}/{canonical}>;rel="canonical"'
-    return send_image(request, rendered, meta, {"Link": link})
+    headers = {"Link": f'<{PROFILE_URI[version]}>;rel="profile", <{base}/{canonical}>;rel="canonical"'}
+    request.app.state.service.remember(key, meta, req, headers)
+    return send_image(request, rendered, meta, headers)
 
 
 # -- endpoints --------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...errors import ERROR_BODY_KEY, BadRequest, TileNotFound, TileServerError, plain_error
-from ...http import send_document, send_image
+from ...http import send_document, send_image, send_remembered
 from ...levels import cap_size, fit_inside, iip_resolution_to_level, tile_index
 from ...models import Box, ImageMeta, Tile, TileRequest
 from ...settings import Settings
@@ -117,9 +117,9 @@ async def iip(request: Request) -> Response:
         return HTMLResponse(BANNER)
     service = request.app.state.service
     memo_key = f"iip {request.method} {raw}"
-    known = await service.recall(memo_key)
-    if known is not None:  # the same URL for the same file version: skip parsing and translating
-        return send_image(request, await service.render(known.request), known.meta, dict(known.headers))
+    known = await send_remembered(request, memo_key)  # seen before, same file version: no parsing
+    if known is not None:
+        return known
     q = parse(split_query(raw), raw)
     if isinstance(q.output, EntryOut):
         handler = request.app.state.query_protocols.get(q.output.protocol)
