@@ -80,3 +80,14 @@ async def test_remembered_translations_expire_with_the_file(
     shutil.copy(image_root / "rgb-3lvl-1000x700-tiled-jpeg.tif", tmp_path / "a.tif")
     os.utime(tmp_path / "a.tif", (meta.mtime + 10, meta.mtime + 10))
     assert await service.recall("k") is None
+
+
+async def test_remembered_documents_expire_with_the_file(
+    service: TileService, tmp_path: Path, image_root: Path
+) -> None:
+    meta = await service.info("a.tif")
+    doc = service.remember_document("d", meta, b"{}", "application/json", {"Vary": "Accept"})
+    assert doc.etag and await service.recall_document("d") is doc
+    shutil.copy(image_root / "rgb-3lvl-1000x700-tiled-jpeg.tif", tmp_path / "a.tif")
+    os.utime(tmp_path / "a.tif", (meta.mtime + 10, meta.mtime + 10))
+    assert await service.recall_document("d") is None
