@@ -127,9 +127,12 @@ ZOOMIFY_TILE = 256
 ZOOMIFY_GROUP = 256  # tiles per TileGroup folder (libvips, OpenLayers and OpenSeadragon agree)
 
 
-def scaled_size(width: int, height: int, shift: int) -> tuple[int, int]:
-    """Size of the level `shift` halvings (rounding up) below full size: 1000x700, 3 -> 125x88."""
+def scaled_size(width: int, height: int, shift: int, floor: bool = False) -> tuple[int, int]:
+    """Size of the level `shift` halvings (rounding up) below full size: 1000x700, 3 -> 125x88.
+    With `floor`, halvings round down (OpenSeadragon's Zoomify tiers): 1000x700, 3 -> 125x87."""
     d = 1 << shift
+    if floor:
+        return max(width // d, 1), max(height // d, 1)
     return -(-width // d), -(-height // d)
 
 
@@ -147,7 +150,7 @@ def _span(index: int, tile: int, overlap: int, extent: int) -> tuple[int, int]:
 
 
 def scaled_tile(
-    width: int, height: int, shift: int, tile: int, overlap: int, col: int, row: int
+    width: int, height: int, shift: int, tile: int, overlap: int, col: int, row: int, floor: bool = False
 ) -> tuple[Box, tuple[int, int]]:
     """Tile (col, row) of the level `shift` halvings below full size, as (full-resolution box,
     output size). The box is the tile's level box times 2**shift, clipped to the image.
@@ -156,7 +159,7 @@ def scaled_tile(
     0,0 250x175 (255 wide, clipped), so `(Box(0, 0, 1000, 700), (250, 175))`.
     Tiles outside the level's grid raise `TileNotFound`.
     """
-    level = scaled_size(width, height, shift)
+    level = scaled_size(width, height, shift, floor)
     cols, rows = grid(level, tile)
     if not (0 <= col < cols and 0 <= row < rows):
         raise TileNotFound(f"tile {col},{row} is outside the {cols}x{rows} grid of a "
@@ -181,33 +184,38 @@ def dz_shift(width: int, height: int, level: int) -> int:
     return top - level
 
 
-def zoomify_tiers(width: int, height: int, tile: int = ZOOMIFY_TILE) -> list[tuple[int, int]]:
+def zoomify_tiers(width: int, height: int, tile: int = ZOOMIFY_TILE, floor: bool = False) -> list[tuple[int, int]]:
     """Zoomify tier sizes, tier 0 (the first that fits one tile) first, as libvips `dzsave
     --layout zoomify` and OpenLayers (`tierSizeCalculation: 'default'`) compute them:
-    513x300 -> [(129, 75), (257, 150), (513, 300)]. OpenSeadragon halves with floor instead and
-    expects [(256, 150), (513, 300)] here; see the README."""
-    return halvings(width, height, tile)[::-1]
+    513x300 -> [(129, 75), (257, 150), (513, 300)]. OpenSeadragon halves with floor instead
+    (`floor=True`, setting `zoomify_rounding="down"`): [(256, 150), (513, 300)]."""
+    if not floor:
+        return halvings(width, height, tile)[::-1]
+    sizes = [(width, height)]
+    while sizes[-1][0] > tile or sizes[-1][1] > tile:
+        sizes.append(scaled_size(width, height, len(sizes), floor=True))
+    return sizes[::-1]
 
 
-def zoomify_shift(width: int, height: int, tier: int, tile: int = ZOOMIFY_TILE) -> int:
+def zoomify_shift(width: int, height: int, tier: int, tile: int = ZOOMIFY_TILE, floor: bool = False) -> int:
     """Halvings below full size of Zoomify `tier`; tiers outside the pyramid raise `TileNotFound`."""
-    count = len(zoomify_tiers(width, height, tile))
+    count = len(zoomify_tiers(width, height, tile, floor))
     if not 0 <= tier < count:
         raise TileNotFound(f"Zoomify tier {tier} does not exist (0..{count - 1})")
     return count - 1 - tier
 
 
-def zoomify_num_tiles(width: int, height: int, tile: int = ZOOMIFY_TILE) -> int:
+def zoomify_num_tiles(width: int, height: int, tile: int = ZOOMIFY_TILE, floor: bool = False) -> int:
     """NUMTILES: the tile count over all tiers (3000x2000 -> 1+2+6+24+96 = 129)."""
-    return sum(c * r for c, r in (grid(s, tile) for s in zoomify_tiers(width, height, tile)))
+    return sum(c * r for c, r in (grid(s, tile) for s in zoomify_tiers(width, height, tile, floor)))
 
 
 def zoomify_tile_group(width: int, height: int, tier: int, col: int, row: int,
-                       tile: int = ZOOMIFY_TILE) -> int:
+                       tile: int = ZOOMIFY_TILE, floor: bool = False) -> int:
     """TileGroup folder of a tile: its row-major index over all tiers, smallest tier first,
     divided by 256. 10000x7000, tier 5, (16, 7) -> index 99 + 7*20 + 16 = 255 -> group 0."""
-    tiers = zoomify_tiers(width, height, tile)
-    zoomify_shift(width, height, tier, tile)
+    tiers = zoomify_tiers(width, height, tile, floor)
+    zoomify_shift(width, height, tier, tile, floor)
     cols, rows = grid(tiers[tier], tile)
     if not (0 <= col < cols and 0 <= row < rows):
         raise TileNotFound(f"tile {col},{row} is outside the {cols}x{rows} grid of tier {tier}")

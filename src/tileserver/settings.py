@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     deepzoom_tile_size: int | None = Field(None, ge=1, le=4096,
                                            description="DeepZoom TileSize (None: the file's own tile width)")
     deepzoom_overlap: int = Field(0, ge=0, le=64, description="DeepZoom tile Overlap in pixels")
+    zoomify_rounding: Literal["up", "down"] = Field(
+        "up", description="Zoomify tiers halve rounding up (libvips, OpenLayers) or down (OpenSeadragon)")
     # -- viewer pages and IIIF manifests (viewers.py, manifests.py) --
     viewer_cdn: str = Field("https://cdn.jsdelivr.net/npm",
                             description="Where viewer pages load the pinned viewer packages from (npm CDN base)")

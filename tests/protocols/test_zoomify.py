@@ -224,3 +224,23 @@ async def test_openseadragon_floor_rule_differs_near_powers_of_two(zf_client: ht
     assert r.status_code == 404
     r = await zf_client.get(f"/zoomify/{ident}/TileGroup0/2-2-1.jpg")
     assert r.status_code == 200
+
+
+async def test_openseadragon_rounding_setting(zf_root: Path) -> None:
+    """With `zoomify_rounding="down"` the tiers are OpenSeadragon's: for 513x300, 256x150 and 513x300,
+    so OSD's `1-2-1.jpg` is the last full-resolution tile (a 1x44 strip) and NUMTILES counts 1 + 6."""
+    ident = FIXTURES[1][0]
+    assert zoomify_tiers(513, 300, floor=True) == [(256, 150), (513, 300)]
+    app = create_app(Settings(root=zf_root, protocols=("zoomify",), zoomify_rounding="down"))
+    app.state.service.start()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        props = ET.fromstring((await c.get(f"/zoomify/{ident}/ImageProperties.xml")).text)
+        assert props.attrib["NUMTILES"] == "7"
+        tile = await c.get(f"/zoomify/{ident}/TileGroup0/1-2-1.jpg")
+        assert tile.status_code == 200
+        img = pyvips.Image.new_from_buffer(tile.content, "")
+        assert (img.width, img.height) == (1, 44)
+        small = pyvips.Image.new_from_buffer((await c.get(f"/zoomify/{ident}/TileGroup0/0-0-0.jpg")).content, "")
+        assert (small.width, small.height) == (256, 150)
+        assert (await c.get(f"/zoomify/{ident}/TileGroup0/2-0-0.jpg")).status_code == 404
+    app.state.service.stop()

@@ -70,20 +70,21 @@ def parse(path: str) -> ZoomifyInfo | ZoomifyTile:
                      "<id>/TileGroup<n>/<tier>-<col>-<row>.jpg)")
 
 
-def to_tile_request(t: ZoomifyTile, meta: ImageMeta) -> TileRequest:
+def to_tile_request(t: ZoomifyTile, meta: ImageMeta, floor: bool = False) -> TileRequest:
     """The tile's region in full-resolution pixels and its exact (edge-cropped) pixel size; raises
-    `TileNotFound` for a tier, column or row outside the image. The group number is not checked."""
-    shift = zoomify_shift(meta.width, meta.height, t.tier)
-    box, size = scaled_tile(meta.width, meta.height, shift, ZOOMIFY_TILE, 0, t.col, t.row)
+    `TileNotFound` for a tier, column or row outside the image. The group number is not checked.
+    `floor`: tiers halve rounding down, as OpenSeadragon computes them (`zoomify_rounding="down"`)."""
+    shift = zoomify_shift(meta.width, meta.height, t.tier, floor=floor)
+    box, size = scaled_tile(meta.width, meta.height, shift, ZOOMIFY_TILE, 0, t.col, t.row, floor)
     return TileRequest(ident=meta.ident, fmt=OutputFormat.JPEG, region=box, size=size)
 
 
-def render_info(meta: ImageMeta) -> bytes:
+def render_info(meta: ImageMeta, floor: bool = False) -> bytes:
     """`<IMAGE_PROPERTIES WIDTH=.. HEIGHT=.. NUMTILES=.. NUMIMAGES="1" VERSION="1.8" TILESIZE="256" />`,
     without an XML declaration, as libvips writes it."""
     el = ET.Element("IMAGE_PROPERTIES", {
         "WIDTH": str(meta.width), "HEIGHT": str(meta.height),
-        "NUMTILES": str(zoomify_num_tiles(meta.width, meta.height)),
+        "NUMTILES": str(zoomify_num_tiles(meta.width, meta.height, floor=floor)),
         "NUMIMAGES": "1", "VERSION": "1.8", "TILESIZE": str(ZOOMIFY_TILE),
     })
     return ET.tostring(el, encoding="unicode").encode()
@@ -98,9 +99,10 @@ async def serve(request: Request, path: str) -> Response:
     p = parse(path)
     service = request.app.state.service
     meta = await service.info(p.ident)
+    floor = request.app.state.settings.zoomify_rounding == "down"
     if isinstance(p, ZoomifyInfo):
-        return send_document(request, render_info(meta), XML, meta, "zoomify:ImageProperties")
-    req = to_tile_request(p, meta)
+        return send_document(request, render_info(meta, floor), XML, meta, f"zoomify:ImageProperties:{floor}")
+    req = to_tile_request(p, meta, floor)
     service.remember(key, meta, req)
     return send_image(request, await service.render(req), meta)
 
