@@ -1,0 +1,129 @@
+"""Browser fixtures: headless Debian chromium driven by Playwright, a real `tileserver serve` on a
+loopback port serving a generated image and the viewer packages from `.cache/viewer-node`
+(`tests/browser/setup.sh` installs both). Without chromium, Playwright or the packages the tests
+skip, unless `CI` is set: then they fail."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ..test_server import free_port, wait_ready
+
+REPO = Path(__file__).resolve().parents[2]
+NODE_MODULES = REPO / ".cache" / "viewer-node" / "node_modules"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+IMAGE = "sample.tif"
+SIZE = (3001, 2003)  # odd, not near 256·2ⁿ (where OpenSeadragon's Zoomify tiers differ; README)
+
+
+def missing() -> str | None:
+    if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
+        return "chromium is not installed (run tests/browser/setup.sh)"
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed in this environment (run tests/browser/setup.sh)"
+    if not NODE_MODULES.is_dir():
+        return f"viewer packages are not installed in {NODE_MODULES} (run tests/browser/setup.sh)"
+    return None
+
+
+def make_pyramid_module() -> Any:
+    spec = importlib.util.spec_from_file_location("make_pyramid", REPO / "examples" / "make_pyramid.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def browser_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    reason = missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests must run in CI: {reason}")
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("browser-images")
+    mp = make_pyramid_module()
+    mp.make_pyramid(mp.sample_image(*SIZE), root / IMAGE, 256, 85, "jpeg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def source_image(browser_root: Path) -> Any:
+    import pyvips
+
+    return pyvips.Image.new_from_file(str(browser_root / IMAGE))
+
+
+@pytest.fixture(scope="session")
+def live_server(browser_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = (tmp_path_factory.mktemp("browser-server") / "server.log").open("wb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TILESERVER_")}
+    env["TILESERVER_VIEWER_ASSETS"] = str(NODE_MODULES)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tileserver", "serve", str(browser_root), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base + "/health", proc)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def browser(browser_root: Path) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1024, "height": 700}, accept_downloads=True)
+    pg = context.new_page()
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def timings() -> Iterator[dict[str, Any]]:
+    """Per-viewer tile counts and durations, printed and written to test-artifacts/browser-summary.txt."""
+    start = time.monotonic()
+    rows: dict[str, Any] = {}
+    yield rows
+    if not rows:
+        return
+    ARTIFACTS.mkdir(exist_ok=True)
+    lines = [f"browser suite: {time.monotonic() - start:.1f} s for {len(rows)} viewers"]
+    for name, row in rows.items():
+        counts = ", ".join(f"{k}: {v}" for k, v in row["levels"])
+        lines.append(f"{name}: {row['total']} tiles in {row['seconds']:.1f} s, aborted {row['aborted']} | {counts}")
+    text = "\n".join(lines) + "\n"
+    (ARTIFACTS / "browser-summary.txt").write_text(text)
+    print("\n" + text)
