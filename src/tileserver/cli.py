@@ -1,4 +1,4 @@
-"""Command line: `tileserver serve [ROOT]`, `tileserver info`."""
+"""Command line: `tileserver serve [ROOT]`, `tileserver info`, `tileserver convert SRC DST.tif`."""
 
 from __future__ import annotations
 
@@ -61,6 +61,39 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .convert import ConvertError, ConvertOptions, ProgressBar, convert
+
+    opts = ConvertOptions(args.compression, args.tile_size, args.quality, args.force)
+    show = sys.stderr.isatty() and not args.quiet
+    try:
+        img = convert(Path(args.src), Path(args.dst), opts, ProgressBar() if show else None)
+    except ConvertError as exc:
+        print(f"tileserver: {exc}", file=sys.stderr)
+        return 1
+    levels = img.get("n-pages") if img.get_typeof("n-pages") else 1
+    print(f"wrote {args.dst}: {img.width} x {img.height}, {levels} levels, {args.compression} "
+          f"{args.tile_size}x{args.tile_size} tiles")
+    return 0
+
+
+def _add_convert(sub: Any) -> None:
+    from .convert import COMPRESSIONS
+
+    c = sub.add_parser("convert", help="write a tiled pyramidal TIFF from any image libvips reads")
+    c.add_argument("src", help="source image")
+    c.add_argument("dst", help="destination .tif")
+    c.add_argument("--compression", choices=COMPRESSIONS, default="jpeg", help="tile codec (default jpeg)")
+    c.add_argument("--tile-size", type=int, default=256, choices=[128, 256, 512, 1024], help="tile size (256)")
+    c.add_argument("--quality", type=int, default=90, choices=range(1, 101), metavar="1-100",
+                   help="JPEG/WebP quality (90)")
+    c.add_argument("--force", action="store_true", help="replace DST if it exists")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=_convert)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tileserver", description="Multi-protocol image tile server")
     p.add_argument("--version", action="version", version=f"tileserver {__version__}")
@@ -75,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_serve)
     i = sub.add_parser("info", help="print version, libvips, output formats and settings as JSON")
     i.set_defaults(func=_info)
+    _add_convert(sub)
     return p
 
 
