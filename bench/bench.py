@@ -70,6 +70,8 @@ class Scenario:
 SCENARIOS = [
     Scenario("iip-cold", "IIP `JTL` tiles, levels 4-6", "iip", "cold", "iip"),
     Scenario("iip-warm", "IIP `JTL` tiles, levels 4-6", "iip", "warm", "iip"),
+    Scenario("iip-qlt-cold", "IIP `JTL` tiles with `QLT=75` (re-encoded), levels 4-6", "iip-qlt", "cold",
+             "iip-qlt"),
     Scenario("iiif-cold", "IIIF 256-px tiles, levels 4-6", "iiif", "cold", "iiif"),
     Scenario("iiif-warm", "IIIF 256-px tiles, levels 4-6", "iiif", "warm", "iiif"),
     Scenario("deepzoom-warm", "DeepZoom tiles, levels 4-6", "deepzoom", "warm", "deepzoom"),
@@ -126,6 +128,11 @@ def write_lists(levels: str) -> dict[str, int]:
         list_path(name, "iipsrv").write_text("\n".join(urls) + "\n")
         list_path(name, "tileserver").write_text("\n".join(to_ts(u) for u in urls) + "\n")
         counts[name] = len(urls)
+    # the same tiles with a QLT: no pass-through, every tile decoded and re-encoded (both servers)
+    qlt = [u.replace("&JTL=", "&QLT=75&JTL=", 1) for u in list_path("iip", "iipsrv").read_text().split()]
+    for server in SERVERS:
+        list_path("iip-qlt", server).write_text("\n".join(qlt) + "\n")
+    counts["iip-qlt"] = len(qlt)
     widths = list(range(851, 1251))
     random.Random(1).shuffle(widths)
     cvt = [f"{IIP}?FIF={IMAGE}&WID={w}&CVT=jpeg" for w in widths]
@@ -694,7 +701,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--repeats", "-r", type=int, default=2, help="alternated runs per server (default 2)")
     p.add_argument("--only", action="append", default=[],
                    help=f"scenario(s) to run, comma-separated or repeated: {', '.join(names)}; "
-                        "or a group: iip, iiif, deepzoom, zoomify, info, cvt, iiif-full")
+                        "or a group: iip, iip-qlt, iiif, deepzoom, zoomify, info, cvt, iiif-full, cvt-distinct")
     p.add_argument("--no-iipsrv", action="store_true", help="measure tileserver only")
     p.add_argument("--soak", type=float, metavar="MINUTES", help="instead of the table: a long warm run of "
                    "tileserver alone, RSS reported every --soak-step seconds")
