@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,25 +90,27 @@ def live_server(browser_root: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="session")
-def browser(browser_root: Path) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+async def browser(browser_root: Path) -> AsyncIterator[Any]:
+    """Playwright's async API: its event loop is the session loop pytest-asyncio runs (the sync API
+    would start a second loop in the same thread and break the async tests that follow)."""
+    from playwright.async_api import async_playwright
 
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             yield chromium
         finally:
-            chromium.close()
+            await chromium.close()
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1024, "height": 700}, accept_downloads=True)
-    pg = context.new_page()
+async def page(browser: Any) -> AsyncIterator[Any]:
+    context = await browser.new_context(viewport={"width": 1024, "height": 700}, accept_downloads=True)
+    pg = await context.new_page()
     try:
         yield pg
     finally:
-        context.close()
+        await context.close()
 
 
 @pytest.fixture(scope="session")

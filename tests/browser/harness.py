@@ -68,14 +68,15 @@ class TileLog:
     def started(self, request: Any) -> None:
         self.pending.add(request)
 
-    def finished(self, request: Any) -> None:
-        self.pending.discard(request)
-        response = request.response()
-        level = tile_level(request.url, self.width, self.height)
-        if response is not None and response.status >= 400:
-            self.failures.append(f"{response.status} {request.url}")
+    def responded(self, response: Any) -> None:
+        level = tile_level(response.url, self.width, self.height)
+        if response.status >= 400:
+            self.failures.append(f"{response.status} {response.url}")
         elif level is not None:
             self.levels[level] += 1
+
+    def finished(self, request: Any) -> None:
+        self.pending.discard(request)
 
     def failed(self, request: Any) -> None:
         self.pending.discard(request)

@@ -6,6 +6,7 @@ to test-artifacts/, tile counts per level to test-artifacts/browser-summary.txt.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -42,12 +43,12 @@ def page_url(spec: str, server: str) -> str:
     return f"{server}{spec}{'&' if '?' in spec else '?'}drawer=canvas"
 
 
-def wait_quiet(page: Any, log: TileLog, timeout: float = 30.0) -> None:
+async def wait_quiet(page: Any, log: TileLog, timeout: float = 30.0) -> None:
     """Until no request has been open for QUIET seconds (events are delivered while waiting)."""
     deadline = time.monotonic() + timeout
     quiet_since = time.monotonic()
     while time.monotonic() < deadline:
-        page.wait_for_timeout(100)
+        await asyncio.sleep(0.1)
         if log.pending:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since >= QUIET:
@@ -55,41 +56,41 @@ def wait_quiet(page: Any, log: TileLog, timeout: float = 30.0) -> None:
     raise AssertionError(f"requests still open after {timeout} s: {[r.url for r in log.pending][:5]}")
 
 
-def zoom_out(page: Any, log: TileLog, box: dict[str, float]) -> None:
+async def zoom_out(page: Any, log: TileLog, box: dict[str, float]) -> None:
     """Two wheel steps out from the initial view, so that the levels below the initial one are
     fetched too (OpenLayers starts two levels below full resolution)."""
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     for _ in range(2):
-        page.mouse.wheel(0, 300)
-        page.wait_for_timeout(250)
-        wait_quiet(page, log)
+        await page.mouse.wheel(0, 300)
+        await page.wait_for_timeout(250)
+        await wait_quiet(page, log)
 
 
-def zoom_to_full_resolution(page: Any, log: TileLog, box: dict[str, float], target: str) -> int:
+async def zoom_to_full_resolution(page: Any, log: TileLog, box: dict[str, float], target: str) -> int:
     """Wheel steps in until full-resolution tiles for the view arrive (a few may come earlier:
     OpenLayers fetches one at load), then one more step."""
     before = log.levels[target]
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     for step in range(1, 41):
-        page.mouse.wheel(0, -300)
-        page.wait_for_timeout(250)
-        wait_quiet(page, log)
+        await page.mouse.wheel(0, -300)
+        await page.wait_for_timeout(250)
+        await wait_quiet(page, log)
         if log.levels[target] >= before + 4:
             # one more step: the viewer settles on the deepest level rather than blending into it
-            page.mouse.wheel(0, -300)
-            wait_quiet(page, log)
+            await page.mouse.wheel(0, -300)
+            await wait_quiet(page, log)
             return step
     raise AssertionError(f"no {target} tiles after 40 wheel steps: {dict(log.levels)}")
 
 
-def pan(page: Any, log: TileLog, box: dict[str, float]) -> None:
+async def pan(page: Any, log: TileLog, box: dict[str, float]) -> None:
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(x, y)
-    page.mouse.down()
-    page.mouse.move(x - 350, y - 250, steps=12)
-    page.mouse.up()
-    page.wait_for_timeout(300)
-    wait_quiet(page, log)
+    await page.mouse.move(x, y)
+    await page.mouse.down()
+    await page.mouse.move(x - 350, y - 250, steps=12)
+    await page.mouse.up()
+    await page.wait_for_timeout(300)
+    await wait_quiet(page, log)
 
 
 def check_home_view(shot_png: bytes, source: Any, name: str) -> None:
@@ -101,32 +102,33 @@ def check_home_view(shot_png: bytes, source: Any, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(VIEWERS))
-def test_viewer_zooms_without_failed_tiles(name: str, page: Any, live_server: str, source_image: Any,
+async def test_viewer_zooms_without_failed_tiles(name: str, page: Any, live_server: str, source_image: Any,
                                           timings: dict[str, Any]) -> None:
     spec, protocol, selector = VIEWERS[name]
     log = TileLog(*SIZE)
     page.on("request", log.started)
+    page.on("response", log.responded)
     page.on("requestfinished", log.finished)
     page.on("requestfailed", log.failed)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     start = time.monotonic()
-    page.goto(page_url(spec, live_server))
-    element = page.wait_for_selector(selector, state="visible", timeout=30_000)
-    page.wait_for_timeout(500)
-    wait_quiet(page, log)
+    await page.goto(page_url(spec, live_server))
+    element = await page.wait_for_selector(selector, state="visible", timeout=30_000)
+    await page.wait_for_timeout(500)
+    await wait_quiet(page, log)
     assert sum(log.levels.values()) > 0, f"{name}: no tiles requested"
     ARTIFACTS.mkdir(exist_ok=True)
-    page.add_style_tag(content=HIDE_CONTROLS)
-    home = element.screenshot(path=str(ARTIFACTS / f"{name}-home.png"))
+    await page.add_style_tag(content=HIDE_CONTROLS)
+    home = await element.screenshot(path=str(ARTIFACTS / f"{name}-home.png"))
     check_home_view(home, source_image, name)
-    box = element.bounding_box()
-    zoom_out(page, log, box)
+    box = await element.bounding_box()
+    await zoom_out(page, log, box)
 
     target = deepest(protocol, *SIZE)
-    zoom_to_full_resolution(page, log, box, target)
-    pan(page, log, box)
-    deep = element.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+    await zoom_to_full_resolution(page, log, box, target)
+    await pan(page, log, box)
+    deep = await element.screenshot(path=str(ARTIFACTS / f"{name}.png"))
     seconds = time.monotonic() - start
 
     assert not errors, f"{name}: page errors {errors}"
