@@ -103,6 +103,10 @@ async def test_local_assets_are_served_strictly_inside_each_package(local_app: S
             assert (await c.get(path)).status_code == 404, path
 
 
+def test_an_empty_assets_variable_means_the_cdn(image_root: Path) -> None:
+    assert Settings(root=image_root, viewer_assets="").viewer_assets is None  # type: ignore[arg-type]
+
+
 def test_missing_assets_folder_fails_loudly(tmp_path: Path, image_root: Path) -> None:
     with pytest.raises(ValueError, match="not a folder"):
         create_app(Settings(root=image_root, viewer_assets=tmp_path / "missing"))
@@ -116,3 +120,17 @@ def test_integrity_matches_the_installed_package(name: str) -> None:
     assert meta["version"] == PACKAGES[asset.package]
     digest = hashlib.sha384((NODE_MODULES / asset.package / asset.path).read_bytes()).digest()
     assert asset.integrity == "sha384-" + base64.b64encode(digest).decode()
+
+
+async def test_pages_follow_the_enabled_protocols(image_root: Path) -> None:
+    app = create_app(Settings(root=image_root, protocols="iip,deepzoom"))  # type: ignore[arg-type]
+    app.state.service.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
+            config = page_config((await c.get(f"/viewer/{RGB_TIF}?source=iiif3")).text)
+            assert list(config["sources"]) == ["dzi"] and config["source"] == "dzi"
+            assert (await c.get(f"/mirador/{RGB_TIF}")).status_code == 404
+            assert (await c.get(f"/iiif/manifests/{RGB_TIF}.json")).status_code == 404
+            assert (await c.get("/iiif/collection.json")).status_code == 404
+    finally:
+        app.state.service.stop()

@@ -163,6 +163,11 @@ class Settings(BaseSettings):
                              f"deepzoom_tile_size ({self.deepzoom_tile_size})")
         return self
 
+    @field_validator("viewer_assets", mode="before")
+    @classmethod
+    def _no_empty_assets(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v  # `VAR=` must not mean the current folder
+
     @field_validator("root")
     @classmethod
     def _root_exists(cls, v: Path) -> Path:
