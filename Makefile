@@ -8,7 +8,7 @@ DEMO_ROOT ?= demo-images
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test lint typecheck unit sample clean bench
+.PHONY: demo test lint typecheck unit sample clean bench browser-setup
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,12 @@ $(STAMP): pyproject.toml
 sample: $(STAMP)
 	$(PY) examples/make_pyramid.py --sample $(DEMO_ROOT)
 
+# viewer pages use the local npm packages when npm could install them, else the pinned CDN builds
 demo: sample
-	@echo "tileserver: open http://$(HOST):$(PORT)/"
-	$(VENV)/bin/tileserver serve $(DEMO_ROOT) --host $(HOST) --port $(PORT)
+	-bash tests/browser/setup.sh --packages-only
+	@echo "tileserver: open http://$(HOST):$(PORT)/viewer/sample.tif  (index: http://$(HOST):$(PORT)/)"
+	assets=.cache/viewer-node/node_modules; [ -d $$assets ] || assets=; \
+	  TILESERVER_VIEWER_ASSETS=$$assets $(VENV)/bin/tileserver serve $(DEMO_ROOT) --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -36,10 +39,14 @@ $(VALIDATOR): tests/conformance/setup_validator.sh
 unit: $(STAMP) $(VALIDATOR)
 	$(VENV)/bin/pytest
 
-test: lint typecheck unit
+# Debian chromium, Playwright in .venv, the pinned viewer npm packages in .cache/viewer-node
+browser-setup: $(STAMP)
+	VENV=$(VENV) bash tests/browser/setup.sh
+
+test: lint typecheck browser-setup unit
 
 bench: $(STAMP)
 	bash bench/run.sh
 
 clean:
-	rm -rf $(VENV) .venv-validator $(DEMO_ROOT) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-validator .cache $(DEMO_ROOT) .pytest_cache .mypy_cache .ruff_cache test-artifacts
