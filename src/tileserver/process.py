@@ -128,9 +128,10 @@ def _grey(img: Any) -> Any:
     return img.colourspace("b-w")
 
 
-def orient(img: Any, mirror: bool, rotation: float, background: list[float]) -> Any:
-    """Mirror (horizontal flip) first, then rotate clockwise; non-right angles grow the canvas and
-    fill the corners with `background` (which has an alpha entry when the output keeps alpha)."""
+def orient(img: Any, mirror: bool, rotation: float, background: tuple[int, int, int], transparent: bool) -> Any:
+    """Mirror (horizontal flip) first, then rotate clockwise. Non-right angles grow the canvas; the
+    corners are transparent when `transparent` (an alpha band is added if there is none), else
+    `background` (its first value for grey images), opaque when the image has alpha."""
     if mirror:
         img = img.fliphor()
     angle = rotation % 360
@@ -138,6 +139,13 @@ def orient(img: Any, mirror: bool, rotation: float, background: list[float]) -> 
         return img
     if angle in (90, 180, 270):
         return img.rot({90: "d90", 180: "d180", 270: "d270"}[int(angle)])
-    if len(background) > img.bands:
-        img = img.bandjoin_const([255])
-    return img.rotate(angle, background=background[: img.bands])
+    alpha = bool(img.hasalpha())
+    colours = img.bands - 1 if alpha else img.bands
+    if transparent:
+        if not alpha:
+            img = img.bandjoin_const([255])
+        fill = [0.0] * img.bands
+    else:
+        colour = [float(c) for c in background] if colours >= 3 else [float(background[0])] * colours
+        fill = colour[:colours] + [0.0] * (colours - len(colour)) + ([255.0] if alpha else [])
+    return img.rotate(angle, background=fill)

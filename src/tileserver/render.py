@@ -72,11 +72,7 @@ def _render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest,
     img = read_pixels(reader, path, meta, req, settings.interpolation)
     img = to_8bit(img, meta, req.processing)
     img = apply_quality(img, req.quality)
-    transparent = req.fmt.has_alpha and req.rotation % 90 != 0
-    bg = [0.0] * (img.bands + 1) if transparent else [float(c) for c in settings.background[: max(img.bands, 1)]]
-    if img.bands in (1, 2) and not transparent:
-        bg = [float(settings.background[0])] * img.bands
-    img = orient(img, req.mirror, req.rotation, bg)
+    img = orient(img, req.mirror, req.rotation, settings.background, transparent=req.fmt.has_alpha)
     recoloured = req.quality in (Quality.GRAY, Quality.BITONAL) or bool(req.processing.colormap or
                                                                      req.processing.twist)
     q = req.encoder_quality if req.encoder_quality is not None else default_quality(req.fmt, settings)

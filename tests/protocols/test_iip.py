@@ -328,3 +328,22 @@ async def test_server_keeps_serving_after_errors(client: httpx.AsyncClient) -> N
     for q in ("FIF=not-an-image.tif&JTL=0,0", f"FIF={RGB_TIF}&RGN=9,9,1,1&CVT=jpeg"):
         await get(client, q)
     assert (await get(client, f"FIF={RGB_TIF}&JTL=0,0")).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("ident", "fmt", "bands"),
+    [
+        pytest.param(ALPHA_PNG, "jpeg", 3, id="rgba-to-jpeg"),
+        pytest.param(ALPHA_PNG, "png", 4, id="rgba-to-png"),
+        pytest.param(RGB_TIF, "jpeg", 3, id="rgb-to-jpeg"),
+        pytest.param(RGB_TIF, "webp", 4, id="rgb-to-webp"),
+        pytest.param(GREY16_TIF, "jpeg", 1, id="grey-to-jpeg"),
+        pytest.param(GREY16_TIF, "png", 2, id="grey-to-png"),
+    ],
+)
+async def test_arbitrary_rotation_fills_corners(client: httpx.AsyncClient, ident: str, fmt: str, bands: int) -> None:
+    """Corners are the background (white) in JPEG and transparent where the format has alpha."""
+    img = decode((await get(client, f"FIF={ident}&WID=200&ROT=30&CVT={fmt}")).content)
+    assert img.bands == bands and img.width > 200
+    corner = img.crop(0, 0, 3, 3).avg() if bands in (1, 3) else img.extract_band(bands - 1).crop(0, 0, 3, 3).avg()
+    assert corner == pytest.approx(255 if bands in (1, 3) else 0, abs=3)
