@@ -6,12 +6,22 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from email.utils import formatdate, parsedate_to_datetime
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .core import Document, etag_for
 from .models import ImageMeta, Rendered
+
+
+def content_disposition(kind: str, filename: str) -> str:
+    """`inline;filename="x.jpg"` as iipsrv writes it; names that are not plain ASCII get an ASCII
+    fallback plus RFC 6266's `filename*=UTF-8''...` (headers are Latin-1 on the wire)."""
+    safe = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
+    if safe == filename:
+        return f'{kind};filename="{filename}"'
+    return f"{kind};filename=\"{safe}\";filename*=UTF-8''{quote(filename, safe='')}"
 
 
 @functools.lru_cache(maxsize=4096)

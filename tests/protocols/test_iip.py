@@ -347,3 +347,22 @@ async def test_arbitrary_rotation_fills_corners(client: httpx.AsyncClient, ident
     assert img.bands == bands and img.width > 200
     corner = img.crop(0, 0, 3, 3).avg() if bands in (1, 3) else img.extract_band(bands - 1).crop(0, 0, 3, 3).avg()
     assert corner == pytest.approx(255 if bands in (1, 3) else 0, abs=3)
+
+
+@pytest.mark.parametrize(
+    ("name", "disposition"),
+    [
+        pytest.param("plain.tif", 'inline;filename="plain.jpg"', id="ascii"),
+        pytest.param('ünï "q".tif', "inline;filename=\"_n_ _q_.jpg\";filename*=UTF-8''%C3%BCn%C3%AF%20%22q%22.jpg",
+                     id="latin1-and-quotes"),
+        pytest.param("日本.tif", "inline;filename=\"__.jpg\";filename*=UTF-8''%E6%97%A5%E6%9C%AC.jpg", id="cjk"),
+    ],
+)
+async def test_export_file_names(image_root: Path, client: httpx.AsyncClient, name: str, disposition: str) -> None:
+    """Any file name gives a valid Content-Disposition (HTTP headers are Latin-1): RFC 6266 filename*."""
+    sub = image_root / "names"
+    sub.mkdir(exist_ok=True)
+    pyvips.Image.black(40, 30, bands=3).copy(interpretation="srgb").tiffsave(str(sub / name), tile=True)
+    r = await client.get("/iip", params={"FIF": f"names/{name}", "WID": "20", "CVT": "jpeg"})
+    assert r.status_code == 200
+    assert r.headers["content-disposition"] == disposition
