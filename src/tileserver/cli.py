@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default 8000)")
     s.add_argument("--workers", type=int, help="server processes (default 1)")
-    s.add_argument("--threads", type=int, help="pyvips threads per process (default 4)")
+    s.add_argument("--threads", type=int, help="pyvips threads per process (default 2)")
     s.add_argument("-v", "--verbose", action="store_true", help="log requests")
     s.set_defaults(func=_serve)
     i = sub.add_parser("info", help="print version, libvips, output formats and settings as JSON")

@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Bind address for `tileserver serve`")
     port: int = Field(8000, ge=0, le=65535, description="Bind port")
     workers: int = Field(1, ge=1, le=64, description="Server processes")
-    threads: int = Field(4, ge=1, le=256, description="Pyvips threads per process (one pool)")
+    threads: int = Field(2, ge=1, le=256, description="Pyvips threads per process (one pool)")
     jpeg_quality: int = Field(75, ge=1, le=100, description="Default JPEG quality")
     png_compression: int = Field(1, ge=0, le=9, description="PNG zlib level")
     webp_quality: int = Field(50, ge=-1, le=100, description="WebP quality; -1 = lossless")

@@ -62,8 +62,8 @@ class Source:
                 rel = os.path.relpath(os.path.join(dirpath, stem), self.root)
                 found.append(rel.replace(os.sep, "/"))
                 if len(found) >= limit:
-                    return found
-        return found
+                    return sorted(found)
+        return sorted(found)
 
     def resolve_dir(self, folder: str) -> str:
         self.check(folder)
