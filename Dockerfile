@@ -1,0 +1,12 @@
+# tileserver in a container: pyvips-binary brings its own libvips, so a slim Python image is enough.
+# Not built in this project's CI: its machines have no Docker engine (tests/test_deploy.py checks that the
+# command and the health check agree with the CLI and the routes).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN pip install --no-cache-dir . && mkdir -p /images
+ENV TILESERVER_CORS="*"
+EXPOSE 8000
+USER nobody
+CMD ["tileserver", "serve", "/images", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
