@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tileserver import core, pages
+from tileserver import core
 from tileserver.app import create_app
 from tileserver.passthrough import StoredTiles
 from tileserver.reader import PyramidReader
@@ -27,7 +27,7 @@ from .conftest import GREY16_TIF, PLAIN_JPG, RGB_TIF, STRIPED_TIF
 BLOCKING: list[tuple[Any, str]] = [
     (PyramidReader, "info"), (PyramidReader, "read"), (PyramidReader, "level_image"),
     (StoredTiles, "read"), (Source, "resolve"), (Source, "listing"), (core, "render"),
-    (pages, "available_formats"),
+    (core, "available_formats"),
 ]
 URLS = [f"/iip?FIF={RGB_TIF}&{q}" for q in ("OBJ=IIP,1.0&OBJ=Max-size", "JTL=2,5", "JTL=2,11", "WID=900&CVT=jpeg",
                                           "WID=300&ROT=45&CVT=png", "TIL=1,0-3")]

@@ -73,7 +73,7 @@ class TileService:
 
     # -- lifecycle (called from the app's lifespan) ----------------------------------------------
     def start(self) -> None:
-        configure_vips(self.settings.threads)
+        configure_vips()
         self._pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="tileserver-vips")
 
     def stop(self) -> None:

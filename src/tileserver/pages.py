@@ -10,7 +10,6 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from . import __version__
-from .encode import available_formats
 from .errors import TileServerError
 from .reader import libvips_version
 
@@ -52,7 +51,7 @@ async def index(request: Request) -> Response:
 async def health(request: Request) -> Response:
     service = request.app.state.service
     settings = request.app.state.settings
-    formats = await service.run(available_formats)
+    formats = await service.output_formats()
     return JSONResponse({
         "status": "ok", "version": __version__, "libvips": libvips_version(),
         "output_formats": [f.suffix for f in formats], "protocols": list(settings.protocols),

@@ -42,7 +42,7 @@ SHRINK_ON_LOAD = {"jpegload", "webpload", "heifload"}
 MATERIALISE_PIXELS = 64 * 1024 * 1024
 
 
-def configure_vips(threads: int) -> None:
+def configure_vips() -> None:
     """Process-wide libvips set-up: no untrusted loaders, one libvips thread per job (the app's
     thread pool gives the parallelism), and no operation cache (we cache handles and tiles)."""
     pyvips.block_untrusted_set(True)

@@ -170,7 +170,7 @@ class Settings(BaseSettings):
 
     @field_validator("root")
     @classmethod
-    def _root_exists(cls, v: Path) -> Path:
+    def _expand_root(cls, v: Path) -> Path:
         return v.expanduser()
 
     @classmethod
