@@ -116,18 +116,18 @@ class TileService:
         """The translation remembered under `key` (a protocol's own URL key), if the image it was made
         for is unchanged: its metadata is still the very object the translation was made from."""
         hit = self.translations.get(key)
-        if hit is None or await self.info(hit.meta.ident) is not hit.meta:
-            return None
-        return hit
+        return hit if hit is not None and await self._current(hit.meta) else None
 
     def remember(self, key: str, meta: ImageMeta, req: TileRequest, headers: dict[str, str] | None = None) -> None:
         self.translations.put(key, Translation(meta, req, tuple((headers or {}).items())))
 
     async def recall_document(self, key: str) -> Document | None:
         hit = self.documents.get(key)
-        if hit is None or await self.info(hit.meta.ident) is not hit.meta:
-            return None
-        return hit
+        return hit if hit is not None and await self._current(hit.meta) else None
+
+    async def _current(self, meta: ImageMeta) -> bool:
+        """True while `meta` is still the image's metadata (the file has not changed since)."""
+        return await self.info(meta.ident) is meta
 
     def remember_document(self, key: str, meta: ImageMeta, body: bytes, media_type: str,
                           headers: dict[str, str] | None = None) -> Document:
