@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from tileserver.core import TileService
 from tileserver.errors import NotFound
-from tileserver.models import Box, OutputFormat, Tile, TileRequest
+from tileserver.models import Box, ImageMeta, OutputFormat, Tile, TileRequest
 from tileserver.settings import Settings
 
 from .conftest import RGB_TIF, decode
@@ -49,6 +50,30 @@ async def test_changed_file_is_reloaded(service: TileService, tmp_path: Path, im
     assert (await service.info("a.tif")).width == 1000
     after = await service.render(req)
     assert after.etag != before.etag
+
+
+async def test_concurrent_requests_load_metadata_once(service: TileService) -> None:
+    """A burst of requests for an image not yet seen (a worker's first second) waits for one load."""
+    loads = []
+    real = service.reader.info
+
+    def counted(path: str, ident: str) -> ImageMeta:
+        loads.append(ident)
+        return real(path, ident)
+
+    service.reader.info = counted  # type: ignore[method-assign]
+    metas = await asyncio.gather(*(service.info("a.tif") for _ in range(16)))
+    assert loads == ["a.tif"] and all(m is metas[0] for m in metas)
+    errors = await asyncio.gather(*(service.info("missing.tif") for _ in range(8)), return_exceptions=True)
+    assert all(isinstance(e, NotFound) for e in errors) and not service._loading
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_load(service: TileService) -> None:
+    first = asyncio.ensure_future(service.info("a.tif"))
+    second = asyncio.ensure_future(service.info("a.tif"))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert (await second).width == 1003
 
 
 async def test_deleted_file_is_not_found(service: TileService, tmp_path: Path) -> None:

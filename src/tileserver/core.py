@@ -68,6 +68,7 @@ class TileService:
         self.tiles: ByteLRU[tuple[TileRequest, float], Rendered] = ByteLRU(settings.tile_cache_bytes)
         self.translations: CountLRU[str, Translation] = CountLRU(TRANSLATIONS)
         self.documents: CountLRU[str, Document] = CountLRU(TRANSLATIONS)
+        self._loading: dict[str, asyncio.Future[_Entry]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._formats: tuple[OutputFormat, ...] | None = None
 
@@ -96,9 +97,22 @@ class TileService:
         entry = self.metadata.get(ident)
         if entry is not None and now - entry.checked < self.settings.stat_interval:
             return entry
-        entry = await self.run(self._load, ident, entry, now)
+        loading = self._loading.get(ident)
+        if loading is None:  # one load per image at a time, however many requests wait for it
+            loading = self._loading[ident] = asyncio.ensure_future(self._reload(ident, entry, now))
+            loading.add_done_callback(lambda done: self._finished(ident, done))
+        return await asyncio.shield(loading)
+
+    async def _reload(self, ident: str, old: _Entry | None, now: float) -> _Entry:
+        entry = await self.run(self._load, ident, old, now)
         self.metadata.put(ident, entry)
         return entry
+
+    def _finished(self, ident: str, done: asyncio.Future[_Entry]) -> None:
+        if self._loading.get(ident) is done:
+            del self._loading[ident]
+        if not done.cancelled():
+            done.exception()  # retrieved here too: every waiter may have gone (client disconnects)
 
     def _load(self, ident: str, old: _Entry | None, now: float) -> _Entry:
         path = self.source.resolve(ident)
