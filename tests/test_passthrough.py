@@ -1,5 +1,6 @@
-"""Zero-transcode tiles: stored JPEG/WebP TIFF tiles are sent as they are, decode to exactly the pixels
-libtiff decodes, and anything that is not exactly a stored tile falls back to decode + encode."""
+"""Zero-transcode tiles: stored JPEG/WebP TIFF tiles are sent as they are and decode to exactly the
+pixels libtiff decodes; other unscaled JPEG reads are cut from decoded stored tiles and re-encoded
+without libvips (recode), and anything else goes through the libvips pipeline."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import pyvips
 from tileserver.core import TileService
 from tileserver.models import Box, OutputFormat, Quality, Tile, TileRequest
 from tileserver.passthrough import stored_tile_of
+from tileserver.render import _render, passthrough, recode
 from tileserver.settings import Settings
+from tileserver.tiff import TiffFile
 
-from .conftest import RGB_TIF, decode, max_diff, pattern
+from .conftest import RGB_TIF, decode, max_diff, mean_diff, pattern
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +28,7 @@ def root(image_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     pattern(700, 600, seed=8).tiffsave(str(root / "webp.tif"), compression="webp", Q=80, **opts)
     pattern(600, 520, bands=1, seed=9).tiffsave(str(root / "grey.tif"), compression="jpeg", Q=85, **opts)
     pattern(600, 520, seed=10).tiffsave(str(root / "ycbcr.tif"), compression="jpeg", Q=70, **opts)
+    pattern(600, 520, seed=11).tiffsave(str(root / "striped.tif"), compression="jpeg", Q=85)
     pattern(600, 520).colourspace("lab").icc_export(output_profile="srgb").tiffsave(
         str(root / "icc.tif"), compression="jpeg", Q=85, **opts)
     return root
@@ -93,8 +97,99 @@ async def test_not_a_stored_tile(root: Path, req: TileRequest) -> None:
     assert decode(out.body).width == out.width
 
 
-async def test_icc_images_are_reencoded_to_keep_their_profile(root: Path) -> None:
-    out = await service(root).render(TileRequest(ident="icc.tif", tile=Tile(0, 0, 0)))
-    assert "icc-profile-data" in decode(out.body).get_fields()
-    plain = await service(root, keep_icc=False).render(TileRequest(ident="icc.tif", tile=Tile(0, 0, 0)))
+async def test_icc_profile_spliced_into_passed_through_tiles(root: Path) -> None:
+    svc = service(root)
+    meta = await svc.info("icc.tif")
+    req = TileRequest(ident="icc.tif", tile=Tile(0, 0, 0))
+    out = passthrough(svc.reader, str(root / "icc.tif"), meta, req, svc.settings)
+    assert out is not None
+    body = decode(out.body)
+    assert body.get("icc-profile-data") == stored_pixels(root, "icc.tif", 0, (0, 0, 1, 1)).get("icc-profile-data")
+    assert max_diff(body, stored_pixels(root, "icc.tif", 0, (0, 0, 256, 256))) == 0
+    plain = await service(root, keep_icc=False).render(req)
+    assert "icc-profile-data" not in decode(plain.body).get_fields()
     assert max_diff(decode(plain.body), stored_pixels(root, "icc.tif", 0, (0, 0, 256, 256))) == 0
+
+
+# -- recode: unscaled reads of JPEG levels cut from decoded stored tiles, without libvips ------------
+RECODED = [
+    pytest.param("rgb.tif", TileRequest(ident="rgb.tif", tile=Tile(0, 3, 2)), (768, 512, 235, 189), id="corner-tile"),
+    pytest.param("rgb.tif", TileRequest(ident="rgb.tif", tile=Tile(1, 1, 1)), (256, 256, 245, 94), id="level1-edge"),
+    pytest.param("rgb.tif", TileRequest(ident="rgb.tif", tile=Tile(0, 1, 1), encoder_quality=60), (256, 256, 256, 256),
+                 id="qlt"),
+    pytest.param("rgb.tif", TileRequest(ident="rgb.tif", region=Box(254, 254, 258, 258), size=(258, 258)),
+                 (254, 254, 258, 258), id="deepzoom-overlap-4-tiles"),
+    pytest.param("rgb.tif", TileRequest(ident="rgb.tif", region=Box(512, 512, 491, 189), size=(245, 94)),
+                 (256, 256, 245, 94), id="iiif-edge-region-level1"),
+    pytest.param("grey.tif", TileRequest(ident="grey.tif", tile=Tile(0, 2, 2)), (512, 512, 88, 8), id="grey-corner"),
+    pytest.param("ycbcr.tif", TileRequest(ident="ycbcr.tif", tile=Tile(0, 2, 0), quality=Quality.COLOR),
+                 (512, 0, 88, 256), id="ycbcr-edge-color"),
+    pytest.param("icc.tif", TileRequest(ident="icc.tif", tile=Tile(0, 2, 1)), (512, 256, 88, 256), id="icc-edge"),
+]
+
+
+@pytest.mark.parametrize(("name", "req", "box"), RECODED)
+async def test_recoded_tiles_match_the_libvips_pipeline(root: Path, name: str, req: TileRequest,
+                                                        box: tuple[int, int, int, int]) -> None:
+    svc = service(root)
+    meta = await svc.info(name)
+    level = req.tile.level if req.tile else 1 if box[2] < req.region.w else 0  # type: ignore[union-attr]
+    out = recode(svc.reader, str(root / name), meta, req, svc.settings)
+    assert out is not None and (out.width, out.height) == box[2:]
+    stored = stored_pixels(root, name, level, box)
+    got = decode(out.body)
+    assert mean_diff(got, stored) < 4 and max_diff(got, stored) < 80  # one JPEG encode away from the source
+    reference = decode(_render(svc.reader, str(root / name), meta, req, svc.settings).body)
+    assert mean_diff(got, reference) < 1.5  # the same pixels through the same quality, two encoders
+    if name == "icc.tif":
+        assert "icc-profile-data" in got.get_fields()
+
+
+async def test_recode_uses_the_asked_quality(root: Path) -> None:
+    svc = service(root)
+    sizes = [len((await svc.render(TileRequest(ident="rgb.tif", tile=Tile(0, 3, 2), encoder_quality=q))).body)
+             for q in (20, 60, 95)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[2] / 2
+
+
+@pytest.mark.parametrize(
+    ("name", "req"),
+    [
+        pytest.param("rgb.tif", TileRequest(ident="rgb.tif", tile=Tile(0, 0, 0), fmt=OutputFormat.PNG), id="png"),
+        pytest.param("rgb.tif", TileRequest(ident="rgb.tif", region=Box(0, 0, 512, 512), size=(300, 300)),
+                     id="resized"),
+        pytest.param("rgb.tif", TileRequest(ident="rgb.tif", tile=Tile(0, 0, 0), quality=Quality.GRAY), id="gray"),
+        pytest.param("rgb.tif", TileRequest(ident="rgb.tif", tile=Tile(0, 0, 0), mirror=True), id="mirrored"),
+        pytest.param("rgb.tif", TileRequest(ident="rgb.tif", region=Box(0, 0, 700, 600), size=(700, 600)),
+                     id="more-than-4-tiles"),
+        pytest.param("striped.tif", TileRequest(ident="striped.tif", tile=Tile(0, 0, 0)), id="striped"),
+        pytest.param("webp.tif", TileRequest(ident="webp.tif", tile=Tile(0, 0, 0)), id="webp-stored"),
+        pytest.param("grey.tif", TileRequest(ident="grey.tif", tile=Tile(0, 0, 0), quality=Quality.COLOR),
+                     id="grey-as-color"),
+    ],
+)
+async def test_not_recoded(root: Path, name: str, req: TileRequest) -> None:
+    svc = service(root)
+    meta = await svc.info(name)
+    assert recode(svc.reader, str(root / name), meta, req, svc.settings) is None
+    out = await svc.render(req)
+    assert decode(out.body).width == out.width
+
+
+async def test_undecodable_stored_tile_is_left_to_libvips(root: Path, tmp_path: Path) -> None:
+    """A damaged stored tile makes recode step aside (None) rather than fail; libvips then decodes
+    what it can or the core reports a source error."""
+    shutil.copy(root / "rgb.tif", tmp_path / "damaged.tif")
+    svc = service(tmp_path)
+    meta = await svc.info("damaged.tif")
+    path = str(tmp_path / "damaged.tif")
+    with open(path, "rb") as f:
+        tf = TiffFile(f)
+        offset, count = tf.tile_location(f.fileno(), tf.pages[0], 2 * 4 + 3)  # tile (3, 2) of 4 columns
+    with open(path, "r+b") as f:
+        f.seek(offset + count // 2)
+        f.write(b"\xff\xd9" * 64)  # an early end-of-image marker in the entropy-coded data
+    req = TileRequest(ident="damaged.tif", tile=Tile(0, 3, 2))
+    assert recode(svc.reader, path, meta, req, svc.settings) is None
+    intact = recode(svc.reader, str(root / "rgb.tif"), meta, req, svc.settings)
+    assert intact is not None

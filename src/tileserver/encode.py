@@ -8,6 +8,7 @@ from typing import Any
 
 import pyvips
 
+from . import jpeg
 from .errors import UnsupportedFormat
 from .models import OutputFormat
 
@@ -38,7 +39,7 @@ def available_formats() -> tuple[OutputFormat, ...]:
 def _save(img: Any, fmt: OutputFormat, quality: int | None, tiff_compression: str, keep_icc: bool) -> bytes:
     keep = pyvips.enums.ForeignKeep.ICC if keep_icc else pyvips.enums.ForeignKeep.NONE
     if fmt is OutputFormat.JPEG:
-        return bytes(img.jpegsave_buffer(Q=quality or 75, keep=keep))
+        return _jpeg(img, jpeg.clamp_quality(quality), keep_icc)
     if fmt is OutputFormat.PNG:
         level = 1 if quality is None else min(max(quality, 0), 9)  # zlib level 0-9, as iipsrv
         return bytes(img.pngsave_buffer(compression=level, keep=keep))
@@ -55,6 +56,16 @@ def _save(img: Any, fmt: OutputFormat, quality: int | None, tiff_compression: st
             opts["Q"] = quality
         return bytes(img.tiffsave_buffer(**opts))
     return bytes(img.gifsave_buffer(keep=keep))
+
+
+def _jpeg(img: Any, quality: int, keep_icc: bool) -> bytes:
+    """Small images through libjpeg-turbo directly (see jpeg.py), large ones streamed by libvips."""
+    if img.width * img.height > jpeg.DIRECT_PIXELS or img.format != "uchar" or img.bands not in (1, 3):
+        keep = pyvips.enums.ForeignKeep.ICC if keep_icc else pyvips.enums.ForeignKeep.NONE
+        return bytes(img.jpegsave_buffer(Q=quality, keep=keep))
+    icc = img.get("icc-profile-data") if keep_icc and "icc-profile-data" in img.get_fields() else None
+    pixels = jpeg.from_buffer(img.write_to_memory(), img.width, img.height, img.bands)
+    return jpeg.encode(pixels, quality, bytes(icc) if icc else None)
 
 
 def prepare(img: Any, fmt: OutputFormat, background: tuple[int, int, int]) -> Any:

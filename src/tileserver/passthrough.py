@@ -5,14 +5,18 @@ A stored JPEG tile is an abbreviated JPEG stream whose quantisation and Huffman 
 TIFF's JPEGTables tag; splicing the two (tables without their EOI + tile without its SOI) gives a
 complete JFIF stream that decodes to exactly the pixels libtiff decodes. WebP tiles are complete
 WebP files already. Edge tiles are stored padded to the full tile size, so only tiles that lie wholly
-inside the level pass through; everything else falls back to decode + encode.
+inside the level pass through. Other unscaled reads of JPEG levels (edge tiles, another quality,
+DeepZoom overlaps) are cut from decoded stored tiles (render.recode); everything else goes through
+libvips.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 
+from .levels import choose_level, region_at_level, tile_box
 from .models import ImageMeta, OutputFormat, Quality, TileRequest
 from .tiff import (
     BITS,
@@ -27,38 +31,55 @@ from .tiff import (
 
 CODECS = {OutputFormat.JPEG: 7, OutputFormat.WEBP: 50001}
 PLANAR_CONFIG = 284
+ICC_PROFILE = 34675
 
 
-def stored_tile_of(meta: ImageMeta, req: TileRequest) -> tuple[int, int, int] | None:
-    """(level, col, row) of the stored tile `req` is exactly equal to, or None.
+def unscaled_box(meta: ImageMeta, req: TileRequest) -> tuple[int, tuple[int, int, int, int]] | None:
+    """(level, box in that level's pixels) when `req` asks for pixels of a stored level exactly as
+    stored: no resize, no rotation or mirroring, no processing, colour unchanged; else None.
 
-    Pure. A native-tile request qualifies when its tile lies wholly inside the level; a region request
-    qualifies when, at a stored level whose factor is an exact power of two, the region is that tile's
-    box and the output size is the tile size (what IIIF, DeepZoom and Zoomify viewers ask for)."""
-    if (req.rotation or req.mirror or not req.processing.is_identity or req.encoder_quality is not None
-            or req.quality not in (Quality.DEFAULT, Quality.COLOR) or req.fmt not in CODECS):
+    Pure, and the same level and box the libvips pipeline would read (render.read_pixels), so any
+    shortcut taken from it gives the pixels that pipeline gives."""
+    if (req.rotation or req.mirror or not req.processing.is_identity
+            or req.quality not in (Quality.DEFAULT, Quality.COLOR)):
         return None
     if req.quality is Quality.COLOR and meta.bands < 3:
         return None
     if req.tile is not None:
         t = req.tile
         lv = meta.levels[t.level]
-        inside = (t.col + 1) * lv.tile_width <= lv.width and (t.row + 1) * lv.tile_height <= lv.height
-        return (t.level, t.col, t.row) if lv.stored and inside else None
+        return (t.level, tile_box(lv, t.col, t.row)) if lv.stored else None
     assert req.region is not None and req.size is not None
-    r = req.region
-    for index, lv in enumerate(meta.levels):
-        f = lv.factor
-        if not lv.stored or f != int(f) or req.size != (lv.tile_width, lv.tile_height):
-            continue
-        f = int(f)
-        tw, th = lv.tile_width * f, lv.tile_height * f
-        if r.x % tw or r.y % th or (r.w, r.h) != (tw, th):
-            continue
-        col, row = r.x // tw, r.y // th
-        if (col + 1) * lv.tile_width <= lv.width and (row + 1) * lv.tile_height <= lv.height:
-            return index, col, row
-    return None
+    index = choose_level(meta, req.region, req.size)
+    lv = meta.levels[index]
+    box = region_at_level(lv, req.region)
+    return (index, box) if lv.stored and req.size == box[2:] else None
+
+
+def stored_tile_of(meta: ImageMeta, req: TileRequest) -> tuple[int, int, int] | None:
+    """(level, col, row) when `req` is exactly one whole stored tile, at its stored quality, in a
+    codec that tiles can be stored in; else None. Pure.
+
+    Native tiles qualify when they lie wholly inside their level; region requests when they read one
+    such tile unscaled (what IIIF, DeepZoom and Zoomify viewers ask for at tile-aligned positions)."""
+    if req.encoder_quality is not None or req.fmt not in CODECS:
+        return None
+    found = unscaled_box(meta, req)
+    if found is None:
+        return None
+    level, (x, y, w, h) = found
+    lv = meta.levels[level]
+    if x % lv.tile_width or y % lv.tile_height or (w, h) != (lv.tile_width, lv.tile_height):
+        return None
+    return level, x // lv.tile_width, y // lv.tile_height
+
+
+@dataclass(frozen=True)
+class StoredTile:
+    """One stored tile as a complete image file, with its level's ICC profile (if the TIFF has one)."""
+
+    data: bytes
+    icc: bytes | None = None
 
 
 class StoredTiles:
@@ -83,8 +104,9 @@ class StoredTiles:
             self._dirs[key] = (tf, pages)
         return tf, pages
 
-    def read(self, path: str, meta: ImageMeta, level: int, col: int, row: int, fmt: OutputFormat) -> bytes | None:
-        """The stored tile as a complete image file in `fmt`, or None when it cannot pass through."""
+    def read(self, path: str, meta: ImageMeta, level: int, col: int, row: int, fmt: OutputFormat
+             ) -> StoredTile | None:
+        """The stored tile as a complete image file in `fmt`, or None when it is stored otherwise."""
         lv = meta.levels[level]
         tf, pages = self._directories(path, meta)
         chain = pages[lv.page] if lv.page < len(pages) else []
@@ -100,14 +122,16 @@ class StoredTiles:
             os.close(fd)
         if len(data) != count:
             return None
+        icc = ifd.values.get(ICC_PROFILE)
+        icc = icc if isinstance(icc, bytes) and icc else None
         if fmt is OutputFormat.WEBP:
-            return data if data[:4] == b"RIFF" else None
+            return StoredTile(data, icc) if data[:4] == b"RIFF" else None
         tables = ifd.values.get(JPEG_TABLES)
         if not data.startswith(b"\xff\xd8"):
             return None
         if isinstance(tables, bytes) and len(tables) > 4:
-            return tables[:-2] + data[2:]
-        return data
+            data = tables[:-2] + data[2:]
+        return StoredTile(data, icc)
 
 
 def _passable(ifd: Ifd, fmt: OutputFormat) -> bool:

@@ -22,7 +22,7 @@ from .cache import ByteLRU
 from .errors import NotFound, SourceError
 from .levels import halvings, level_factor
 from .models import ImageMeta, Level, OutputFormat
-from .passthrough import StoredTiles
+from .passthrough import StoredTile, StoredTiles
 from .tiff import SMAX, SMIN, TiffFile, ascii_tags
 
 log = logging.getLogger("tileserver.reader")
@@ -174,7 +174,8 @@ class PyramidReader:
                 self._decoded.put(key, img, nbytes)
         return img.crop(x, y, w, h)
 
-    def stored_tile(self, path: str, meta: ImageMeta, tile: tuple[int, int, int], fmt: OutputFormat) -> bytes | None:
+    def stored_tile(self, path: str, meta: ImageMeta, tile: tuple[int, int, int], fmt: OutputFormat
+                    ) -> StoredTile | None:
         """The stored bytes of a TIFF tile as a complete `fmt` file, or None (see passthrough.py)."""
         try:
             return self._stored.read(path, meta, *tile, fmt)

@@ -1,20 +1,25 @@
-"""The synchronous render pipeline, run in the app's thread pool:
-read (the right level, never more pixels than needed) -> resize -> processing -> quality ->
-mirror/rotate -> encode."""
+"""The synchronous render pipeline, run in the app's thread pool. Cheapest first: a stored tile's
+own bytes (passthrough), then stored JPEG tiles cut and re-encoded without libvips (recode), then
+the libvips pipeline: read (the right level, never more pixels than needed) -> resize ->
+processing -> quality -> mirror/rotate -> encode."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pyvips
 
+from . import jpeg
 from .encode import encode
 from .levels import choose_level, region_at_level, tile_box
 from .models import ImageMeta, OutputFormat, Quality, Rendered, TileRequest
-from .passthrough import stored_tile_of
+from .passthrough import stored_tile_of, unscaled_box
 from .process import apply_quality, orient, to_8bit
 from .reader import PyramidReader, vips_error
 from .settings import Settings
+
+RECODE_TILES = 4  # stored tiles one recoded response may be cut from (a DeepZoom overlap tile spans 4)
 
 
 def read_pixels(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, kernel: str) -> Any:
@@ -47,23 +52,80 @@ def default_quality(fmt: OutputFormat, settings: Settings) -> int | None:
 
 def passthrough(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, settings: Settings
                 ) -> Rendered | None:
-    """The stored tile's own bytes when the request is exactly a stored JPEG/WebP tile (no ICC to
-    embed, no processing, default quality); None to render normally."""
-    if not settings.passthrough or meta.loader != "tiffload" or (settings.keep_icc and meta.has_icc):
+    """The stored tile's own bytes when the request is exactly a stored JPEG/WebP tile at its stored
+    quality (a JPEG tile gets its ICC profile spliced in when profiles are kept); else None."""
+    if not settings.passthrough or meta.loader != "tiffload":
         return None
     tile = stored_tile_of(meta, req)
     if tile is None:
         return None
-    data = reader.stored_tile(path, meta, tile, req.fmt)
-    if data is None:
+    stored = reader.stored_tile(path, meta, tile, req.fmt)
+    if stored is None:
         return None
+    body = stored.data
+    if settings.keep_icc and stored.icc:
+        if req.fmt is not OutputFormat.JPEG:
+            return None  # a WebP profile needs an extended (VP8X) container: let libvips write it
+        body = jpeg.with_icc(body, stored.icc)
     lv = meta.levels[tile[0]]
-    return Rendered(data, req.fmt.media_type, lv.tile_width, lv.tile_height)
+    return Rendered(body, req.fmt.media_type, lv.tile_width, lv.tile_height)
+
+
+def recode(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, settings: Settings
+           ) -> Rendered | None:
+    """An unscaled JPEG read of a JPEG-tiled level (edge tiles, another quality, DeepZoom overlaps)
+    cut from decoded stored tiles and encoded with libjpeg-turbo, bypassing libvips; None when the
+    request or the file does not allow it."""
+    if req.fmt is not OutputFormat.JPEG or meta.loader != "tiffload" or meta.compression != "jpeg":
+        return None
+    found = unscaled_box(meta, req)
+    cut = _cut_stored(reader, path, meta, *found) if found is not None else None
+    if cut is None:
+        return None
+    pixels, icc = cut
+    q = req.encoder_quality if req.encoder_quality is not None else settings.jpeg_quality
+    body = jpeg.encode(pixels, q, icc if settings.keep_icc else None)
+    return Rendered(body, req.fmt.media_type, pixels.shape[1], pixels.shape[0])
+
+
+def _cut_stored(reader: PyramidReader, path: str, meta: ImageMeta, level: int, box: tuple[int, int, int, int]
+                ) -> tuple[Any, bytes | None] | None:
+    """(pixels, ICC profile) of `box` at `level`, decoded from the stored JPEG tiles it spans (at most
+    `RECODE_TILES`); None when they are more, or not all stored as JPEG, or not decodable here."""
+    x, y, w, h = box
+    lv = meta.levels[level]
+    tw, th = lv.tile_width, lv.tile_height
+    cols, rows = range(x // tw, (x + w - 1) // tw + 1), range(y // th, (y + h - 1) // th + 1)
+    if len(cols) * len(rows) > RECODE_TILES or meta.bands not in (1, 3) or w * h > jpeg.DIRECT_PIXELS:
+        return None
+    pieces, icc = [], None
+    for row in rows:
+        for col in cols:
+            stored = reader.stored_tile(path, meta, (level, col, row), OutputFormat.JPEG)
+            if stored is None:
+                return None
+            try:
+                px = jpeg.decode(stored.data, meta.bands)
+            except ValueError:
+                return None  # libvips then decodes it, or reports why it cannot
+            if px.shape != (th, tw, meta.bands):
+                return None
+            x0, y0 = max(x, col * tw), max(y, row * th)
+            x1, y1 = min(x + w, (col + 1) * tw), min(y + h, (row + 1) * th)
+            pieces.append((y0 - y, x0 - x, px[y0 - row * th : y1 - row * th, x0 - col * tw : x1 - col * tw]))
+            icc = stored.icc
+    if len(pieces) == 1:
+        return pieces[0][2], icc  # one stored tile: a view of its pixels, cropped at the level's edge
+    out = np.empty((h, w, meta.bands), np.uint8)
+    for top, left, part in pieces:
+        out[top : top + part.shape[0], left : left + part.shape[1]] = part
+    return out, icc
 
 
 def render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, settings: Settings) -> Rendered:
     try:
-        return passthrough(reader, path, meta, req, settings) or _render(reader, path, meta, req, settings)
+        return (passthrough(reader, path, meta, req, settings) or recode(reader, path, meta, req, settings)
+                or _render(reader, path, meta, req, settings))
     except pyvips.Error as exc:
         raise vips_error(exc, meta.ident) from exc
 
