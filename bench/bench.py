@@ -535,9 +535,12 @@ def versions() -> str:
                         text=True).stdout.strip() or "tileserver ?"
     git = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
                          text=True).stdout.strip()
-    iip = os.environ.get("IIPSRV_BIN") or "iipsrv " + subprocess.run(
-        ["dpkg-query", "-W", "-f=${Version}", "iipimage-server"], capture_output=True, text=True).stdout.strip()
-    return f"{ts} (git {git or '?'}); {iip} (Debian iipimage-server) behind lighttpd"
+    if os.environ.get("IIPSRV_BIN"):
+        iip = os.environ.get("IIPSRV_LABEL") or f"iipsrv built locally ({os.environ['IIPSRV_BIN']})"
+    else:
+        iip = "iipsrv " + subprocess.run(["dpkg-query", "-W", "-f=${Version}", "iipimage-server"],
+                                         capture_output=True, text=True).stdout.strip() + " (Debian iipimage-server)"
+    return f"{ts} (git {git or '?'}); {iip} behind lighttpd"
 
 
 def loadavg() -> str:

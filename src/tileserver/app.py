@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from . import manifests, pages, protocols, viewers
 from .core import TileService
 from .errors import install_handlers
+from .replay import ReplayMiddleware
 from .settings import Settings
 
 
@@ -28,7 +29,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             service.stop()
 
-    middleware = []
+    middleware = [Middleware(ReplayMiddleware, service=service)]  # outermost: repeats skip the rest
     if settings.cors:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=[o.strip() for o in settings.cors.split(",")],

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -51,6 +51,18 @@ class Document:
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """A response as first sent, kept for replay (replay.py) while the image is unchanged: a tile's
+    request (its body is looked up in the tile cache) or a document's body, and the raw headers."""
+
+    meta: ImageMeta
+    request: TileRequest | None
+    body: bytes
+    length: int
+    headers: tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True)
 class _Entry:
     meta: ImageMeta
     path: str
@@ -68,6 +80,8 @@ class TileService:
         self.tiles: ByteLRU[tuple[TileRequest, float], Rendered] = ByteLRU(settings.tile_cache_bytes)
         self.translations: CountLRU[str, Translation] = CountLRU(TRANSLATIONS)
         self.documents: CountLRU[str, Document] = CountLRU(TRANSLATIONS)
+        self.recorded: CountLRU[Hashable, Recorded] = CountLRU(TRANSLATIONS)
+        self.replayed = 0  # responses answered by replay
         self._loading: dict[str, asyncio.Future[_Entry]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._formats: tuple[OutputFormat, ...] | None = None
@@ -141,6 +155,9 @@ class TileService:
 
     async def _current(self, meta: ImageMeta) -> bool:
         """True while `meta` is still the image's metadata (the file has not changed since)."""
+        entry = self.metadata.get(meta.ident)
+        if entry is not None and time.monotonic() - entry.checked < self.settings.stat_interval:
+            return entry.meta is meta  # checked recently: no await, the hot path of every repeat
         return await self.info(meta.ident) is meta
 
     def remember_document(self, key: str, meta: ImageMeta, body: bytes, media_type: str,
@@ -149,6 +166,27 @@ class TileService:
                        tuple((headers or {}).items()))
         self.documents.put(key, doc)
         return doc
+
+    # -- replay: whole responses for URLs answered before (see replay.py) ---------------------------
+    def record(self, key: Hashable, meta: ImageMeta, request: TileRequest | None, body: bytes,
+               headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        """Keep a response just sent: for a tile, its request (the body stays in the tile cache only)."""
+        self.recorded.put(key, Recorded(meta, request, b"" if request else body, len(body), headers))
+
+    async def replay(self, key: Hashable) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]] | None:
+        """(body, raw headers) of the response recorded under `key`, if the image is unchanged and,
+        for a tile, the tile is still cached; else None (the full stack answers, and records again)."""
+        hit = self.recorded.get(key)
+        if hit is None or not await self._current(hit.meta):
+            return None
+        body = hit.body
+        if hit.request is not None:
+            tile = self.tiles.get((hit.request, hit.meta.mtime))
+            if tile is None or len(tile.body) != hit.length:
+                return None
+            body = tile.body
+        self.replayed += 1
+        return body, hit.headers
 
     # -- pixels -----------------------------------------------------------------------------------
     async def render(self, req: TileRequest) -> Rendered:
@@ -170,7 +208,8 @@ class TileService:
         return self._formats
 
     def stats(self) -> dict[str, dict[str, int]]:
-        return {"tile_cache": self.tiles.stats(), "metadata_cache": self.metadata.stats()}
+        return {"tile_cache": self.tiles.stats(), "metadata_cache": self.metadata.stats(),
+                "replay": {**self.recorded.stats(), "replayed": self.replayed}}
 
 
 def etag_for(meta: ImageMeta, key: str) -> str:

@@ -11,8 +11,9 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
+from . import replay
 from .core import Document, etag_for
-from .models import ImageMeta, Rendered
+from .models import ImageMeta, Rendered, TileRequest
 
 
 def content_disposition(kind: str, filename: str) -> str:
@@ -66,16 +67,31 @@ def send_image(request: Request, rendered: Rendered, meta: ImageMeta,
 
 async def send_remembered(request: Request, key: str) -> Response | None:
     """The response for a URL whose translation the core remembers (see `TileService.recall`), or
-    None: protocols call this first and `service.remember(key, ...)` after translating."""
+    None: protocols call this first and `send_tile(request, key, ...)` after translating."""
     service = request.app.state.service
     known = await service.recall(key)
     if known is None:
         return None
-    return send_image(request, await service.render(known.request), known.meta, dict(known.headers))
+    rendered = await service.render(known.request)
+    response = send_image(request, rendered, known.meta, dict(known.headers))
+    replay.mark(request, known.meta, known.request, rendered.body)
+    return response
+
+
+def send_tile(request: Request, key: str, meta: ImageMeta, req: TileRequest, rendered: Rendered,
+              headers: Mapping[str, str] | None = None) -> Response:
+    """Send a freshly translated and rendered image; remember the translation under the protocol's
+    `key` and the response for replay."""
+    request.app.state.service.remember(key, meta, req, dict(headers or {}))
+    response = send_image(request, rendered, meta, headers)
+    replay.mark(request, meta, req, rendered.body)
+    return response
 
 
 def send_doc(request: Request, doc: Document) -> Response:
-    return send(request, doc.body, doc.media_type, doc.meta, doc.etag, dict(doc.headers))
+    response = send(request, doc.body, doc.media_type, doc.meta, doc.etag, dict(doc.headers))
+    replay.mark(request, doc.meta, None, doc.body)
+    return response
 
 
 def send_document(request: Request, body: bytes, media_type: str, meta: ImageMeta, key: str,

@@ -3,8 +3,10 @@
 How to add a protocol:
 1. Write `protocols/<name>.py` (or a package) with `ROUTES: list[BaseRoute]` and pure functions
    `parse_*(...)`, `to_tile_request(parsed, meta) -> TileRequest`, `render_info(meta, ...) -> bytes`.
-   Handlers stay linear: parse -> `await service.info(ident)` -> translate -> `await service.render(req)`
-   -> `http.send_image(...)`; errors are raised as `errors.*` and mapped to status centrally.
+   Handlers stay linear: `http.send_remembered(request, key)` (a URL seen before) or parse ->
+   `await service.info(ident)` -> translate -> `await service.render(req)` -> `http.send_tile(...)`
+   (which remembers the translation and records the response for replay.py); errors are raised as
+   `errors.*` and mapped to status centrally.
 2. If iipsrv reaches it through a query command (`?IIIF=...`), also export
    `QUERY_COMMANDS: dict[str, QueryHandler]` (lower-case command -> async handler(request, arg)).
 3. Register the module in `AVAILABLE` below; `Settings.protocols` turns it on or off.

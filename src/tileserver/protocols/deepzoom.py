@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import BadRequest, UnsupportedFormat
-from ..http import send_document, send_image, send_remembered
+from ..http import send_document, send_remembered, send_tile
 from ..levels import dz_shift, scaled_tile
 from ..models import ImageMeta, OutputFormat, TileRequest
 from ..settings import Settings
@@ -118,8 +118,7 @@ async def serve(request: Request, path: str) -> Response:
     if isinstance(p, DziInfo):
         return send_document(request, render_info(meta, lay), XML, meta, f"dzi:{lay.tile}:{lay.overlap}")
     req = to_tile_request(p, meta, lay)
-    service.remember(key, meta, req)
-    return send_image(request, await service.render(req), meta)
+    return send_tile(request, key, meta, req, await service.render(req))
 
 
 async def endpoint(request: Request) -> Response:

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import BadRequest, UnsupportedFormat
-from ..http import send_document, send_image, send_remembered
+from ..http import send_document, send_remembered, send_tile
 from ..levels import ZOOMIFY_TILE, scaled_tile, zoomify_num_tiles, zoomify_shift
 from ..models import ImageMeta, OutputFormat, TileRequest
 
@@ -103,8 +103,7 @@ async def serve(request: Request, path: str) -> Response:
     if isinstance(p, ZoomifyInfo):
         return send_document(request, render_info(meta, floor), XML, meta, f"zoomify:ImageProperties:{floor}")
     req = to_tile_request(p, meta, floor)
-    service.remember(key, meta, req)
-    return send_image(request, await service.render(req), meta)
+    return send_tile(request, key, meta, req, await service.render(req))
 
 
 async def endpoint(request: Request) -> Response:

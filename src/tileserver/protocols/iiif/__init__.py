@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ...errors import NotFound
-from ...http import send_doc, send_image, send_remembered
+from ...http import send_doc, send_remembered, send_tile
 from ...models import ImageMeta, TileRequest
 from ...settings import Settings
 from .grammar import ImageParams, Limits, Version, canonical_region, canonical_size
@@ -99,8 +99,7 @@ async def image_response(request: Request, target: Target, base: str, version: V
     req, canonical = to_tile_request(params, meta, offer.limits, version)
     rendered = await request.app.state.service.render(req)
     headers = {"Link": f'<{PROFILE_URI[version]}>;rel="profile", <{base}/{canonical}>;rel="canonical"'}
-    request.app.state.service.remember(key, meta, req, headers)
-    return send_image(request, rendered, meta, headers)
+    return send_tile(request, key, meta, req, rendered, headers)
 
 
 # -- endpoints --------------------------------------------------------------------------------------

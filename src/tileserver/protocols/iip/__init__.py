@@ -15,7 +15,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...errors import ERROR_BODY_KEY, BadRequest, TileNotFound, TileServerError, plain_error
-from ...http import content_disposition, send_document, send_image, send_remembered
+from ...http import content_disposition, send_document, send_remembered, send_tile
 from ...levels import cap_size, fit_inside, iip_resolution_to_level, tile_index
 from ...models import Box, ImageMeta, Tile, TileRequest
 from ...settings import Settings
@@ -144,8 +144,7 @@ async def iip(request: Request) -> Response:
         stem = os.path.splitext(os.path.basename(meta.ident))[0]
         kind = "attachment" if request.method == "POST" else "inline"
         headers["Content-Disposition"] = content_disposition(kind, f"{stem}.{req.fmt.suffix}")
-    service.remember(memo_key, meta, req, headers)
-    return send_image(request, rendered, meta, headers)
+    return send_tile(request, memo_key, meta, req, rendered, headers)
 
 
 async def _til(request: Request, q: IIPQuery, meta: ImageMeta) -> Response:
