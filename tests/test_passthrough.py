@@ -193,3 +193,15 @@ async def test_undecodable_stored_tile_is_left_to_libvips(root: Path, tmp_path: 
     assert recode(svc.reader, path, meta, req, svc.settings) is None
     intact = recode(svc.reader, str(root / "rgb.tif"), meta, req, svc.settings)
     assert intact is not None
+
+
+def test_tile_offsets_read_whole_or_one_by_one_agree(root: Path) -> None:
+    with open(root / "rgb.tif", "rb") as f, open(root / "rgb.tif", "rb") as g:
+        whole, single = TiffFile(f), TiffFile(g)
+        single.MAX_TABLE = 0  # a huge table: read one value at a time
+        for index in range(12):
+            assert whole.tile_location(f.fileno(), whole.pages[0], index) == \
+                single.tile_location(f.fileno(), single.pages[0], index)
+        assert isinstance(whole.pages[0].values.get(324), tuple) and 324 not in single.pages[0].values
+        with pytest.raises(IndexError):
+            whole.tile_location(f.fileno(), whole.pages[0], 12)

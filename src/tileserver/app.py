@@ -38,10 +38,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                            "Range"],
             expose_headers=["ETag", "Last-Modified", "Link", "Content-Disposition"], max_age=86400,
         ))
-    # viewer pages and manifests come before the protocols: `/iiif/{rest:path}` would take the manifests
+    # manifests come before the protocols (`/iiif/{rest:path}` would take them), and the protocols before
+    # the pages, so the routes of tile requests are matched first
     manifest_routes = manifests.ROUTES if "iiif" in settings.protocols else []
-    routes = (pages.ROUTES + viewers.ROUTES + viewers.asset_mounts(settings) + manifest_routes
-              + protocols.routes(settings.protocols))
+    routes = (manifest_routes + protocols.routes(settings.protocols) + pages.ROUTES + viewers.ROUTES
+              + viewers.asset_mounts(settings))
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.service = service

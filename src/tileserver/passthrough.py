@@ -130,7 +130,7 @@ class StoredTiles:
         if not data.startswith(b"\xff\xd8"):
             return None
         if isinstance(tables, bytes) and len(tables) > 4:
-            data = tables[:-2] + data[2:]
+            data = b"".join((memoryview(tables)[:-2], memoryview(data)[2:]))  # one copy of the tile
         return StoredTile(data, icc)
 
 

@@ -59,6 +59,7 @@ class TiffFile:
     """Parse the IFD chain (and first-level SubIFDs) of an open binary file."""
 
     MAX_IFDS = 4096
+    MAX_TABLE = 1 << 20  # tile offsets kept in memory per directory (8 MB at most for BigTIFF)
 
     def __init__(self, f: BinaryIO) -> None:
         self.f = f
@@ -135,16 +136,19 @@ class TiffFile:
         return struct.unpack(f"{self.e}{count}{code}", data)
 
     def tile_location(self, fd: int, ifd: Ifd, index: int) -> tuple[int, int]:
-        """(offset, byte count) of one tile, read straight from the offset arrays with `os.pread`
-        on `fd` (so the parsed directory can be shared between threads)."""
+        """(offset, byte count) of one tile. The offset and byte-count arrays are read from `fd` with
+        `os.pread` on first use and kept in the directory (so it can be shared between threads);
+        arrays of more than `MAX_TABLE` entries are read one value at a time instead."""
         out = []
         for tag in (TILE_OFFSETS, TILE_BYTECOUNTS):
             typ, count, data_offset = ifd.tags[tag]
             if not 0 <= index < count:
                 raise IndexError(index)
-            if data_offset < 0:
-                vals = ifd.values[tag]
-                assert isinstance(vals, tuple)
+            vals = ifd.values.get(tag)
+            if vals is None and count <= self.MAX_TABLE:
+                raw = os.pread(fd, _SIZES[typ] * count, data_offset)
+                vals = ifd.values[tag] = self._decode(typ, count, raw)
+            if isinstance(vals, tuple):
                 out.append(int(vals[index]))
                 continue
             size = _SIZES[typ]

@@ -107,7 +107,8 @@ def til_tiles(meta: ImageMeta, out: TilesOut) -> list[tuple[int, Tile]]:
 async def _query(request: Request) -> str:
     if request.method == "POST":
         return (await request.body()).decode("latin-1")
-    return request.url.query
+    query: bytes = request.scope["query_string"]
+    return query.decode("utf-8", "replace")  # as sent (still percent-encoded); stray raw bytes can't 500
 
 
 async def iip(request: Request) -> Response:
