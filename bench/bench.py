@@ -724,7 +724,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.scenarios = [sc for sc in SCENARIOS if not wanted or sc.name in wanted or sc.group in wanted]
     if a.duration < 1 or a.repeats < 1 or a.soak_step < 1 or (a.soak is not None and a.soak <= 0):
         p.error("--duration, --repeats, --soak-step must be >= 1 and --soak > 0")
-    a.command = "bash bench/run.sh" + ("".join(" " + shlex.quote(x) for x in argv))
+    env = "".join(f"{k}={shlex.quote(os.environ[k])} " for k in ("IIPSRV_BIN", "IIPSRV_LABEL") if os.environ.get(k))
+    a.command = env + "bash bench/run.sh" + ("".join(" " + shlex.quote(x) for x in argv))
     return a
 
 
