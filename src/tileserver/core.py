@@ -106,11 +106,17 @@ class TileService:
     async def info(self, ident: str) -> ImageMeta:
         return (await self._entry(ident)).meta
 
-    async def _entry(self, ident: str) -> _Entry:
-        now = time.monotonic()
+    def _fresh(self, ident: str) -> _Entry | None:
+        """The cached entry for `ident` if its file was checked within `stat_interval`."""
         entry = self.metadata.get(ident)
-        if entry is not None and now - entry.checked < self.settings.stat_interval:
-            return entry
+        return entry if entry is not None and time.monotonic() - entry.checked < self.settings.stat_interval else None
+
+    async def _entry(self, ident: str) -> _Entry:
+        fresh = self._fresh(ident)
+        if fresh is not None:
+            return fresh
+        now = time.monotonic()
+        entry = self.metadata.get(ident)  # stale or missing: reloaded below
         loading = self._loading.get(ident)
         if loading is None:  # one load per image at a time, however many requests wait for it
             loading = self._loading[ident] = asyncio.ensure_future(self._reload(ident, entry, now))
@@ -155,9 +161,9 @@ class TileService:
 
     async def _current(self, meta: ImageMeta) -> bool:
         """True while `meta` is still the image's metadata (the file has not changed since)."""
-        entry = self.metadata.get(meta.ident)
-        if entry is not None and time.monotonic() - entry.checked < self.settings.stat_interval:
-            return entry.meta is meta  # checked recently: no await, the hot path of every repeat
+        fresh = self._fresh(meta.ident)
+        if fresh is not None:
+            return fresh.meta is meta  # checked recently: no await, the hot path of every repeat
         return await self.info(meta.ident) is meta
 
     def remember_document(self, key: str, meta: ImageMeta, body: bytes, media_type: str,

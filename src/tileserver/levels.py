@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from .errors import TileNotFound
-from .models import Box, ImageMeta, Level
+from .models import Box, ImageMeta, Level, TileRequest
 
 
 def level_factor(full: tuple[int, int], size: tuple[int, int]) -> float:
@@ -91,6 +91,17 @@ def region_at_level(level: Level, region: Box) -> tuple[int, int, int, int]:
     x1 = min(max(math.ceil((region.x + region.w) / f - 1e-9), x0 + 1), level.width)
     y1 = min(max(math.ceil((region.y + region.h) / f - 1e-9), y0 + 1), level.height)
     return x0, y0, x1 - x0, y1 - y0
+
+
+def source_box(meta: ImageMeta, req: TileRequest) -> tuple[int, tuple[int, int, int, int]]:
+    """The level a request reads and the box in that level's pixels, before any resize: a native
+    tile's own box, or a region mapped onto the smallest level that still has its output size."""
+    if req.tile is not None:
+        t = req.tile
+        return t.level, tile_box(meta.levels[t.level], t.col, t.row)
+    assert req.region is not None and req.size is not None
+    index = choose_level(meta, req.region, req.size)
+    return index, region_at_level(meta.levels[index], req.region)
 
 
 def fit_inside(w: int, h: int, box_w: int | None, box_h: int | None) -> tuple[int, int]:

@@ -16,7 +16,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from .levels import choose_level, region_at_level, tile_box
+from .levels import source_box
 from .models import ImageMeta, OutputFormat, Quality, TileRequest
 from .tiff import (
     BITS,
@@ -38,22 +38,16 @@ def unscaled_box(meta: ImageMeta, req: TileRequest) -> tuple[int, tuple[int, int
     """(level, box in that level's pixels) when `req` asks for pixels of a stored level exactly as
     stored: no resize, no rotation or mirroring, no processing, colour unchanged; else None.
 
-    Pure, and the same level and box the libvips pipeline would read (render.read_pixels), so any
-    shortcut taken from it gives the pixels that pipeline gives."""
+    Pure: the level and box the libvips pipeline reads (`levels.source_box`), so any shortcut taken
+    from it gives the pixels that pipeline gives."""
     if (req.rotation or req.mirror or not req.processing.is_identity
             or req.quality not in (Quality.DEFAULT, Quality.COLOR)):
         return None
     if req.quality is Quality.COLOR and meta.bands < 3:
         return None
-    if req.tile is not None:
-        t = req.tile
-        lv = meta.levels[t.level]
-        return (t.level, tile_box(lv, t.col, t.row)) if lv.stored else None
-    assert req.region is not None and req.size is not None
-    index = choose_level(meta, req.region, req.size)
-    lv = meta.levels[index]
-    box = region_at_level(lv, req.region)
-    return (index, box) if lv.stored and req.size == box[2:] else None
+    level, box = source_box(meta, req)
+    resized = req.size is not None and req.size != box[2:]
+    return (level, box) if meta.levels[level].stored and not resized else None
 
 
 def stored_tile_of(meta: ImageMeta, req: TileRequest) -> tuple[int, int, int] | None:

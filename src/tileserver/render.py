@@ -12,7 +12,7 @@ import pyvips
 
 from . import jpeg
 from .encode import encode
-from .levels import choose_level, region_at_level, tile_box
+from .levels import source_box
 from .models import ImageMeta, OutputFormat, Quality, Rendered, TileRequest
 from .passthrough import stored_tile_of, unscaled_box
 from .process import apply_quality, orient, to_8bit
@@ -23,14 +23,9 @@ RECODE_TILES = 4  # stored tiles one recoded response may be cut from (a DeepZoo
 
 
 def read_pixels(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, kernel: str) -> Any:
-    if req.tile is not None:
-        t = req.tile
-        box = tile_box(meta.levels[t.level], t.col, t.row)
-        return reader.read(path, meta, t.level, box)
-    assert req.region is not None and req.size is not None
-    index = choose_level(meta, req.region, req.size)
-    box = region_at_level(meta.levels[index], req.region)
-    return resize_exact(reader.read(path, meta, index, box), req.size, kernel)
+    level, box = source_box(meta, req)
+    img = reader.read(path, meta, level, box)
+    return img if req.size is None else resize_exact(img, req.size, kernel)
 
 
 def resize_exact(img: Any, size: tuple[int, int], kernel: str) -> Any:

@@ -1,12 +1,11 @@
 """Replay: a GET answered before is answered again from memory, in front of routing.
 
-The first time a tile URL (or an info.json) is answered, `http.py` marks the request as replayable and
-this middleware records the response's headers as they went out, with the image metadata and the
-TileRequest they were made for (`TileService.record`). A later GET with
-the same key is answered here, as an ASGI middleware, with those headers and the body from the tile cache:
-no routing, no other middleware, no parsing and no Response objects. That is most of a warm request's
-cost (a bare uvicorn app serves about 3.5x the requests per second of the same answer through the
-Starlette stack on this machine).
+The first time a tile URL (or an info.json) is answered, `http.py` marks the request as replayable
+and this middleware records the response's headers as they went out, with the image metadata and
+the TileRequest they were made for (`TileService.record`). A later GET with the same key is answered
+here with those headers and the body from the tile cache: no routing, no other middleware, no parsing
+and no Response objects. That is most of a warm request's cost: on this machine a bare uvicorn app
+sends a 59 KB answer about 30k times a second, the full Starlette stack about 11k, replay 15-17k.
 
 It is only used while the answer cannot differ from what the full stack would send: the image file is
 unchanged (the core's metadata check, every `stat_interval`), the tile is still cached, and everything a
