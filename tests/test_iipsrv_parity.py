@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from .conftest import GREY16_TIF, RGB_1000, RGB_TIF, decode, mean_diff
-from .test_server import free_port
+from .live import free_port
 
 HARNESS = Path(__file__).resolve().parents[2] / "shared" / "bench"
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ..test_server import free_port, wait_ready
+from ..live import clean_env, live_tileserver
 
 REPO = Path(__file__).resolve().parents[2]
 NODE_MODULES = REPO / ".cache" / "viewer-node" / "node_modules"
@@ -68,25 +66,9 @@ def source_image(browser_root: Path) -> Any:
 
 @pytest.fixture(scope="session")
 def live_server(browser_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = (tmp_path_factory.mktemp("browser-server") / "server.log").open("wb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TILESERVER_")}
-    env["TILESERVER_VIEWER_ASSETS"] = str(NODE_MODULES)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tileserver", "serve", str(browser_root), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base + "/health", proc)
+    log = tmp_path_factory.mktemp("browser-server") / "server.log"
+    with live_tileserver(browser_root, log, env=clean_env(TILESERVER_VIEWER_ASSETS=str(NODE_MODULES))) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,7 @@ coloured squares), written here as a tiled pyramidal TIFF named by the validator
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +20,7 @@ from typing import Any
 import pytest
 import pyvips
 
-from tileserver.settings import IIPSRV_ENV
+from ..live import live_tileserver
 
 pytestmark = pytest.mark.server
 
@@ -58,13 +53,6 @@ def validator_python() -> Path:
     return VENV_PYTHON
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def validation_image(python: Path, root: Path) -> None:
     """The validator's own test image, found through its package, as a 256-px tiled pyramid."""
     code = "import importlib.resources as r; print(r.files('iiif_validator') / 'validation_image.png')"
@@ -75,46 +63,14 @@ def validation_image(python: Path, root: Path) -> None:
                    compression="deflate")
 
 
-def clean_env() -> dict[str, str]:
-    """The environment without any tileserver or iipsrv setting, so the server runs on defaults."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("TILESERVER_") and k not in IIPSRV_ENV}
-
-
-def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"tileserver exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"tileserver did not answer {url} within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     python = validator_python()
     root = tmp_path_factory.mktemp("validator")
     validation_image(python, root)
-    port = free_port()
-    cmd = [sys.executable, "-m", "tileserver", "serve", str(root), "--host", "127.0.0.1", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(f"{base}/iiif/3/{IDENT}/info.json", proc)
+    log = tmp_path_factory.mktemp("validator-server") / "server.log"
+    with live_tileserver(root, log, workers=1, ready_path=f"/iiif/3/{IDENT}/info.json") as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 def run_validator(base_url: str, v2: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
