@@ -97,3 +97,12 @@ def max_diff(a: Any, b: Any) -> float:
 def mean_diff(a: Any, b: Any) -> float:
     assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands)
     return float((a.cast("float") - b.cast("float")).abs().avg())
+
+
+@pytest.fixture(scope="session")
+def iipsrv13(image_root: Path) -> Iterator[httpx.Client]:
+    """iipsrv 1.3 (built from ../shared/vendor) behind lighttpd on loopback, serving `image_root`."""
+    from .iipsrv_ref import iipsrv13_binary, running_iipsrv
+
+    with running_iipsrv(iipsrv13_binary(), image_root) as c:
+        yield c

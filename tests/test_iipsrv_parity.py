@@ -5,9 +5,6 @@ generated images: OBJ replies byte for byte, tile sizes and pixels, CVT output s
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,34 +12,13 @@ import httpx
 import pytest
 
 from .conftest import GREY16_TIF, RGB_1000, RGB_TIF, decode, mean_diff
-from .live import free_port
-
-HARNESS = Path(__file__).resolve().parents[2] / "shared" / "bench"
-
-
-def iipsrv_available() -> bool:
-    out = subprocess.run(["dpkg", "-L", "iipimage-server"], capture_output=True, text=True)
-    return out.returncode == 0 and "iipsrv.fcgi" in out.stdout and shutil.which("lighttpd") is not None
+from .iipsrv_ref import iipsrv11_binary, running_iipsrv
 
 
 @pytest.fixture(scope="module")
-def iipsrv(image_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    if not (iipsrv_available() and (HARNESS / "run-iipsrv.sh").exists()):
-        if os.environ.get("CI"):
-            pytest.fail("iipsrv parity tests must run in CI: .ci/run installs iipimage-server and lighttpd")
-        pytest.skip("iipsrv (Debian iipimage-server) or ../shared/bench is not installed here")
-    port = free_port()
-    state = Path(f"/tmp/tilebench-parity-{os.getpid()}")
-    env = {**os.environ, "TILEBENCH_DIR": str(state), "FILESYSTEM_PREFIX": f"{image_root}/"}
-    subprocess.run(["bash", str(HARNESS / "run-iipsrv.sh"), str(port), "1"], env=env, check=True,
-                   capture_output=True, timeout=60)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}/fcgi-bin/iipsrv.fcgi", timeout=30) as c:
-            yield c
-    finally:
-        subprocess.run(["bash", str(HARNESS / "stop-iipsrv.sh"), str(port)], env=env, capture_output=True,
-                       timeout=60)
-        shutil.rmtree(state, ignore_errors=True)
+def iipsrv(image_root: Path) -> Iterator[httpx.Client]:
+    with running_iipsrv(iipsrv11_binary(), image_root) as c:
+        yield c
 
 
 async def ours(client: httpx.AsyncClient, query: str) -> httpx.Response:

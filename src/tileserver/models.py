@@ -62,6 +62,15 @@ class Level:
 
 
 @dataclass(frozen=True)
+class StackItem:
+    """One image of a stack (a multi-page image whose pages are views of one scene, iipsrv 1.3 `OBJ=stack`):
+    its name (TIFF DocumentName) and its physical scale (TIFF StoNits, 1 when absent)."""
+
+    name: str = ""
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
 class ImageMeta:
     """What a protocol may know about an image: sizes, levels, bands, metadata. No paths."""
 
@@ -83,6 +92,8 @@ class ImageMeta:
     dpi: tuple[float, float] | None = None  # pixels per inch
     metadata: tuple[tuple[str, str], ...] = ()  # title, creator, rights, date, ...
     compression: str = ""  # stored tile compression of the TIFF levels ("jpeg", "webp", ...)
+    stack: tuple[StackItem, ...] = ()  # the pages of an image stack, in page order; () for a single image
+    resolution: tuple[float, float, int] | None = None  # TIFF XResolution, YResolution, ResolutionUnit as stored
 
     @property
     def tile_size(self) -> tuple[int, int]:
