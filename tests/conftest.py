@@ -16,6 +16,8 @@ from starlette.applications import Starlette
 from tileserver.app import create_app
 from tileserver.settings import Settings
 
+from .stack_images import make_stacks
+
 RGB_TIF = "rgb-3lvl-1003x701-tiled-jpeg.tif"
 RGB_1000 = "rgb-3lvl-1000x700-tiled-jpeg.tif"
 GREY16_TIF = "grey16-3lvl-600x410-tiled-deflate.tif"
@@ -23,6 +25,12 @@ STRIPED_TIF = "rgb-900x517-striped.tif"
 PLAIN_JPG = "rgb-640x481.jpg"
 SUBIFD_TIF = "sub/rgb-3lvl-700x530-subifd-jpeg.tif"
 ALPHA_PNG = "sub/rgba-300x200.png"
+META_TIF = "meta-2lvl-509x383-tiled-deflate.tif"  # every descriptive tag iipsrv reads, 300 dpi
+META_CM_TIF = "meta-1lvl-300x211-cm.tif"  # 118.11 pixels/cm, no descriptive tags
+META_FIELDS = {"title": "Harbour at dusk", "description": "A test image with metadata", "make": "Phase One",
+               "model": "IQ4 150MP", "software": "tileserver tests", "date": "2026:12:02 10:11:12",
+               "creator": "Jane Doe", "rights": "CC BY 4.0", "pagename": "recto"}
+XMP_PACKET = '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
 
 
 def pattern(width: int, height: int, bands: int = 3, seed: int = 1) -> Any:
@@ -51,10 +59,32 @@ def make_images(root: Path) -> None:
     pattern(700, 530, seed=6).tiffsave(str(root / SUBIFD_TIF), compression="jpeg", Q=90, subifd=True, **opts)
     pattern(300, 200, bands=4, seed=7).copy(interpretation="srgb").pngsave(str(root / ALPHA_PNG))
     (root / "not-an-image.tif").write_bytes(b"this is not a tiff")
+    write_meta_tiffs(root)
     outside = root.parent / "outside"
     outside.mkdir(exist_ok=True)
     pattern(64, 64).tiffsave(str(outside / "secret.tif"))
     os.symlink(outside / "secret.tif", root / "escape.tif")
+    make_stacks(root)
+
+
+def write_meta_tiffs(root: Path) -> None:
+    """Tiled TIFFs carrying the tags libvips does not write (Artist, Copyright, DocumentName, StoNits, ...)."""
+    import numpy as np
+    import tifffile
+
+    tags = {"title": 269, "make": 271, "model": 272, "creator": 315, "rights": 33432, "pagename": 285}
+    full = np.ndarray(buffer=pattern(509, 383).write_to_memory(), dtype=np.uint8, shape=(383, 509, 3))
+    extra = [(tags[k], "s", 0, META_FIELDS[k], True) for k in tags]
+    extra += [(700, "B", len(XMP_PACKET), XMP_PACKET.encode(), True), (37439, "d", 1, 0.25, True)]
+    with tifffile.TiffWriter(root / META_TIF) as tif:
+        tif.write(full, tile=(256, 256), compression="zlib", photometric="rgb", resolution=(300, 300),
+                  resolutionunit="INCH", description=META_FIELDS["description"], software=META_FIELDS["software"],
+                  datetime=META_FIELDS["date"], extratags=extra, metadata=None)
+        tif.write(full[::2, ::2].copy(), tile=(256, 256), compression="zlib", photometric="rgb", subfiletype=1,
+                  metadata=None)
+    small = np.ndarray(buffer=pattern(300, 211, seed=9).write_to_memory(), dtype=np.uint8, shape=(211, 300, 3))
+    tifffile.imwrite(root / META_CM_TIF, small, tile=(256, 256), photometric="rgb", resolution=(118.11, 118.11),
+                     resolutionunit="CENTIMETER", metadata=None, software=None)
 
 
 @pytest.fixture(scope="session")

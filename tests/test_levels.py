@@ -42,6 +42,12 @@ def test_halvings_round_up_until_one_tile() -> None:
     assert halvings(1, 1000, 256) == [(1, 1000), (1, 500), (1, 250)]
 
 
+def test_halvings_round_down_as_iipsrv() -> None:
+    assert halvings(1003, 701, 256, floor=True) == [(1003, 701), (501, 350), (250, 175)]
+    assert halvings(640, 481, 256, floor=True) == [(640, 481), (320, 240), (160, 120)]
+    assert halvings(1, 1000, 256, floor=True) == [(1, 1000), (1, 500), (1, 250)]
+
+
 def test_virtual_levels_mark_only_full_as_stored() -> None:
     lv = virtual_levels(513, 300, 256)
     assert [(v.width, v.height, v.stored) for v in lv] == [(513, 300, True), (257, 150, False), (129, 75, False)]

@@ -45,8 +45,8 @@ def test_grey16(reader: PyramidReader, image_root: Path) -> None:
 @pytest.mark.parametrize(
     ("ident", "expected"),
     [
-        pytest.param(STRIPED_TIF, [(900, 517, True), (450, 259, False), (225, 130, False)], id="striped"),
-        pytest.param(PLAIN_JPG, [(640, 481, True), (320, 241, False), (160, 121, False)], id="jpeg"),
+        pytest.param(STRIPED_TIF, [(900, 517, True), (450, 258, False), (225, 129, False)], id="striped"),
+        pytest.param(PLAIN_JPG, [(640, 481, True), (320, 240, False), (160, 120, False)], id="jpeg"),
         pytest.param(ALPHA_PNG, [(300, 200, True), (150, 100, False)], id="png"),
     ],
 )
@@ -72,7 +72,7 @@ def test_virtual_level_is_a_shrink(reader: PyramidReader, image_root: Path) -> N
     path = str(image_root / PLAIN_JPG)
     meta = reader.info(path, PLAIN_JPG)
     level = reader.level_image(path, meta, 2)
-    assert (level.width, level.height) == (160, 121)
+    assert (level.width, level.height) == (160, 120)  # halvings rounded down, as iipsrv
     full = pyvips.Image.new_from_file(path)
     assert abs(level.avg() - full.avg()) < 1.0
 

@@ -30,12 +30,13 @@ def level_factor(full: tuple[int, int], size: tuple[int, int]) -> float:
     return ratio
 
 
-def halvings(width: int, height: int, tile: int) -> list[tuple[int, int]]:
-    """Sizes from full resolution down, halving with rounding up, until one tile holds the image."""
+def halvings(width: int, height: int, tile: int, floor: bool = False) -> list[tuple[int, int]]:
+    """Sizes from full resolution down, halving with rounding up (or down, with `floor`), until one
+    tile holds the image."""
     sizes = [(width, height)]
     while width > tile or height > tile:
-        width, height = -(-width // 2), -(-height // 2)
-        sizes.append((width, height))
+        width, height = (width // 2, height // 2) if floor else (-(-width // 2), -(-height // 2))
+        sizes.append((max(width, 1), max(height, 1)))
     return sizes
 
 
@@ -200,12 +201,7 @@ def zoomify_tiers(width: int, height: int, tile: int = ZOOMIFY_TILE, floor: bool
     --layout zoomify` and OpenLayers (`tierSizeCalculation: 'default'`) compute them:
     513x300 -> [(129, 75), (257, 150), (513, 300)]. OpenSeadragon halves with floor instead
     (`floor=True`, setting `zoomify_rounding="down"`): [(256, 150), (513, 300)]."""
-    if not floor:
-        return halvings(width, height, tile)[::-1]
-    sizes = [(width, height)]
-    while sizes[-1][0] > tile or sizes[-1][1] > tile:
-        sizes.append(scaled_size(width, height, len(sizes), floor=True))
-    return sizes[::-1]
+    return halvings(width, height, tile, floor)[::-1]
 
 
 def zoomify_shift(width: int, height: int, tier: int, tile: int = ZOOMIFY_TILE, floor: bool = False) -> int:

@@ -4,6 +4,8 @@ Stored levels come from a tiled pyramidal TIFF (levels as pages or as SubIFDs); 
 stored level, and for single-resolution images (JPEG, PNG, WebP, striped TIFF...), levels are made
 by halving (rounding up) until one tile holds the image. Opened files are reused per thread
 (libvips serialises reads on one handle); virtual levels are materialised once and shared.
+A TIFF image stack (pages of one size, NewSubfileType multi-page, as iipsrv 1.3 reads them) is one
+image whose pages are chosen per read (`page`); its page names and scales are `ImageMeta.stack`.
 All pyvips errors are translated here: nothing above this module sees `pyvips.Error`.
 """
 
@@ -12,18 +14,32 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyvips
 
 from .cache import ByteLRU
-from .errors import NotFound, SourceError
+from .errors import NotFound, SourceError, TileNotFound
 from .levels import halvings, level_factor
-from .models import ImageMeta, Level, OutputFormat
+from .models import ImageMeta, Level, OutputFormat, StackItem
 from .passthrough import StoredTile, StoredTiles
-from .tiff import SMAX, SMIN, TiffFile, ascii_tags
+from .tiff import (
+    DOCUMENT_NAME,
+    MULTI_PAGE,
+    NEW_SUBFILE_TYPE,
+    SMAX,
+    SMIN,
+    STONITS,
+    TILE_LENGTH,
+    TILE_WIDTH,
+    Ifd,
+    TiffFile,
+    descriptive_tags,
+    resolution,
+)
 
 log = logging.getLogger("tileserver.reader")
 
@@ -59,13 +75,56 @@ def vips_error(exc: pyvips.Error, what: str) -> SourceError:
     return SourceError("the image could not be decoded")
 
 
+class _Layout(NamedTuple):
+    """What the TIFF directories say beyond libvips: stored levels, ASCII tags, tile codec, SMin/SMax
+    sample limits, and the pages of an image stack."""
+
+    levels: list[Level]
+    tags: dict[str, str]
+    compression: str
+    limits: tuple[tuple[float, ...], tuple[float, ...]] | None
+    stack: tuple[StackItem, ...]
+
+
+def _stack(tf: TiffFile, stored: list[Level], path: str) -> tuple[StackItem, ...]:
+    """The images of a stack, as iipsrv 1.3 finds them: top-level pages marked multi-page
+    (NewSubfileType 2), named by DocumentName and scaled by StoNits, in file order; page n is the
+    n-th top-level directory. Only when page 0's reductions are SubIFDs (OME-TIFF style) or page 1
+    has page 0's size (images too small to need reductions). Unlike iipsrv, every page must share
+    page 0's geometry (size, tiling, SubIFD sizes), since one set of levels describes them all;
+    otherwise the file is read as one image."""
+    pages = tf.pages
+    same_size = len(pages) > 1 and pages[1].tiled and pages[1].size == pages[0].size
+    if not (tf.subifds[0] and len(stored) > 1) and not same_size:
+        return ()
+    items = [_stack_item(ifd) for ifd in pages if ifd.num(NEW_SUBFILE_TYPE) & MULTI_PAGE]
+    shape = _geometry(pages[0], tf.subifds[0])
+    if any(_geometry(pages[p], tf.subifds[p]) != shape for p in range(len(items))):
+        log.warning("%s: stack pages differ in size or tiling; read as one image", path)
+        return ()
+    return tuple(items)
+
+
+def _stack_item(ifd: Ifd) -> StackItem:
+    name = ifd.values.get(DOCUMENT_NAME)
+    scale = ifd.values.get(STONITS)
+    return StackItem(
+        name.split(b"\0", 1)[0].decode("utf-8", "replace") if isinstance(name, bytes) else "",
+        float(scale[0]) if isinstance(scale, tuple) and scale else 1.0,
+    )
+
+
+def _geometry(page: Ifd, subifds: list[Ifd]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    return [(ifd.size, (ifd.num(TILE_WIDTH), ifd.num(TILE_LENGTH))) for ifd in (page, *subifds)]
+
+
 class PyramidReader:
     def __init__(self, tile_size: int = 256, open_images: int = 64, decoded_cache_bytes: int = 256 << 20):
         self.tile_size = tile_size
         self.open_images = open_images
         self._local = threading.local()
         # decoded levels kept in memory: virtual levels, and small stored levels read as a whole
-        self._decoded: ByteLRU[tuple[str, float, int], Any] = ByteLRU(decoded_cache_bytes)
+        self._decoded: ByteLRU[tuple[str, float, int, int], Any] = ByteLRU(decoded_cache_bytes)
         self._stored = StoredTiles()
 
     # -- metadata -----------------------------------------------------------------------------
@@ -75,9 +134,9 @@ class PyramidReader:
             img = pyvips.Image.new_from_file(path)
             loader = img.get("vips-loader")
             if loader == "tiffload":
-                stored, tags, compression, limits = self._tiff_layout(path, img)
+                layout = self._tiff_layout(path, img)
             else:
-                stored, tags, compression, limits = [self._single_level(img)], _exif(img), "", None
+                layout = _Layout([self._single_level(img)], _exif(img), "", None, ())
         except pyvips.Error as exc:
             if not os.path.exists(path):
                 raise NotFound(f"image not found: {ident}") from exc
@@ -88,44 +147,28 @@ class PyramidReader:
         fmt = img.get("format")
         top = RANGES.get(fmt, 1.0)
         low = 0.0 if fmt in ("uchar", "ushort", "uint") or top == 1.0 else -top - 1
-        mins, maxs = limits or ((low,) * img.bands, (top,) * img.bands)
+        mins, maxs = layout.limits or ((low,) * img.bands, (top,) * img.bands)
         return ImageMeta(
             ident=ident, width=img.width, height=img.height,
-            levels=self._with_virtual(stored, img.width, img.height),
+            levels=self._with_virtual(layout.levels, img.width, img.height),
             bands=img.bands, bits=BITS.get(fmt, 8), sample_format=SAMPLE.get(fmt, "float"),
             colorspace=COLORSPACES.get(img.interpretation, "multiband" if img.bands > 4 else "srgb"),
             has_alpha=bool(img.hasalpha()), has_icc="icc-profile-data" in img.get_fields(),
             mtime=st.st_mtime, file_size=st.st_size, min_values=mins, max_values=maxs, loader=loader,
-            dpi=_dpi(img), metadata=tuple(sorted(tags.items())), compression=compression,
+            resolution=_resolution(path, loader, img), metadata=tuple(sorted(layout.tags.items())),
+            compression=layout.compression,
+            stack=layout.stack,
         )
 
     def _single_level(self, img: Any) -> Level:
         t = self.tile_size
         return Level(img.width, img.height, t, t, 1.0, True)
 
-    def _tiff_layout(
-        self, path: str, img: Any
-    ) -> tuple[list[Level], dict[str, str], str, tuple[tuple[float, ...], tuple[float, ...]] | None]:
+    def _tiff_layout(self, path: str, img: Any) -> _Layout:
         with open(path, "rb") as f:
             tf = TiffFile(f)
         first = tf.pages[0]
-        full = first.size
-        if not first.tiled:
-            stored = [self._single_level(img)]
-        else:
-            tw, th = first.num(322), first.num(323)
-            stored = [Level(full[0], full[1], tw, th, 1.0, True, 0, -1)]
-            if tf.subifds[0]:
-                candidates = [(0, j, ifd) for j, ifd in enumerate(tf.subifds[0])]
-            else:
-                candidates = [(p, -1, ifd) for p, ifd in enumerate(tf.pages) if p > 0]
-            for page, sub, ifd in candidates:
-                w, h = ifd.size
-                prev = stored[-1]
-                if not ifd.tiled or not (w < prev.width and h <= prev.height):
-                    continue  # thumbnails, labels, stack pages: not pyramid levels
-                stored.append(Level(w, h, ifd.num(322), ifd.num(323), level_factor(full, (w, h)), True,
-                                    page, sub))
+        stored = self._stored_levels(tf, img)
         limits = None
         if SMIN in first.values and SMAX in first.values:
             mins = tuple(float(v) for v in first.values[SMIN])
@@ -134,37 +177,62 @@ class PyramidReader:
                 mins, maxs = mins * img.bands, maxs * img.bands
             if len(mins) == img.bands == len(maxs):
                 limits = (mins, maxs)
-        return stored, ascii_tags(first), first.compression if first.tiled else "", limits
+        return _Layout(stored, descriptive_tags(first), first.compression if first.tiled else "", limits,
+                       _stack(tf, stored, path))
+
+    def _stored_levels(self, tf: TiffFile, img: Any) -> list[Level]:
+        """Page 0 and its reductions: its SubIFDs when it has any, else the following smaller tiled
+        pages. Same-size pages (the other images of a stack) are not levels."""
+        first = tf.pages[0]
+        full = first.size
+        if not first.tiled:
+            return [self._single_level(img)]
+        stored = [Level(full[0], full[1], first.num(TILE_WIDTH), first.num(TILE_LENGTH), 1.0, True, 0, -1)]
+        if tf.subifds[0]:
+            candidates = [(0, j, ifd) for j, ifd in enumerate(tf.subifds[0])]
+        else:
+            candidates = [(p, -1, ifd) for p, ifd in enumerate(tf.pages) if p > 0]
+        for page, sub, ifd in candidates:
+            w, h = ifd.size
+            prev = stored[-1]
+            if not ifd.tiled or not (w < prev.width and h <= prev.height):
+                continue  # thumbnails, labels, stack pages: not pyramid levels
+            stored.append(Level(w, h, ifd.num(TILE_WIDTH), ifd.num(TILE_LENGTH), level_factor(full, (w, h)),
+                                True, page, sub))
+        return stored
 
     def _with_virtual(self, stored: list[Level], width: int, height: int) -> tuple[Level, ...]:
         last = stored[-1]
         tile = max(last.tile_width, last.tile_height)
-        extra = halvings(last.width, last.height, tile)[1:]
+        extra = halvings(last.width, last.height, tile, floor=True)[1:]  # iipsrv's rounding (JPEG, JPEG 2000)
         virtual = [Level(w, h, last.tile_width, last.tile_height, level_factor((width, height), (w, h)),
                          False) for w, h in extra]
         return tuple(stored + virtual)
 
     # -- pixels -------------------------------------------------------------------------------
-    def level_image(self, path: str, meta: ImageMeta, index: int) -> Any:
-        """The whole level `index` as a (lazy) pyvips image."""
+    # `page` selects one image of a stack (ImageMeta.stack): a stored level `lv` of it is TIFF page
+    # `lv.page + page` (SubIFD `lv.subifd`), and its virtual levels are shrunk from that page.
+    def level_image(self, path: str, meta: ImageMeta, index: int, page: int = 0) -> Any:
+        """The whole level `index` of `page` as a (lazy) pyvips image."""
+        check_page(meta, page)
         lv = meta.levels[index]
         try:
             if lv.stored:
-                return self._open(path, meta, lv)
-            return self._virtual_level(path, meta, index)
+                return self._open(path, meta, lv, page)
+            return self._virtual_level(path, meta, index, page)
         except pyvips.Error as exc:
             raise vips_error(exc, meta.ident) from exc
 
-    def read(self, path: str, meta: ImageMeta, index: int, box: tuple[int, int, int, int]) -> Any:
-        """Pixels of `box` at level `index`. A read covering a quarter or more of a level that fits
-        in memory decodes the whole level once and keeps it (exports and thumbnails then only
-        resize and encode); smaller reads crop the file, or the kept level when there is one."""
+    def read(self, path: str, meta: ImageMeta, index: int, box: tuple[int, int, int, int], page: int = 0) -> Any:
+        """Pixels of `box` at level `index` of `page`. A read covering a quarter or more of a level
+        that fits in memory decodes the whole level once and keeps it (exports and thumbnails then
+        only resize and encode); smaller reads crop the file, or the kept level when there is one."""
         x, y, w, h = box
         lv = meta.levels[index]
-        key = (path, meta.mtime, index)
+        key = (path, meta.mtime, index, page)
         img = self._decoded.get(key)
         if img is None:
-            img = self.level_image(path, meta, index)
+            img = self.level_image(path, meta, index, page)
             nbytes = lv.width * lv.height * meta.bands * max(meta.bits // 8, 1)
             if lv.stored and 4 * w * h >= lv.width * lv.height and nbytes <= self._decoded.max_bytes // 4:
                 try:
@@ -174,26 +242,27 @@ class PyramidReader:
                 self._decoded.put(key, img, nbytes)
         return img.crop(x, y, w, h)
 
-    def stored_tile(self, path: str, meta: ImageMeta, tile: tuple[int, int, int], fmt: OutputFormat
-                    ) -> StoredTile | None:
+    def stored_tile(self, path: str, meta: ImageMeta, tile: tuple[int, int, int], fmt: OutputFormat,
+                    page: int = 0) -> StoredTile | None:
         """The stored bytes of a TIFF tile as a complete `fmt` file, or None (see passthrough.py)."""
+        check_page(meta, page)
         try:
-            return self._stored.read(path, meta, *tile, fmt)
+            return self._stored.read(path, meta, *tile, fmt, page=page)
         except (OSError, ValueError, IndexError, KeyError) as exc:
             log.warning("stored tile %s of %s not readable: %s", tile, meta.ident, exc)
             return None
 
-    def _open(self, path: str, meta: ImageMeta, lv: Level) -> Any:
+    def _open(self, path: str, meta: ImageMeta, lv: Level, page: int) -> Any:
         handles: OrderedDict[tuple[str, float, int, int], Any] | None = getattr(self._local, "h", None)
         if handles is None:
             handles = self._local.h = OrderedDict()
-        key = (path, meta.mtime, lv.page, lv.subifd)
+        key = (path, meta.mtime, lv.page + page, lv.subifd)
         img = handles.get(key)
         if img is not None:
             handles.move_to_end(key)
             return img
         if meta.loader == "tiffload":
-            img = pyvips.Image.tiffload(path, page=lv.page, subifd=lv.subifd, access="random")
+            img = pyvips.Image.tiffload(path, page=lv.page + page, subifd=lv.subifd, access="random")
         else:
             img = pyvips.Image.new_from_file(path, access="random")
         handles[key] = img
@@ -201,8 +270,8 @@ class PyramidReader:
             handles.popitem(last=False)
         return img
 
-    def _virtual_level(self, path: str, meta: ImageMeta, index: int) -> Any:
-        key = (path, meta.mtime, index)
+    def _virtual_level(self, path: str, meta: ImageMeta, index: int, page: int) -> Any:
+        key = (path, meta.mtime, index, page)
         img = self._decoded.get(key)
         if img is not None:
             return img
@@ -210,12 +279,18 @@ class PyramidReader:
         if meta.loader in SHRINK_ON_LOAD and index == 1:
             img = pyvips.Image.thumbnail(path, lv.width, height=lv.height, size="force", no_rotate=True)
         else:
-            src = self.level_image(path, meta, index - 1)
+            src = self.level_image(path, meta, index - 1, page)
             img = src.thumbnail_image(lv.width, height=lv.height, size="force", no_rotate=True)
         if lv.width * lv.height * meta.bands <= MATERIALISE_PIXELS:
             img = img.copy_memory()
             self._decoded.put(key, img, lv.width * lv.height * meta.bands * max(meta.bits // 8, 1))
         return img
+
+
+def check_page(meta: ImageMeta, page: int) -> None:
+    """A page outside the stack (any page but 0 of a single image) is a missing tile, not a 500."""
+    if not 0 <= page < max(len(meta.stack), 1):
+        raise TileNotFound(f"{meta.ident} has no page {page}")
 
 
 def _exif(img: Any) -> dict[str, str]:
@@ -229,8 +304,19 @@ def _exif(img: Any) -> dict[str, str]:
     return out
 
 
-def _dpi(img: Any) -> tuple[float, float] | None:
+def _resolution(path: str, loader: str, img: Any) -> tuple[float, float, int] | None:
+    """The stored physical resolution as (x, y, TIFF unit: 1 none, 2 inch, 3 cm), as iipsrv reads it:
+    TIFF tags from the first directory, a JPEG's JFIF density (1:1, no unit, without a JFIF segment, as
+    libjpeg), otherwise libvips' pixels per millimetre as pixels per cm."""
+    if loader == "tiffload":
+        with open(path, "rb") as f:
+            return resolution(TiffFile(f).pages[0])
+    if loader == "jpegload":
+        with open(path, "rb") as f:
+            head = f.read(18)
+        if head[:4] in (b"\xff\xd8\xff\xe0",) and head[6:11] == b"JFIF\0":
+            unit, x, y = struct.unpack(">BHH", head[13:18])
+            return float(x), float(y), unit + 1 if unit in (1, 2) else 1
+        return 1.0, 1.0, 1
     xres, yres = img.get("xres"), img.get("yres")  # pixels per millimetre
-    if xres <= 0 or yres <= 0 or (xres == 1.0 and yres == 1.0):
-        return None
-    return round(xres * 25.4, 3), round(yres * 25.4, 3)
+    return (xres * 10, yres * 10, 3) if xres > 0 and yres > 0 else None

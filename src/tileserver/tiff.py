@@ -17,10 +17,13 @@ SOFTWARE, DATETIME, ARTIST = 305, 306, 315
 TILE_WIDTH, TILE_LENGTH, TILE_OFFSETS, TILE_BYTECOUNTS = 322, 323, 324, 325
 SUBIFDS, JPEG_TABLES, NEW_SUBFILE_TYPE, COPYRIGHT = 330, 347, 254, 33432
 SMIN, SMAX, YCBCR_SUBSAMPLING = 340, 341, 530
+X_RESOLUTION, Y_RESOLUTION, PAGE_NAME, RESOLUTION_UNIT, XMP = 282, 283, 285, 296, 700
+STONITS = 37439  # physical value of one sample unit (a stack page's scale)
+REDUCED_IMAGE, MULTI_PAGE = 1, 2  # NewSubfileType bits
 
 ASCII_TAGS = {
     DOCUMENT_NAME: "title", IMAGE_DESCRIPTION: "description", MAKE: "make", MODEL: "model",
-    SOFTWARE: "software", DATETIME: "date", ARTIST: "creator", COPYRIGHT: "rights",
+    SOFTWARE: "software", DATETIME: "date", ARTIST: "creator", COPYRIGHT: "rights", PAGE_NAME: "pagename",
 }
 COMPRESSIONS = {1: "none", 5: "lzw", 7: "jpeg", 8: "deflate", 32946: "deflate", 50000: "zstd", 50001: "webp"}
 
@@ -157,8 +160,15 @@ class TiffFile:
         return out[0], out[1]
 
 
-def ascii_tags(ifd: Ifd) -> dict[str, str]:
+def descriptive_tags(ifd: Ifd) -> dict[str, str]:
+    """The text metadata iipsrv reads from a TIFF: its ASCII tags, the XMP packet, and StoNits as `scale`."""
     out: dict[str, str] = {}
+    xmp = ifd.values.get(XMP)
+    if xmp:
+        out["xmp"] = (xmp if isinstance(xmp, bytes) else bytes(int(v) & 0xFF for v in xmp)).decode("utf-8", "replace")
+    scale = ifd.values.get(STONITS)
+    if isinstance(scale, tuple) and scale:
+        out["scale"] = f"{float(scale[0]):g}"
     for tag, name in ASCII_TAGS.items():
         v = ifd.values.get(tag)
         if isinstance(v, bytes):
@@ -166,3 +176,11 @@ def ascii_tags(ifd: Ifd) -> dict[str, str]:
             if text:
                 out[name] = text
     return out
+
+
+def resolution(ifd: Ifd) -> tuple[float, float, int] | None:
+    """XResolution, YResolution and ResolutionUnit (1 none, 2 inch (the default), 3 cm) as stored."""
+    x, y = ifd.values.get(X_RESOLUTION), ifd.values.get(Y_RESOLUTION)
+    if not (isinstance(x, tuple) and x and isinstance(y, tuple) and y):
+        return None
+    return float(x[0]), float(y[0]), ifd.num(RESOLUTION_UNIT, 2)

@@ -131,10 +131,12 @@ async def iip(request: Request) -> Response:
         return response
     meta = await service.info(q.fif) if q.fif is not None else None
     if q.objs:
-        body = obj_reply(meta, q)
+        reply = obj_reply(meta, q, request.app.state.settings.rights)
+        headers = {"IIP": reply.protocol} if reply.protocol else {}
         if meta is None:
-            return Response(body, media_type=NETFPX, headers={"Cache-Control": "no-cache"})
-        return send_document(request, body, NETFPX, meta, "obj:" + "&".join(q.objs) + f":{q.rotation}")
+            return Response(reply.body, media_type=reply.media_type, headers={**headers, "Cache-Control": "no-cache"})
+        key = "obj:" + "&".join(q.objs) + f":{q.rotation}"
+        return send_document(request, reply.body, reply.media_type, meta, key, headers)
     assert meta is not None
     if isinstance(q.output, TilesOut):
         return await _til(request, q, meta)

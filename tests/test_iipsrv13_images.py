@@ -1,0 +1,79 @@
+"""Images side by side with iipsrv 1.3 (built from ../shared/vendor, behind lighttpd on loopback;
+fixture `iipsrv13`) on the same generated images: JTL tile sizes and pixels, CVT output sizes for
+WID/HEI/RGN combinations, error statuses. OBJ replies are compared in test_iipsrv13_obj.py. These
+replace the iipsrv 1.1 comparisons: 1.3 answers everything 1.1 did, in the format clients now expect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import RGB_1000, RGB_TIF, decode, mean_diff
+
+
+async def ours(client: httpx.AsyncClient, query: str) -> httpx.Response:
+    return await client.get(f"/fcgi-bin/iipsrv.fcgi?{query}")
+
+
+async def test_every_tile_matches(iipsrv13: httpx.Client, client: httpx.AsyncClient) -> None:
+    """Each JTL tile of each resolution: same size; pixels within JPEG noise (interior tiles are our
+    stored Q90 tile passed through, iipsrv 1.1 re-encodes at Q75)."""
+    worst = 0.0
+    for res, ntiles in enumerate((1, 4, 12)):
+        for n in range(ntiles + 1):  # one past the end too
+            theirs = iipsrv13.get(f"?FIF={RGB_TIF}&JTL={res},{n}")
+            mine = await ours(client, f"FIF={RGB_TIF}&JTL={res},{n}")
+            assert mine.status_code == theirs.status_code, (res, n)
+            if theirs.status_code == 200:
+                a, b = decode(mine.content), decode(theirs.content)
+                assert (a.width, a.height, a.bands) == (b.width, b.height, b.bands), (res, n)
+                worst = max(worst, mean_diff(a, b))
+    assert worst < 4.0
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["WID=400", "HEI=300", "WID=400&HEI=400", "WID=1000&HEI=100", "WID=500&RGN=0.25,0.25,0.5,0.5",
+     "WID=300&RGN=0.1,0.2,0.3,0.4", "WID=123", "HEI=77", "RGN=0.75,0.75,0.5,0.5&WID=100", "WID=6000"],
+)
+async def test_cvt_sizes_match(iipsrv13: httpx.Client, client: httpx.AsyncClient, query: str) -> None:
+    theirs = decode(iipsrv13.get(f"?FIF={RGB_1000}&{query}&CVT=jpeg").content)
+    mine = decode((await ours(client, f"FIF={RGB_1000}&{query}&CVT=jpeg")).content)
+    assert (mine.width, mine.height) == (theirs.width, theirs.height)
+    assert mean_diff(mine, theirs) < 6
+
+
+@pytest.mark.parametrize(
+    "query",
+    [f"FIF={RGB_TIF}&FOO=1", f"FIF={RGB_TIF}", "JTL=5,0", f"FIF={RGB_TIF}&OBJ=nonsense"],
+)
+async def test_iip_errors_match(iipsrv13: httpx.Client, client: httpx.AsyncClient, query: str) -> None:
+    """1.3 sends its IIP errors with status 200 and the Content-Disposition header inside the body (its
+    empty status line ends the headers early: a bug); we send the 400 and the header it means. The
+    `Error/<len>:` line agrees, except that 1.3 cuts the argument at 31 bytes (another bug)."""
+    theirs = iipsrv13.get(f"?{query}")
+    mine = await ours(client, query)
+    assert (theirs.status_code, mine.status_code) == (200, 400)
+    assert mine.headers["content-type"] == theirs.headers["content-type"] == "application/vnd.netfpx"
+    assert mine.headers["content-disposition"] == 'inline;filename="IIPisAMadGameClosedToOurUnderstanding.netfpx"'
+    their_line = theirs.content.split(b"\r\n\r\n", 1)[1].rstrip(b"\r\n")
+    prefix, _, text = their_line.partition(b":")
+    assert mine.content.startswith(prefix + b":" + text) and mine.content.endswith(b"\r\n")
+
+
+@pytest.mark.parametrize("query", [f"FIF={RGB_TIF}&JTL=2,999", "FIF=nonexistent.tif&OBJ=IIP,1.0"])
+async def test_missing_things_are_404_without_a_path(iipsrv13: httpx.Client, client: httpx.AsyncClient,
+                                                     query: str, image_root: Path) -> None:
+    theirs = iipsrv13.get(f"?{query}")
+    mine = await ours(client, query)
+    assert mine.status_code == theirs.status_code == 404
+    assert str(image_root).encode() not in mine.content  # 1.3 names the server path of a missing file
+
+
+async def test_a_missing_resolution_is_404_not_the_banner(iipsrv13: httpx.Client, client: httpx.AsyncClient) -> None:
+    """1.3 answers a resolution past the last with its HTML banner (status 200); we answer 404."""
+    theirs = iipsrv13.get(f"?FIF={RGB_TIF}&JTL=99,0")
+    assert theirs.status_code == 200 and theirs.headers["content-type"] == "text/html"
+    assert (await ours(client, f"FIF={RGB_TIF}&JTL=99,0")).status_code == 404
