@@ -1,8 +1,8 @@
-"""The reference IIPImage servers, real and on loopback, for the parity tests: iipsrv 1.3 built from
+"""The reference IIPImage server, real and on loopback, for the parity tests: iipsrv 1.3 built from
 `../shared/vendor/iipsrv-1.3.tar.gz` (`build-iipsrv.sh`, about 30 s, once per machine, into
-`.cache/iipsrv-1.3`) and Debian's iipsrv 1.1 (`iipimage-server`), each behind lighttpd through the
-shared bench harness `../shared/bench/run-iipsrv.sh`. `.ci/run` installs what they need; outside CI a
-test that asks for a missing one is skipped, under CI it fails."""
+`.cache/iipsrv-1.3`), behind lighttpd through the shared bench harness `../shared/bench/run-iipsrv.sh`.
+`.ci/run` installs what it needs; outside CI a test that needs it is skipped when it cannot be had,
+under CI it fails."""
 
 from __future__ import annotations
 
@@ -41,14 +41,6 @@ def iipsrv13_binary() -> str:
     if out.returncode != 0:
         pytest.fail(f"iipsrv 1.3 did not build: {out.stderr[-2000:]}")
     return out.stdout.strip().splitlines()[-1]
-
-
-def iipsrv11_binary() -> str:
-    out = subprocess.run(["dpkg", "-L", "iipimage-server"], capture_output=True, text=True)
-    paths = [p for p in out.stdout.splitlines() if p.endswith("/iipsrv.fcgi")]
-    if out.returncode != 0 or not paths:
-        unavailable("Debian iipimage-server (iipsrv 1.1) is not installed")
-    return paths[0]
 
 
 @contextmanager
