@@ -10,21 +10,25 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import RGB_1000, RGB_TIF, decode, mean_diff
+from .conftest import GREY16_TIF, META_TIF, PLAIN_JPG, RGB_1000, RGB_TIF, SUBIFD_TIF, decode, mean_diff
 
 
 async def ours(client: httpx.AsyncClient, query: str) -> httpx.Response:
     return await client.get(f"/fcgi-bin/iipsrv.fcgi?{query}")
 
 
-async def test_every_tile_matches(iipsrv13: httpx.Client, client: httpx.AsyncClient) -> None:
-    """Each JTL tile of each resolution: same size; pixels within JPEG noise (interior tiles are our
-    stored Q90 tile passed through, iipsrv 1.1 re-encodes at Q75)."""
+@pytest.mark.parametrize("ident", [RGB_TIF, GREY16_TIF, SUBIFD_TIF, PLAIN_JPG, META_TIF])
+async def test_every_tile_matches(iipsrv13: httpx.Client, client: httpx.AsyncClient, ident: str) -> None:
+    """Each JTL tile of each resolution (and one past the last): same status, size and bands; pixels
+    within JPEG noise (a stored JPEG tile passes through at its own quality, 1.3 re-encodes at Q75)."""
+    levels = (await ours(client, f"FIF={ident}&OBJ=Resolutions")).text.split(":")[1].strip().split(",")
+    tile = 256
     worst = 0.0
-    for res, ntiles in enumerate((1, 4, 12)):
-        for n in range(ntiles + 1):  # one past the end too
-            theirs = iipsrv13.get(f"?FIF={RGB_TIF}&JTL={res},{n}")
-            mine = await ours(client, f"FIF={RGB_TIF}&JTL={res},{n}")
+    for res, size in enumerate(levels):
+        w, h = (int(v) for v in size.split())
+        for n in range(-(-w // tile) * -(-h // tile) + 1):
+            theirs = iipsrv13.get(f"?FIF={ident}&JTL={res},{n}")
+            mine = await ours(client, f"FIF={ident}&JTL={res},{n}")
             assert mine.status_code == theirs.status_code, (res, n)
             if theirs.status_code == 200:
                 a, b = decode(mine.content), decode(theirs.content)
@@ -36,11 +40,14 @@ async def test_every_tile_matches(iipsrv13: httpx.Client, client: httpx.AsyncCli
 @pytest.mark.parametrize(
     "query",
     ["WID=400", "HEI=300", "WID=400&HEI=400", "WID=1000&HEI=100", "WID=500&RGN=0.25,0.25,0.5,0.5",
-     "WID=300&RGN=0.1,0.2,0.3,0.4", "WID=123", "HEI=77", "RGN=0.75,0.75,0.5,0.5&WID=100", "WID=6000"],
+     "WID=300&RGN=0.1,0.2,0.3,0.4", "WID=123", "HEI=77", "RGN=0.75,0.75,0.5,0.5&WID=100", "WID=6000",
+     "HEI=701", "WID=77&HEI=500", "RGN=0,0,1,1", "RGN=0.5,0.5,0.01,0.01&WID=50",
+     "RGN=0.9,0.1,0.1,0.8&HEI=200", "WID=1003", "WID=256&HEI=256&RGN=0.2,0.2,0.6,0.3"],
 )
-async def test_cvt_sizes_match(iipsrv13: httpx.Client, client: httpx.AsyncClient, query: str) -> None:
-    theirs = decode(iipsrv13.get(f"?FIF={RGB_1000}&{query}&CVT=jpeg").content)
-    mine = decode((await ours(client, f"FIF={RGB_1000}&{query}&CVT=jpeg")).content)
+@pytest.mark.parametrize("ident", [RGB_1000, RGB_TIF, GREY16_TIF, PLAIN_JPG])
+async def test_cvt_sizes_match(iipsrv13: httpx.Client, client: httpx.AsyncClient, query: str, ident: str) -> None:
+    theirs = decode(iipsrv13.get(f"?FIF={ident}&{query}&CVT=jpeg").content)
+    mine = decode((await ours(client, f"FIF={ident}&{query}&CVT=jpeg")).content)
     assert (mine.width, mine.height) == (theirs.width, theirs.height)
     assert mean_diff(mine, theirs) < 6
 
@@ -77,3 +84,14 @@ async def test_a_missing_resolution_is_404_not_the_banner(iipsrv13: httpx.Client
     theirs = iipsrv13.get(f"?FIF={RGB_TIF}&JTL=99,0")
     assert theirs.status_code == 200 and theirs.headers["content-type"] == "text/html"
     assert (await ours(client, f"FIF={RGB_TIF}&JTL=99,0")).status_code == 404
+
+
+async def test_cvt_of_a_region_without_a_size_is_the_region_at_full_resolution(
+        iipsrv13: httpx.Client, client: httpx.AsyncClient) -> None:
+    """1.3 stretches a region asked without WID/HEI to the whole image's size (aspect ratio lost: a bug,
+    View::getRequestSize); 1.1 and we send the region's own full-resolution pixels."""
+    query = f"FIF={RGB_1000}&RGN=0.333,0.25,0.2,0.6&CVT=jpeg"
+    theirs = decode(iipsrv13.get(f"?{query}").content)
+    mine = decode((await ours(client, query)).content)
+    assert (theirs.width, theirs.height) == (1000, 700)
+    assert (mine.width, mine.height) == (200, 420)

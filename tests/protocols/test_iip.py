@@ -174,8 +174,8 @@ async def test_subifd_pyramid_levels(client: httpx.AsyncClient) -> None:
         pytest.param("HEI=300", (429, 300), id="hei"),
         pytest.param("WID=400&HEI=400", (400, 280), id="box-wide"),
         pytest.param("WID=1000&HEI=100", (143, 100), id="box-tall"),
-        pytest.param("WID=500&RGN=0.25,0.25,0.5,0.5", (500, 350), id="rgn-wid"),
-        pytest.param("RGN=0,0,0.5,0.5", (502, 350), id="rgn-native"),
+        pytest.param("WID=500&RGN=0.25,0.25,0.5,0.5", (500, 349), id="rgn-wid"),  # 501.5 x 350.5 region
+        pytest.param("RGN=0,0,0.5,0.5", (502, 351), id="rgn-native"),  # halves round up, as C
         pytest.param("RGN=0.75,0.75,0.5,0.5&WID=100", (100, 70), id="rgn-partly-outside"),
         pytest.param("WID=6000", (5000, 3495), id="clamped-to-max-cvt"),
         pytest.param("", (1003, 701), id="full"),
@@ -194,8 +194,8 @@ async def test_cvt_region_pixels(image_root: Path, client: httpx.AsyncClient) ->
     """RGN at native size is a plain crop of full resolution."""
     r = await get(client, f"FIF={RGB_TIF}&RGN=0.5,0.5,0.25,0.25&CVT=png")
     full = pyvips.Image.tiffload(str(image_root / RGB_TIF))
-    x, y = round(0.5 * 1003), round(0.5 * 701)
-    expected = full.crop(x, y, round(0.75 * 1003) - x, round(0.75 * 701) - y)
+    x, y = 502, 351  # 501.5 and 350.5 round away from zero, as in C
+    expected = full.crop(x, y, 752 - x, 526 - y)
     assert max_diff(decode(r.content), expected) == 0
 
 

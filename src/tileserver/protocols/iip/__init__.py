@@ -6,6 +6,7 @@ that registered that query command (see `protocols/__init__.py`).
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from typing import Any
@@ -16,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from ...errors import ERROR_BODY_KEY, BadRequest, TileNotFound, TileServerError, plain_error
 from ...http import content_disposition, send_document, send_remembered, send_tile
-from ...levels import cap_size, fit_inside, iip_resolution_to_level, tile_index
+from ...levels import cap_size, iip_resolution_to_level, tile_index
 from ...models import Box, ImageMeta, Tile, TileRequest
 from ...settings import Settings
 from .grammar import CvtOut, EntryOut, IIPError, IIPQuery, TileOut, TilesOut, parse, split_query
@@ -40,30 +41,59 @@ def iip_error_body(exc: TileServerError, status: int) -> Response:
 
 
 # -- pure translation ---------------------------------------------------------------------------
-def region_box(meta: ImageMeta, region: tuple[float, float, float, float] | None) -> Box:
-    """RGN fractions -> full-resolution pixels, cropped at the image edge; outside -> 400."""
+def _round(v: float) -> int:
+    """C's round(): halves away from zero (Python's round() goes to the even neighbour)."""
+    return math.floor(v + 0.5)
+
+
+def _clipped(meta: ImageMeta, region: tuple[float, float, float, float] | None) -> tuple[float, ...]:
+    """RGN fractions cropped at the image edge, as (x0, y0, x1, y1); entirely outside -> 400."""
     if region is None:
-        return Box(0, 0, meta.width, meta.height)
+        return 0.0, 0.0, 1.0, 1.0
     x, y, w, h = region
     x0, y0 = min(max(x, 0.0), 1.0), min(max(y, 0.0), 1.0)
     x1, y1 = min(max(x + w, 0.0), 1.0), min(max(y + h, 0.0), 1.0)
-    px0, py0 = round(x0 * meta.width), round(y0 * meta.height)
-    px1, py1 = round(x1 * meta.width), round(y1 * meta.height)
     if x1 <= x0 or y1 <= y0:
         raise BadRequest("RGN lies entirely outside the image")
+    return x0, y0, x1, y1
+
+
+def region_box(meta: ImageMeta, region: tuple[float, float, float, float] | None) -> Box:
+    """RGN fractions -> full-resolution pixels, cropped at the image edge; outside -> 400."""
+    x0, y0, x1, y1 = _clipped(meta, region)
+    px0, py0 = _round(x0 * meta.width), _round(y0 * meta.height)
+    px1, py1 = _round(x1 * meta.width), _round(y1 * meta.height)
     return Box(px0, py0, max(px1 - px0, 1), max(py1 - py0, 1))
 
 
-def output_size(box: Box, width: int | None, height: int | None, settings: Settings) -> tuple[int, int]:
-    """WID/HEI (both: fit inside the box), without upscaling when it is off, capped by MAX_CVT /
-    max_area like iipsrv (CVT is for thumbnails and exports; it clamps rather than refuses)."""
-    w, h = fit_inside(box.w, box.h, width, height)
-    if not settings.allow_upscaling and (w > box.w or h > box.h):
+def output_size(meta: ImageMeta, region: tuple[float, float, float, float] | None, width: int | None,
+                height: int | None, settings: Settings) -> tuple[int, int]:
+    """CVT's output size as iipsrv 1.3 computes it (View::getRequestSize): the missing side of WID/HEI
+    from the region's exact aspect ratio in image pixels (not from its rounded pixel box), both given:
+    fit inside them; capped by MAX_CVT from the same ratio. Without WID and HEI the region comes at full
+    resolution (1.3 stretches it to the whole image's size instead: a bug we do not copy). No upscaling
+    when it is off; `max_area` caps the rest."""
+    x0, y0, x1, y1 = _clipped(meta, region)
+    rw, rh = (x1 - x0) * meta.width, (y1 - y0) * meta.height
+    ratio = rw / rh
+    if width and height:
+        if width / rw > height / rh:
+            width = None
+        else:
+            height = None
+    if width:
+        w, h = width, _round(width / ratio)
+    elif height:
+        w, h = _round(height * ratio), height
+    else:
+        box = region_box(meta, region)
         w, h = box.w, box.h
     limit = settings.max_size
-    if limit is not None and max(w, h) > limit:  # refit from the region, so the aspect ratio is exact
-        w, h = fit_inside(box.w, box.h, min(w, limit), min(h, limit))
-    return cap_size((w, h), None, settings.max_area)
+    if limit is not None and (w > limit or h > limit):
+        w, h = (limit, _round(limit / ratio)) if w > h else (_round(limit * ratio), limit) if h > w else (limit, limit)
+    if not settings.allow_upscaling and (w > _round(rw) or h > _round(rh)):
+        w, h = max(_round(rw), 1), max(_round(rh), 1)
+    return cap_size((max(w, 1), max(h, 1)), None, settings.max_area)
 
 
 def _view(q: IIPQuery, meta: ImageMeta) -> dict[str, Any]:
@@ -84,7 +114,7 @@ def to_tile_request(q: IIPQuery, meta: ImageMeta, settings: Settings) -> TileReq
         return TileRequest(tile=Tile(level, col, row), fmt=out.fmt, **common)
     if isinstance(out, CvtOut):
         box = region_box(meta, q.region)
-        size = output_size(box, q.width, q.height, settings)
+        size = output_size(meta, q.region, q.width, q.height, settings)
         return TileRequest(region=box, size=size, fmt=out.fmt, **common)
     raise BadRequest("no image output requested")
 
