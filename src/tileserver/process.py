@@ -128,10 +128,10 @@ def _grey(img: Any) -> Any:
     return img.colourspace("b-w")
 
 
-def orient(img: Any, mirror: bool, rotation: float, background: tuple[int, int, int], transparent: bool) -> Any:
+def orient(img: Any, mirror: bool, rotation: float, corner_fill: tuple[int, int, int], transparent: bool) -> Any:
     """Mirror (horizontal flip) first, then rotate clockwise. Non-right angles grow the canvas; the
     corners are transparent when `transparent` (an alpha band is added if there is none), else
-    `background` (its first value for grey images), opaque when the image has alpha."""
+    `corner_fill` (settings.rotation_fill; its first value for grey images), opaque when the image has alpha."""
     if mirror:
         img = img.fliphor()
     angle = rotation % 360
@@ -146,6 +146,6 @@ def orient(img: Any, mirror: bool, rotation: float, background: tuple[int, int, 
             img = img.bandjoin_const([255])
         fill = [0.0] * img.bands
     else:
-        colour = [float(c) for c in background] if colours >= 3 else [float(background[0])] * colours
+        colour = [float(c) for c in corner_fill] if colours >= 3 else [float(corner_fill[0])] * colours
         fill = colour[:colours] + [0.0] * (colours - len(colour)) + ([255.0] if alpha else [])
     return img.rotate(angle, background=fill)

@@ -129,7 +129,7 @@ def _render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest,
     img = read_pixels(reader, path, meta, req, settings.interpolation)
     img = to_8bit(img, meta, req.processing)
     img = apply_quality(img, req.quality)
-    img = orient(img, req.mirror, req.rotation, settings.background, transparent=req.fmt.has_alpha)
+    img = orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha)
     recoloured = req.quality in (Quality.GRAY, Quality.BITONAL) or bool(req.processing.colormap or
                                                                      req.processing.twist)
     q = req.encoder_quality if req.encoder_quality is not None else default_quality(req.fmt, settings)

@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 PROTOCOL_NAMES = ("iip", "iiif", "deepzoom", "zoomify")
 Interpolation = Literal["nearest", "linear", "cubic", "mitchell", "lanczos2", "lanczos3"]
+Channel = Annotated[int, Field(ge=0, le=255)]
+RGB = tuple[Channel, Channel, Channel]
 
 
 def _flag(value: str) -> bool:
@@ -120,7 +122,10 @@ class Settings(BaseSettings):
     allow_upscaling: bool = Field(True, description="Allow output larger than the source region")
     interpolation: Interpolation = Field("lanczos3", description="Resampling kernel")
     keep_icc: bool = Field(True, description="Embed the source ICC profile in outputs")
-    background: tuple[int, int, int] = Field((255, 255, 255), description="Fill for rotated JPEG corners")
+    background: RGB = Field((255, 255, 255), description="Colour behind transparent pixels in JPEG output "
+                            "(JSON list)")
+    rotation_fill: RGB = Field((0, 0, 0), description="Fill for the corners of rotated JPEG output, black as "
+                               "in libvips' own `rotate` (JSON list)")
     cors: str = Field("*", description="Access-Control-Allow-Origin value; empty disables CORS")
     base_url: str = Field("", description="Public base URL used in IIIF ids and redirects")
     cache_control: str = Field("max-age=86400", description="Cache-Control on successful responses")

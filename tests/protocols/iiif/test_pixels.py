@@ -12,7 +12,9 @@ import pytest
 import pyvips
 from starlette.applications import Starlette
 
+from tileserver.app import create_app
 from tileserver.models import OutputFormat
+from tileserver.settings import Settings
 
 from ...conftest import ALPHA_PNG, GREY16_TIF, PLAIN_JPG, RGB_TIF, STRIPED_TIF, SUBIFD_TIF, decode, max_diff, mean_diff
 
@@ -105,7 +107,7 @@ async def test_arbitrary_rotation(client: httpx.AsyncClient, fmt: str, bands: in
     if bands == 4:
         assert corner[3] == 0  # transparent background
     else:
-        assert min(corner) > 240  # the configured (white) background
+        assert max(corner) < 15  # the default rotation_fill: black, as libvips' own rotate
 
 
 # -- quality and format ---------------------------------------------------------------------------
@@ -201,11 +203,24 @@ async def test_tile_parity_with_iip(client: httpx.AsyncClient, image_root: Path,
 
 @pytest.mark.parametrize("angle", [1, 30, 45, 89, 135, 200, 359])
 async def test_arbitrary_rotation_pixels(client: httpx.AsyncClient, image_root: Path, angle: int) -> None:
-    """Covers the validator's rot_full_non90/rot_region_non90 (skipped there, see
-    tests/conformance/test_iiif_validator.py): content is the source region turned clockwise, on a
-    transparent background in PNG and on the configured white background in JPEG."""
+    """What the validator's rot_full_non90/rot_region_non90 check (tests/conformance/test_iiif_validator.py),
+    corners included: content is the source region turned clockwise, on a transparent background in PNG
+    and on the default rotation_fill (black, what `rotate` fills with by default) in JPEG."""
     crop = source(image_root).crop(100, 50, 300, 200)
     png = await image(client, f"100,50,300,200/max/{angle}/default.png")
     assert max_diff(png, crop.bandjoin(255).rotate(angle, background=[0, 0, 0, 0])) == 0
     jpg = await image(client, f"100,50,300,200/max/{angle}/default.jpg")
-    assert mean_diff(jpg, crop.rotate(angle, background=[255, 255, 255])) < 4  # JPEG noise on the texture
+    assert mean_diff(jpg, crop.rotate(angle)) < 4  # JPEG noise on the texture
+
+
+async def test_rotation_fill_and_background_settings(image_root: Path) -> None:
+    """`rotation_fill` colours rotated JPEG corners; `background` stays what transparent pixels of an
+    RGBA source are flattened onto (white by default, and unchanged by rotation_fill)."""
+    app = create_app(Settings(root=image_root, rotation_fill=(255, 0, 0)))
+    app.state.service.start()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        red = decode((await c.get(f"/iiif/3/{RGB_TIF}/0,0,300,200/max/30/default.jpg")).content)
+        flat = decode((await c.get(f"/iiif/3/{ALPHA_PNG.replace('/', '%2F')}/full/max/0/default.jpg")).content)
+    app.state.service.stop()
+    assert red.getpoint(1, 1) == pytest.approx([255, 0, 0], abs=12)
+    assert min(flat.getpoint(0, 0)) > 240  # alpha 0 at the origin of the RGBA pattern: white behind it
