@@ -154,7 +154,8 @@ class TileRequest:
 
     Either `tile` (a native tile, returned at its own size) or `region` (full-resolution pixels,
     resized to `size`) is set. Rotation is clockwise degrees, applied after mirroring (IIIF order).
-    `encoder_quality` None means the configured default for the format.
+    `encoder_quality` None means the configured default for the format. `page` selects one image of
+    a stack (`ImageMeta.stack`, 0 = the first); every page shares the levels of `ImageMeta.levels`.
     """
 
     ident: str
@@ -168,6 +169,7 @@ class TileRequest:
     processing: Processing = field(default=NO_PROCESSING)
     encoder_quality: int | None = None
     tiff_compression: str | None = None
+    page: int = 0
 
     def __post_init__(self) -> None:
         if (self.tile is None) == (self.region is None):

@@ -98,12 +98,13 @@ class StoredTiles:
             self._dirs[key] = (tf, pages)
         return tf, pages
 
-    def read(self, path: str, meta: ImageMeta, level: int, col: int, row: int, fmt: OutputFormat
-             ) -> StoredTile | None:
-        """The stored tile as a complete image file in `fmt`, or None when it is stored otherwise."""
+    def read(self, path: str, meta: ImageMeta, level: int, col: int, row: int, fmt: OutputFormat,
+             page: int = 0) -> StoredTile | None:
+        """The stored tile as a complete image file in `fmt`, or None when it is stored otherwise.
+        `page` is the image of a stack (its levels are TIFF page `lv.page + page`, as in reader.py)."""
         lv = meta.levels[level]
         tf, pages = self._directories(path, meta)
-        chain = pages[lv.page] if lv.page < len(pages) else []
+        chain = pages[lv.page + page] if lv.page + page < len(pages) else []
         ifd = chain[lv.subifd + 1] if lv.subifd + 1 < len(chain) else None
         if ifd is None or not _passable(ifd, fmt) or TILE_OFFSETS not in ifd.tags:
             return None

@@ -16,7 +16,7 @@ from .levels import source_box
 from .models import ImageMeta, OutputFormat, Quality, Rendered, TileRequest
 from .passthrough import stored_tile_of, unscaled_box
 from .process import apply_quality, orient, to_8bit
-from .reader import PyramidReader, vips_error
+from .reader import PyramidReader, check_page, vips_error
 from .settings import Settings
 
 RECODE_TILES = 4  # stored tiles one recoded response may be cut from (a DeepZoom overlap tile spans 4)
@@ -24,7 +24,7 @@ RECODE_TILES = 4  # stored tiles one recoded response may be cut from (a DeepZoo
 
 def read_pixels(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, kernel: str) -> Any:
     level, box = source_box(meta, req)
-    img = reader.read(path, meta, level, box)
+    img = reader.read(path, meta, level, box, req.page)
     return img if req.size is None else resize_exact(img, req.size, kernel)
 
 
@@ -54,7 +54,7 @@ def passthrough(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequ
     tile = stored_tile_of(meta, req)
     if tile is None:
         return None
-    stored = reader.stored_tile(path, meta, tile, req.fmt)
+    stored = reader.stored_tile(path, meta, tile, req.fmt, req.page)
     if stored is None:
         return None
     body = stored.data
@@ -74,7 +74,7 @@ def recode(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, 
     if req.fmt is not OutputFormat.JPEG or meta.loader != "tiffload" or meta.compression != "jpeg":
         return None
     found = unscaled_box(meta, req)
-    cut = _cut_stored(reader, path, meta, *found) if found is not None else None
+    cut = _cut_stored(reader, path, meta, *found, req.page) if found is not None else None
     if cut is None:
         return None
     pixels, icc = cut
@@ -83,8 +83,8 @@ def recode(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, 
     return Rendered(body, req.fmt.media_type, pixels.shape[1], pixels.shape[0])
 
 
-def _cut_stored(reader: PyramidReader, path: str, meta: ImageMeta, level: int, box: tuple[int, int, int, int]
-                ) -> tuple[Any, bytes | None] | None:
+def _cut_stored(reader: PyramidReader, path: str, meta: ImageMeta, level: int, box: tuple[int, int, int, int],
+                page: int) -> tuple[Any, bytes | None] | None:
     """(pixels, ICC profile) of `box` at `level`, decoded from the stored JPEG tiles it spans (at most
     `RECODE_TILES`); None when they are more, or not all stored as JPEG, or not decodable here."""
     x, y, w, h = box
@@ -96,7 +96,7 @@ def _cut_stored(reader: PyramidReader, path: str, meta: ImageMeta, level: int, b
     pieces, icc = [], None
     for row in rows:
         for col in cols:
-            stored = reader.stored_tile(path, meta, (level, col, row), OutputFormat.JPEG)
+            stored = reader.stored_tile(path, meta, (level, col, row), OutputFormat.JPEG, page)
             if stored is None:
                 return None
             try:
@@ -118,6 +118,7 @@ def _cut_stored(reader: PyramidReader, path: str, meta: ImageMeta, level: int, b
 
 
 def render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, settings: Settings) -> Rendered:
+    check_page(meta, req.page)
     try:
         return (passthrough(reader, path, meta, req, settings) or recode(reader, path, meta, req, settings)
                 or _render(reader, path, meta, req, settings))

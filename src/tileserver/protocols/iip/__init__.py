@@ -97,12 +97,16 @@ def output_size(meta: ImageMeta, region: tuple[float, float, float, float] | Non
 
 
 def _view(q: IIPQuery, meta: ImageMeta) -> dict[str, Any]:
-    """The TileRequest fields every IIP image output shares."""
-    if q.view[0] != 0 or q.view[1] not in (0, 90):
-        raise TileNotFound(f"view {q.view[0]},{q.view[1]} does not exist: this image has one view")
+    """The TileRequest fields every IIP image output shares. The view's x (SDS) is the page of an
+    image stack, 0..len(meta.stack)-1, and must be 0 for a single image (iipsrv 1.3 answers 404 for a
+    page a stack or SubIFD pyramid lacks); its y selects nothing in one file, and iipsrv ignores it."""
+    page = q.view[0]
+    if not 0 <= page < max(len(meta.stack), 1):
+        kind = f"a stack of {len(meta.stack)} images" if meta.stack else "one view"
+        raise TileNotFound(f"view {page},{q.view[1]} does not exist: this image has {kind}")
     return {"ident": meta.ident, "rotation": q.rotation, "mirror": q.mirror, "quality": q.quality,
             "processing": q.processing, "encoder_quality": q.encoder_quality,
-            "tiff_compression": q.tiff_codec}
+            "tiff_compression": q.tiff_codec, "page": page}
 
 
 def to_tile_request(q: IIPQuery, meta: ImageMeta, settings: Settings) -> TileRequest:
@@ -190,7 +194,7 @@ async def _til(request: Request, q: IIPQuery, meta: ImageMeta) -> Response:
         data = (await service.render(TileRequest(tile=tile, **common))).body
         parts.append(f"Tile,{q.output.resolution},{n},0/{len(data) + 8}:".encode())
         parts.append(struct.pack("4B", 0x02, 0, 0, 0) + bytes((0x00, 0x11, 0x00, 0x00)) + data + b"\r\n")
-    key = f"til:{q.output}:{q.processing}:{q.quality}:{q.encoder_quality}"
+    key = f"til:{q.output}:{q.view[0]}:{q.processing}:{q.quality}:{q.encoder_quality}"
     return send_document(request, b"".join(parts), NETFPX, meta, key)
 
 

@@ -167,11 +167,14 @@ def _qlt(q: IIPQuery, arg: str) -> IIPQuery:
 
 
 def _sds(q: IIPQuery, arg: str) -> IIPQuery:
+    """`SDS=x[,y]`: the view, x the horizontal (a stack's page, a sequence's horizontal angle), y the
+    vertical angle. `SDS=x` alone sets y to 0, as iipsrv 1.3 does (Task.cc SDS::run), not to the
+    default 90: e.g. `SDS=2` -> (2, 0), `SDS=2,90` -> (2, 90)."""
     parts = arg.split(",")
     if len(parts) > 2:
         raise malformed("sds", arg, "expected x[,y]")
     x = _int("sds", parts[0].strip())
-    y = _int("sds", parts[1].strip()) if len(parts) == 2 else 90
+    y = _int("sds", parts[1].strip()) if len(parts) == 2 else 0
     return replace(q, view=(x, y))
 
 
