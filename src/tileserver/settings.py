@@ -68,6 +68,7 @@ IIPSRV_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MAX_ICC": ("keep_icc", lambda v: int(v) != 0),
     "CODEC_PASSTHROUGH": ("passthrough", _flag),
     "IIIF_VERSION": ("iiif_version", lambda v: 2 if int(v) < 3 else 3),
+    "IIIF_DELIMITER": ("iiif_delimiter", str),
 }
 
 
@@ -138,6 +139,8 @@ class Settings(BaseSettings):
     virtual_tile_size: int = Field(256, ge=16, le=4096, description="Tile size for untiled sources")
     rights: str = Field("", description="Rights URI / copyright when the image carries none")
     iiif_version: Literal[2, 3] = Field(3, description="IIIF version answered at `/iiif/{id}`")
+    iiif_delimiter: str = Field("", description="Separator of a page index in IIIF identifiers: with `;`, "
+                                "`stack.tif;2` is page 2 of an image stack; empty: off (iipsrv IIIF_DELIMITER)")
     max_identifier_length: int = Field(1024, ge=16, description="Longest accepted identifier")
     deepzoom_tile_size: int | None = Field(None, ge=1, le=4096,
                                            description="DeepZoom TileSize (None: the file's own tile width)")

@@ -24,25 +24,43 @@ from ...models import ImageMeta, TileRequest
 from ...settings import Settings
 from .grammar import ImageParams, Limits, Version, canonical_region, canonical_size
 from .info import PROFILE_URI, Service, info_media_type, render_info
-from .urls import Target, decode, encode_ident, path_target, public_base, query_target, raw_query_value, raw_tail
+from .urls import (
+    Target,
+    decode,
+    encode_ident,
+    path_target,
+    public_base,
+    query_target,
+    raw_query_value,
+    raw_tail,
+    split_page,
+)
 
 ALLOW = "GET, HEAD, OPTIONS"
 
 
 # -- pure translation -------------------------------------------------------------------------------
-def to_tile_request(p: ImageParams, meta: ImageMeta, limits: Limits, version: Version) -> tuple[TileRequest, str]:
-    """The core request and the canonical `region/size/rotation/quality.format` path.
+def to_tile_request(p: ImageParams, meta: ImageMeta, limits: Limits, version: Version, page: int = 0
+                    ) -> tuple[TileRequest, str]:
+    """The core request and the canonical `region/size/rotation/quality.format` path; `page` is the
+    image of a stack the identifier names (`urls.split_page`), 404 when the stack has no such page.
 
     `0,0,1003,701/max/0/default.jpg` and `full/max/0/default.jpg` on a 1003x701 image both give
     `TileRequest(region=Box(0, 0, 1003, 701), size=(1003, 701))` and `full/max/0/default.jpg`."""
+    check_page(meta, page)
     box = p.region.box(meta.width, meta.height)
     size = p.size.resolve((box.w, box.h), limits, version)
     req = TileRequest(ident=meta.ident, fmt=p.fmt, region=box, size=size, rotation=p.rotation.angle,
-                      mirror=p.rotation.mirror, quality=p.quality)
+                      mirror=p.rotation.mirror, quality=p.quality, page=page)
     canonical = "/".join((canonical_region(box, meta.width, meta.height),
                           canonical_size(size, (box.w, box.h), limits, version),
                           p.rotation.canonical(), f"{p.quality.value}.{p.fmt.suffix}"))
     return req, canonical
+
+
+def check_page(meta: ImageMeta, page: int) -> None:
+    if not 0 <= page < max(len(meta.stack), 1):
+        raise NotFound(f"{meta.ident} has no page {page}")
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -64,17 +82,18 @@ def base_of(request: Request, path: str) -> str:
 
 # -- responses --------------------------------------------------------------------------------------
 async def answer(request: Request, target: Target, base: str, version: Version) -> Response:
-    """`base` is the image's public base URI (its `id`), without a trailing slash."""
+    """`base` is the image's public base URI (its `id`, page index included), without a trailing slash."""
+    target = split_page(target, request.app.state.settings.iiif_delimiter)
     if request.method == "OPTIONS":
         return Response(status_code=204, headers={"Allow": ALLOW})
     if target.kind == "redirect":
         return Response(status_code=303, headers={"Location": f"{base}/info.json"})
     if target.kind == "info":
-        return await info_response(request, target.ident, base, version)
+        return await info_response(request, target.ident, base, version, target.page)
     return await image_response(request, target, base, version)
 
 
-async def info_response(request: Request, ident: str, base: str, version: Version) -> Response:
+async def info_response(request: Request, ident: str, base: str, version: Version, page: int = 0) -> Response:
     service = request.app.state.service
     media_type = info_media_type(request.headers.get("accept", ""), version)
     key = f"iiif-info {version} {media_type} {base}"
@@ -82,6 +101,7 @@ async def info_response(request: Request, ident: str, base: str, version: Versio
     if doc is None:
         offer = await service_of(request)
         meta = await service.info(ident)
+        check_page(meta, page)  # every page shares the stack's sizes: one info.json apart from its id
         headers = {"Link": f'<{PROFILE_URI[version]}>;rel="profile"', "Vary": "Accept"}
         doc = service.remember_document(key, meta, render_info(meta, base, offer, version), media_type, headers)
     return send_doc(request, doc)
@@ -96,7 +116,7 @@ async def image_response(request: Request, target: Target, base: str, version: V
     region, size, rotation, filename = (decode(s) for s in target.params)
     params = ImageParams.parse(region, size, rotation, filename, version, offer.formats)
     meta = await request.app.state.service.info(target.ident)
-    req, canonical = to_tile_request(params, meta, offer.limits, version)
+    req, canonical = to_tile_request(params, meta, offer.limits, version, target.page)
     rendered = await request.app.state.service.render(req)
     headers = {"Link": f'<{PROFILE_URI[version]}>;rel="profile", <{base}/{canonical}>;rel="canonical"'}
     return send_tile(request, key, meta, req, rendered, headers)

@@ -30,6 +30,18 @@ class Target:
     kind: Literal["redirect", "info", "image"]
     ident: str
     params: tuple[str, ...] = ()
+    page: int = 0  # the page of an image stack named in the identifier (`split_page`)
+
+
+def split_page(target: Target, delimiter: str) -> Target:
+    """The page index that iipsrv's IIIF_DELIMITER appends to an identifier, split off: with `;`,
+    `stack.tif;2` is page 2 of `stack.tif`. The last delimiter counts, and only when digits alone
+    follow it (iipsrv reads any tail with `atoi`, so `a;b.tif` would be page 0 of `a`; here it stays
+    the file `a;b.tif`). No delimiter configured: the identifier is the file name as is."""
+    head, sep, tail = target.ident.rpartition(delimiter) if delimiter else ("", "", "")
+    if not sep or not head or not re.fullmatch(r"[0-9]{1,9}", tail):
+        return target
+    return Target(target.kind, head, target.params, int(tail))
 
 
 def decode(segment: str) -> str:
