@@ -20,9 +20,9 @@ from typing import TypeVar
 from .cache import ByteLRU, CountLRU
 from .encode import available_formats
 from .errors import NotFound
-from .models import ImageMeta, OutputFormat, Rendered, TileRequest
+from .models import ImageMeta, OutputFormat, Rendered, Samples, TileRequest
 from .reader import PyramidReader, configure_vips
-from .render import render
+from .render import render, samples
 from .settings import Settings
 from .source import Source
 
@@ -205,6 +205,12 @@ class TileService:
         out = replace(out, etag=etag_for(entry.meta, repr(req)))
         self.tiles.put(key, out, len(out.body) + 200)
         return out
+
+    async def samples(self, ident: str, level: int, box: tuple[int, int, int, int], page: int = 0) -> Samples:
+        """The source sample values of `box` at `level` (of stack page `page`), at full depth; not cached
+        (profiles and points are a few pixels, and their documents are answered with an ETag)."""
+        entry = await self._entry(ident)
+        return await self.run(samples, self.reader, entry.path, entry.meta, level, box, page)
 
     async def output_formats(self) -> tuple[OutputFormat, ...]:
         """The formats the installed libvips can write (probed once, in the pool), for protocols

@@ -127,10 +127,12 @@ class Box:
 
 @dataclass(frozen=True)
 class Processing:
-    """Pixel operations, applied in this order (as iipsrv): min/max normalisation, colour twist,
-    gamma/log, invert, colour map, contrast/stretch/equalisation."""
+    """Pixel operations, applied in this order (as iipsrv 1.3's JTL.cc and CVT.cc): min/max
+    normalisation, hill shading, colour twist, gamma/log, invert, colour map, convolution,
+    contrast/stretch/equalisation."""
 
     minmax: tuple[tuple[int, float, float], ...] = ()  # (channel or -1 for all, min, max)
+    shade: tuple[int, int] | None = None  # SHD light: degrees clockwise from 12 o'clock, degrees downwards
     twist: tuple[tuple[float, ...], ...] = ()  # rows = output bands, columns = input bands
     gamma: float | None = None
     log: bool = False
@@ -139,6 +141,7 @@ class Processing:
     contrast: float | None = None
     stretch: bool = False
     equalize: bool = False
+    convolution: tuple[float, ...] = ()  # CNV kernel, row-major, square with an odd side (1, 9 or 25 values)
 
     @property
     def is_identity(self) -> bool:
@@ -170,12 +173,26 @@ class TileRequest:
     encoder_quality: int | None = None
     tiff_compression: str | None = None
     page: int = 0
+    layers: int | None = None  # IIP LYR: JPEG 2000 quality layers to decode; None = all (see iip to_tile_request)
 
     def __post_init__(self) -> None:
         if (self.tile is None) == (self.region is None):
             raise ValueError("TileRequest needs exactly one of tile or region")
         if self.region is not None and self.size is None:
             raise ValueError("a region request needs an output size")
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Source sample values of a box at one level, at the source's own depth (no scaling to 8 bits):
+    row-major, bands interleaved (`values[(y * width + x) * bands + b]`). Ints for integer formats."""
+
+    width: int
+    height: int
+    bands: int
+    bits: int
+    floating: bool
+    values: tuple[float, ...]
 
 
 @dataclass(frozen=True)

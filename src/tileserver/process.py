@@ -1,6 +1,6 @@
 """Synchronous pixel operations on pyvips images: bit-depth reduction, iipsrv's processing chain
-(min/max, colour twist, gamma/log, invert, colour map, contrast, stretch, equalisation), output
-quality (colour / grey / bitonal), mirroring and rotation."""
+(min/max, hill shading, colour twist, gamma/log, invert, colour map, convolution, contrast, stretch,
+equalisation), output quality (colour / grey / bitonal), mirroring and rotation."""
 
 from __future__ import annotations
 
@@ -88,6 +88,8 @@ def _normalise(img: Any, ranges: tuple[tuple[float, ...], tuple[float, ...]] | N
 
 
 def _chain(x: Any, p: Processing) -> Any:
+    if p.shade is not None:
+        x = shade(x, *p.shade)
     if p.twist:
         if any(len(row) != x.bands for row in p.twist):
             raise BadRequest(f"CTW matrix needs {x.bands} columns for this image")
@@ -102,12 +104,45 @@ def _chain(x: Any, p: Processing) -> Any:
         grey = x if x.bands == 1 else x.bandmean()
         idx = (grey * 255).cast("uchar")
         x = idx.maplut(_colormap_lut(p.colormap)).cast("float") / 255.0
+    if p.convolution:
+        x = convolve(x, p.convolution)
     if p.contrast is not None:
         x = x * p.contrast
     if p.stretch:
         lo, hi = x.min(), x.max()
         x = (x - lo) / (hi - lo) if hi > lo else x
     return x
+
+
+def shade(x: Any, h_angle: int, v_angle: int) -> Any:
+    """Hill shading of a normal map (iipsrv 1.3 Transform::shade): each pixel's three normalised
+    bands are a surface normal n = 1 - 2 * v (all-zero pixels: no normal), lit from the unit vector of
+    (sin h, cos h, -sin v) (h clockwise from 12 o'clock, v downwards); out = clip(n . light / 2, 0, 1),
+    one band."""
+    if x.bands != 3:
+        raise BadRequest(f"SHD needs a 3-band image (a normal map); this one has {x.bands}")
+    h, v = math.radians(h_angle), math.radians(v_angle)
+    sy = math.cos(h)
+    sx = math.sqrt(max(0.0, 1.0 - sy * sy)) * (-1.0 if h_angle > 180 else 1.0)  # sin h, as 1.3 derives it
+    sz = -math.sin(v)
+    norm = math.sqrt(sx * sx + sy * sy + sz * sz)
+    light = pyvips.Image.new_from_array([[sx / norm, sy / norm, sz / norm]])
+    lit = (x * -2 + 1).recomb(light) * 0.5
+    lit = (x == 0).bandand().ifthenelse(0, lit)
+    return (lit < 0).ifthenelse(0, (lit > 1).ifthenelse(1, lit))
+
+
+def convolve(x: Any, kernel: tuple[float, ...]) -> Any:
+    """Correlate every band with a square kernel (row-major, not flipped), the image extended by
+    copying its edge pixels (iipsrv 1.3 Transform::convolution, 2025-04: edge extension, not wrap),
+    divided by the kernel's sum when that is positive."""
+    side = math.isqrt(len(kernel))
+    total = sum(kernel)
+    mask = pyvips.Image.new_from_array([list(kernel[r * side:(r + 1) * side]) for r in range(side)],
+                                       scale=total if total > 0 else 1.0)
+    # libvips extends the edges by copying, as 1.3 does (checked in the tests). Kernels with integer
+    # results come out exact; 1.3 rounds each product to a float and truncates some one level lower.
+    return x.conv(mask, precision="float")
 
 
 def apply_quality(img: Any, quality: Quality) -> Any:

@@ -13,7 +13,7 @@ import pyvips
 from . import jpeg
 from .encode import encode
 from .levels import source_box
-from .models import ImageMeta, OutputFormat, Quality, Rendered, TileRequest
+from .models import ImageMeta, OutputFormat, Quality, Rendered, Samples, TileRequest
 from .passthrough import stored_tile_of, unscaled_box
 from .process import apply_quality, orient, to_8bit
 from .reader import PyramidReader, check_page, vips_error
@@ -131,9 +131,24 @@ def _render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest,
     img = to_8bit(img, meta, req.processing)
     img = apply_quality(img, req.quality)
     img = orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha)
-    recoloured = req.quality in (Quality.GRAY, Quality.BITONAL) or bool(req.processing.colormap or
-                                                                     req.processing.twist)
+    p = req.processing  # the source profile no longer describes these pixels (iipsrv's View::maxICC)
+    recoloured = req.quality in (Quality.GRAY, Quality.BITONAL) or bool(p.colormap or p.twist or p.shade)
     q = req.encoder_quality if req.encoder_quality is not None else default_quality(req.fmt, settings)
     body = encode(img, req.fmt, q, tiff_compression=req.tiff_compression or settings.tiff_compression,
                   keep_icc=settings.keep_icc and not recoloured, background=settings.background)
     return Rendered(body, req.fmt.media_type, img.width, img.height)
+
+
+def samples(reader: PyramidReader, path: str, meta: ImageMeta, level: int, box: tuple[int, int, int, int],
+            page: int = 0) -> Samples:
+    """The source's own sample values in `box` of `level` (of stack page `page`), every band, at full
+    depth (IIP PFL and SPECTRA)."""
+    check_page(meta, page)
+    try:
+        img = reader.read(path, meta, level, box, page)
+        arr = img.numpy()
+    except pyvips.Error as exc:
+        raise vips_error(exc, meta.ident) from exc
+    floating = arr.dtype.kind == "f"
+    return Samples(img.width, img.height, img.bands, arr.dtype.itemsize * 8, floating,
+                   tuple(arr.reshape(-1).tolist()))

@@ -20,7 +20,19 @@ from ...http import content_disposition, send_document, send_remembered, send_ti
 from ...levels import cap_size, iip_resolution_to_level, tile_index
 from ...models import Box, ImageMeta, Tile, TileRequest
 from ...settings import Settings
-from .grammar import CvtOut, EntryOut, IIPError, IIPQuery, TileOut, TilesOut, parse, split_query
+from . import samples
+from .grammar import (
+    CvtOut,
+    EntryOut,
+    IIPError,
+    IIPQuery,
+    ProfileOut,
+    SpectraOut,
+    TileOut,
+    TilesOut,
+    parse,
+    split_query,
+)
 from .obj import obj_reply
 
 NETFPX = "application/vnd.netfpx"
@@ -106,7 +118,14 @@ def _view(q: IIPQuery, meta: ImageMeta) -> dict[str, Any]:
         raise TileNotFound(f"view {page},{q.view[1]} does not exist: this image has {kind}")
     return {"ident": meta.ident, "rotation": q.rotation, "mirror": q.mirror, "quality": q.quality,
             "processing": q.processing, "encoder_quality": q.encoder_quality,
-            "tiff_compression": q.tiff_codec, "page": page}
+            "tiff_compression": q.tiff_codec, "page": page, "layers": _layers(q, meta)}
+
+
+def _layers(q: IIPQuery, meta: ImageMeta) -> int | None:
+    """LYR's quality layers, carried only for JPEG 2000 sources (for others they change nothing, so
+    they must not split the tile cache). Not applied yet: libvips' jp2kload decodes every layer, so a
+    JPEG 2000 reader with layer control (reader.py) is where this will take effect."""
+    return q.layers if meta.loader.startswith("jp2k") else None
 
 
 def to_tile_request(q: IIPQuery, meta: ImageMeta, settings: Settings) -> TileRequest:
@@ -174,6 +193,8 @@ async def iip(request: Request) -> Response:
     assert meta is not None
     if isinstance(q.output, TilesOut):
         return await _til(request, q, meta)
+    if isinstance(q.output, ProfileOut | SpectraOut):
+        return await _samples(request, q.output, meta)
     req = to_tile_request(q, meta, request.app.state.settings)
     rendered = await service.render(req)
     headers = {}
@@ -196,6 +217,19 @@ async def _til(request: Request, q: IIPQuery, meta: ImageMeta) -> Response:
         parts.append(struct.pack("4B", 0x02, 0, 0, 0) + bytes((0x00, 0x11, 0x00, 0x00)) + data + b"\r\n")
     key = f"til:{q.output}:{q.view[0]}:{q.processing}:{q.quality}:{q.encoder_quality}"
     return send_document(request, b"".join(parts), NETFPX, meta, key)
+
+
+async def _samples(request: Request, out: ProfileOut | SpectraOut, meta: ImageMeta) -> Response:
+    """PFL (JSON) or SPECTRA (XML): the source's samples for every view (samples.py)."""
+    service = request.app.state.service
+    if isinstance(out, ProfileOut):
+        level, box = samples.profile_box(meta, out)
+    else:
+        level, box = samples.spectra_box(meta, out)
+    found = [(view, await service.samples(meta.ident, level, box, view[0])) for view in samples.views(meta)]
+    if isinstance(out, ProfileOut):
+        return send_document(request, samples.render_profile(found), samples.JSON, meta, f"pfl:{out}")
+    return send_document(request, samples.render_spectra(found), samples.XML, meta, f"spectra:{out}")
 
 
 ROUTES: list[BaseRoute] = [

@@ -3,7 +3,7 @@
 A request is `cmd=arg&cmd=arg...`, split on `&` and then on the first `=`, percent-decoded, with
 command names case-insensitive. Commands run in order, as in iipsrv: `FIF` names the image,
 modifiers (WID, HEI, RGN, QLT, CNT, ...) set up the view, and the first output command (JTL, TIL,
-CVT, or a protocol entry such as `IIIF=`) ends the request; anything after it is ignored. `OBJ`
+CVT, PFL, SPECTRA, or a protocol entry such as `IIIF=`) ends the request; anything after it is ignored. `OBJ`
 queries accumulate. Unlike iipsrv, malformed arguments are errors (`Error/..:2 1 CMD=arg`), never
 silently read as 0. Protocol reference: https://iipimage.sourceforge.io/documentation/protocol/
 
@@ -32,6 +32,12 @@ CVT_FORMATS = {"jpeg": OutputFormat.JPEG, "jpg": OutputFormat.JPEG, "png": Outpu
                "tif": OutputFormat.TIFF}
 TIFF_CODECS = {"none", "lzw", "deflate", "jpeg", "webp", "zstd"}
 COLORMAPS = {"hot", "cold", "jet", "blue", "green", "red"}
+KERNELS: dict[str, tuple[float, ...]] = {  # iipsrv 1.3's named CNV kernels (Task.cc CNV::run), row-major
+    "sobel": (-1, 0, 1, -2, 0, 2, -1, 0, 1), "prewitt": (1, 0, -1, 1, 0, -1, 1, 0, -1),
+    "scharr": (-3, 0, 3, -10, 0, 10, -3, 0, 3), "laplace": (-1, -1, -1, -1, 8, -1, -1, -1, -1),
+    "gaussian": (1, 2, 1, 2, 4, 2, 1, 2, 1), "sharpen": (0, -1, 0, -1, 5, -1, 0, -1, 0),
+    "emboss": (-2, -1, 0, -1, 1, 1, 0, 1, 2),
+}
 ENTRY_COMMANDS = {"iiif", "deepzoom", "zoomify"}  # handed to other protocols (issues #3, #4)
 
 
@@ -80,7 +86,28 @@ class EntryOut:
     arg: str
 
 
-Output = TileOut | TilesOut | CvtOut | EntryOut
+@dataclass(frozen=True)
+class ProfileOut:
+    """`PFL=r:x1,y1-x2,y2`: sample values along a row or column of resolution r, end excluded."""
+
+    resolution: int
+    x: int
+    y: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class SpectraOut:
+    """`SPECTRA=r,t,x,y`: every view's (and band's) value at pixel x,y of tile t of resolution r."""
+
+    resolution: int
+    tile: int
+    x: int
+    y: int
+
+
+Output = TileOut | TilesOut | CvtOut | EntryOut | ProfileOut | SpectraOut
 
 
 @dataclass(frozen=True)
@@ -98,6 +125,7 @@ class IIPQuery:
     mirror: bool = False
     quality: Quality = Quality.DEFAULT
     processing: Processing = field(default_factory=Processing)
+    layers: int | None = None
     raw: str = ""
 
 
@@ -250,6 +278,78 @@ def _minmax(q: IIPQuery, arg: str) -> IIPQuery:
     return _proc(q, minmax=(*q.processing.minmax, (ch, lo, hi)))
 
 
+def _cnv(q: IIPQuery, arg: str) -> IIPQuery:
+    """`CNV=name` (sobel, prewitt, scharr, laplace, gaussian, sharpen, emboss) or `CNV=[k,k,...]`, a
+    square kernel of odd side up to 5 (1, 9 or 25 numbers, row-major; brackets optional, as in 1.3):
+    `CNV=[0,-1,0,-1,5,-1,0,-1,0]` is `sharpen`. iipsrv 1.3 silently ignores a kernel of another size
+    and reads an unknown name as the 1x1 kernel [0] (a black image); both are 400 here."""
+    body = arg.strip()
+    if body.startswith("[") and body.endswith("]"):
+        body = body[1:-1].strip()
+    named = KERNELS.get(body.lower())
+    if named is not None:
+        return _proc(q, convolution=named)
+    values = [v.strip() for v in body.split(",")]
+    if not all(NUM.fullmatch(v) and math.isfinite(float(v)) for v in values):
+        raise malformed("cnv", arg, f"expected one of {', '.join(KERNELS)} or [k,k,...] of numbers")
+    if len(values) not in (1, 9, 25):
+        raise malformed("cnv", arg, "a kernel is 1x1, 3x3 or 5x5: 1, 9 or 25 numbers")
+    return _proc(q, convolution=tuple(float(v) for v in values))
+
+
+def _shd(q: IIPQuery, arg: str) -> IIPQuery:
+    """`SHD=h,v`: hill shading lit from h degrees clockwise from 12 o'clock (0..360), v degrees
+    downwards from the horizontal (-90..90), integers as in 1.3 (which reads them with atoi)."""
+    m = re.fullmatch(r"(\d{1,3}),([-+]?\d{1,2})", arg.replace(" ", ""))
+    if not m or int(m[1]) > 360 or abs(int(m[2])) > 90:
+        raise malformed("shd", arg, "expected h,v: integer degrees, h 0..360, v -90..90")
+    return _proc(q, shade=(int(m[1]), int(m[2])))
+
+
+def _lyr(q: IIPQuery, arg: str) -> IIPQuery:
+    """`LYR=n`: JPEG 2000 quality layers to decode, 1..256 (1.3 logs a value outside and uses it)."""
+    n = _int("lyr", arg.strip())
+    if not 1 <= n <= 256:
+        raise malformed("lyr", arg, "quality layers must be 1..256")
+    return replace(q, layers=n)
+
+
+def _icc(q: IIPQuery, arg: str) -> IIPQuery:
+    """`ICC=...`: accepted and ignored, as in iipsrv 1.3 (its ICC command is compiled out)."""
+    return q
+
+
+def _jtls(q: IIPQuery, arg: str) -> IIPQuery:
+    """`JTLS=x,r,n,y`, iipsrv's legacy tile command: view x,y (as `SDS=x,y`) then `JTL=r,n`."""
+    x, r, n, y = _ints("jtls", arg, 4)
+    return replace(q, view=(x, y), output=TileOut(r, n, OutputFormat.JPEG))
+
+
+def _pfl(q: IIPQuery, arg: str) -> IIPQuery:
+    """`PFL=r:x1,y1-x2,y2` (or `r:x,y`, one pixel): a profile along a row (y2 = y1, x2 > x1) or a
+    column (x2 = x1, y2 > y1) of resolution r, in that level's pixels, x2/y2 excluded as in 1.3:
+    `PFL=2:10,10-13,10` is pixels 10..12 of row 10. 1.3 reads any other line as a row from x1 (or a
+    point) and unparsable numbers as 0; both are 400 here."""
+    m = re.fullmatch(r"(\d{1,9}):(\d{1,9}),(\d{1,9})(?:-(\d{1,9}),(\d{1,9}))?", arg.replace(" ", ""))
+    if not m:
+        raise malformed("pfl", arg, "expected resolution:x1,y1-x2,y2 or resolution:x,y")
+    r, x1, y1 = int(m[1]), int(m[2]), int(m[3])
+    x2, y2 = (int(m[4]), int(m[5])) if m[4] else (x1, y1)
+    if (x2, y2) == (x1, y1):
+        return replace(q, output=ProfileOut(r, x1, y1, 1, 1))
+    if y2 == y1 and x2 > x1:
+        return replace(q, output=ProfileOut(r, x1, y1, x2 - x1, 1))
+    if x2 == x1 and y2 > y1:
+        return replace(q, output=ProfileOut(r, x1, y1, 1, y2 - y1))
+    raise malformed("pfl", arg, "a profile runs left to right along a row or top to bottom down a column")
+
+
+def _spectra(q: IIPQuery, arg: str) -> IIPQuery:
+    """`SPECTRA=r,t,x,y`: the values at pixel x,y of tile t of resolution r, e.g. `SPECTRA=2,0,10,10`."""
+    r, t, x, y = _ints("spectra", arg, 4)
+    return replace(q, output=SpectraOut(r, t, x, y))
+
+
 def _tile(cmd: str) -> Callable[[IIPQuery, str], IIPQuery]:
     def handler(q: IIPQuery, arg: str) -> IIPQuery:
         r, n = _ints(cmd, arg, 2)
@@ -278,6 +378,7 @@ COMMANDS: dict[str, Callable[[IIPQuery, str], IIPQuery]] = {
     "fif": _fif, "obj": _obj, "wid": _wid, "hei": _hei, "rgn": _rgn, "qlt": _qlt, "sds": _sds,
     "cnt": _cnt, "gam": _gam, "inv": _inv, "cmp": _cmp, "ctw": _ctw, "col": _col, "rot": _rot,
     "minmax": _minmax, "til": _til, "cvt": _cvt, **{c: _tile(c) for c in TILE_FORMATS},
+    "cnv": _cnv, "shd": _shd, "lyr": _lyr, "icc": _icc, "jtls": _jtls, "pfl": _pfl, "spectra": _spectra,
 }
 
 
