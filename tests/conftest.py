@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from tileserver.app import create_app
 from tileserver.settings import Settings
 
+from .sequence_images import make_sequences
 from .stack_images import make_stacks
 
 RGB_TIF = "rgb-3lvl-1003x701-tiled-jpeg.tif"
@@ -65,6 +66,7 @@ def make_images(root: Path) -> None:
     pattern(64, 64).tiffsave(str(outside / "secret.tif"))
     os.symlink(outside / "secret.tif", root / "escape.tif")
     make_stacks(root)
+    make_sequences(root)
 
 
 def write_meta_tiffs(root: Path) -> None:

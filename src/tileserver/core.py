@@ -73,7 +73,7 @@ class TileService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.source = Source(settings.root, settings.filename_prefix, settings.filename_suffix,
-                             settings.max_identifier_length)
+                             settings.max_identifier_length, settings.filename_pattern)
         self.reader = PyramidReader(settings.virtual_tile_size, settings.open_images,
                                      int(settings.decoded_cache_mb * 1024 * 1024))
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)
@@ -135,15 +135,31 @@ class TileService:
             done.exception()  # retrieved here too: every waiter may have gone (client disconnects)
 
     def _load(self, ident: str, old: _Entry | None, now: float) -> _Entry:
-        path = self.source.resolve(ident)
-        if old is not None and old.path == path:
-            try:
-                st = os.stat(path)
-            except OSError as exc:
-                raise NotFound(f"image not found: {ident}") from exc
-            if st.st_mtime == old.meta.mtime and st.st_size == old.meta.file_size:
-                return replace(old, checked=now)
+        try:
+            path = self.source.resolve(ident)
+        except NotFound:
+            return self._load_sequence(ident, old, now)  # no such file: maybe an image sequence
+        if old is not None and old.path == path and old.meta.sequence is None and self._unchanged(path, old):
+            return replace(old, checked=now)
         return _Entry(self.reader.info(path, ident), path, now)
+
+    def _load_sequence(self, ident: str, old: _Entry | None, now: float) -> _Entry:
+        """An image sequence's metadata: its first view's (000_090, as iipsrv 1.3) with its views. Kept
+        while the first view's file and the list of views are unchanged; each view is an identifier of
+        its own (`Sequence.member`), cached and checked as any file."""
+        seq = self.source.sequence(ident)
+        path = self.source.resolve(seq.member(0, 90))
+        if old is not None and old.path == path and old.meta.sequence == seq and self._unchanged(path, old):
+            return replace(old, checked=now)
+        return _Entry(replace(self.reader.info(path, ident), sequence=seq), path, now)
+
+    @staticmethod
+    def _unchanged(path: str, old: _Entry) -> bool:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise NotFound(f"image not found: {old.meta.ident}") from exc
+        return st.st_mtime == old.meta.mtime and st.st_size == old.meta.file_size
 
     # -- hot path: protocols may skip parsing a URL they have seen before ---------------------------
     async def recall(self, key: str) -> Translation | None:
@@ -225,5 +241,8 @@ class TileService:
 
 
 def etag_for(meta: ImageMeta, key: str) -> str:
-    h = hashlib.blake2b(f"{meta.mtime}:{meta.file_size}:{key}".encode(), digest_size=10)
+    """The ETag of `key`'s response for the image `meta`: it changes with the image's file, its identifier
+    (two files may share mtime and size: a sequence's views often do) and a sequence's list of views."""
+    views = f":{meta.views}" if meta.views is not None else ""
+    h = hashlib.blake2b(f"{meta.mtime}:{meta.file_size}:{meta.ident}{views}:{key}".encode(), digest_size=10)
     return f'"{h.hexdigest()}"'

@@ -71,8 +71,26 @@ class StackItem:
 
 
 @dataclass(frozen=True)
+class Sequence:
+    """An image sequence as iipsrv 1.3 defines it: one image file per view, named by its horizontal and
+    vertical angle (`seq_pyr_010_090.tif`: 10 and 90 degrees). `stem` is the members' identifier up to the
+    angles (`sub/seq_pyr_`), `ext` their extension; the views are the sorted horizontal angles of the files
+    at vertical angle 90 and the sorted vertical angles of the files at horizontal angle 0."""
+
+    stem: str
+    ext: str
+    horizontal: tuple[int, ...]
+    vertical: tuple[int, ...]
+
+    def member(self, x: int, y: int) -> str:
+        """The identifier of view `x`, `y` (angles padded to 3 digits, as 1.3 names them); it may not exist."""
+        return f"{self.stem}{x:03d}_{y:03d}.{self.ext}"
+
+
+@dataclass(frozen=True)
 class ImageMeta:
-    """What a protocol may know about an image: sizes, levels, bands, metadata. No paths."""
+    """What a protocol may know about an image: sizes, levels, bands, metadata. No paths. For an image
+    sequence (`sequence` set) every field but `ident` and `sequence` is its first view's (000_090)."""
 
     ident: str
     width: int
@@ -94,6 +112,12 @@ class ImageMeta:
     compression: str = ""  # stored tile compression of the TIFF levels ("jpeg", "webp", ...)
     stack: tuple[StackItem, ...] = ()  # the pages of an image stack, in page order; () for a single image
     resolution: tuple[float, float, int] | None = None  # TIFF XResolution, YResolution, ResolutionUnit as stored
+    sequence: Sequence | None = None  # an image sequence: the rest describes its first view, 0,90
+
+    @property
+    def views(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """A sequence's horizontal and vertical angles; None for one image file."""
+        return None if self.sequence is None else (self.sequence.horizontal, self.sequence.vertical)
 
     @property
     def tile_size(self) -> tuple[int, int]:

@@ -69,6 +69,7 @@ IIPSRV_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CODEC_PASSTHROUGH": ("passthrough", _flag),
     "IIIF_VERSION": ("iiif_version", lambda v: 2 if int(v) < 3 else 3),
     "IIIF_DELIMITER": ("iiif_delimiter", str),
+    "FILENAME_PATTERN": ("filename_pattern", str),
 }
 
 
@@ -107,6 +108,8 @@ class Settings(BaseSettings):
     root: Path = Field(Path("images"), description="Image root folder; nothing outside it is read")
     filename_prefix: str = Field("", description="Prepended to every identifier's file name")
     filename_suffix: str = Field("", description="Appended to every identifier (e.g. `.tif`)")
+    filename_pattern: str = Field("_pyr_", description="Separator of an image sequence's name and view angles: "
+                                  "IIP `FIF=seq` is the files `seq_pyr_XXX_YYY.tif` (iipsrv FILENAME_PATTERN)")
     host: str = Field("127.0.0.1", description="Bind address for `tileserver serve`")
     port: int = Field(8000, ge=0, le=65535, description="Bind port")
     workers: int = Field(1, ge=1, le=64, description="Server processes")
@@ -170,6 +173,13 @@ class Settings(BaseSettings):
             raise ValueError(f"deepzoom_overlap ({self.deepzoom_overlap}) must be smaller than "
                              f"deepzoom_tile_size ({self.deepzoom_tile_size})")
         return self
+
+    @field_validator("filename_pattern")
+    @classmethod
+    def _plain_pattern(cls, v: str) -> str:
+        if any(c in v for c in "/\\\x00"):
+            raise ValueError("filename_pattern must not contain '/', '\\' or NUL: it is part of one file name")
+        return v
 
     @field_validator("viewer_assets", mode="before")
     @classmethod

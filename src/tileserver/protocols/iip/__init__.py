@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 import os
 import struct
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from ...errors import ERROR_BODY_KEY, BadRequest, TileNotFound, TileServerError, plain_error
+from ...errors import ERROR_BODY_KEY, BadRequest, NotFound, TileNotFound, TileServerError, plain_error
 from ...http import content_disposition, send_document, send_remembered, send_tile
 from ...levels import cap_size, iip_resolution_to_level, tile_index
 from ...models import Box, ImageMeta, Tile, TileRequest
@@ -111,7 +112,8 @@ def output_size(meta: ImageMeta, region: tuple[float, float, float, float] | Non
 def _view(q: IIPQuery, meta: ImageMeta) -> dict[str, Any]:
     """The TileRequest fields every IIP image output shares. The view's x (SDS) is the page of an
     image stack, 0..len(meta.stack)-1, and must be 0 for a single image (iipsrv 1.3 answers 404 for a
-    page a stack or SubIFD pyramid lacks); its y selects nothing in one file, and iipsrv ignores it."""
+    page a stack or SubIFD pyramid lacks); its y selects nothing in one file, and iipsrv ignores it.
+    For an image sequence, `_sequence_view` has already put the file SDS names in place of `meta`."""
     page = q.view[0]
     if not 0 <= page < max(len(meta.stack), 1):
         kind = f"a stack of {len(meta.stack)} images" if meta.stack else "one view"
@@ -192,9 +194,10 @@ async def iip(request: Request) -> Response:
         return send_document(request, reply.body, reply.media_type, meta, key, headers)
     assert meta is not None
     if isinstance(q.output, TilesOut):
-        return await _til(request, q, meta)
+        return await _til(request, *await _sequence_view(request, q, meta))
     if isinstance(q.output, ProfileOut | SpectraOut):
         return await _samples(request, q.output, meta)
+    q, meta = await _sequence_view(request, q, meta)
     req = to_tile_request(q, meta, request.app.state.settings)
     rendered = await service.render(req)
     headers = {}
@@ -203,6 +206,25 @@ async def iip(request: Request) -> Response:
         kind = "attachment" if request.method == "POST" else "inline"
         headers["Content-Disposition"] = content_disposition(kind, f"{stem}.{req.fmt.suffix}")
     return send_tile(request, memo_key, meta, req, rendered, headers)
+
+
+async def _sequence_view(request: Request, q: IIPQuery, meta: ImageMeta) -> tuple[IIPQuery, ImageMeta]:
+    """For an image sequence, the file SDS x,y names (iipsrv 1.3 opens `<name>_pyr_XXX_YYY.tif` for
+    tiles and CVT; `SDS=x` alone means y 0) and the query of its one view; a view the sequence lacks
+    is a 404. Any other image comes back as it is."""
+    if meta.sequence is None:
+        return q, meta
+    x, y = q.view
+    missing = TileNotFound(f"view {x},{y} does not exist in the image sequence {meta.ident}")
+    if x < 0 or y < 0:
+        raise missing
+    try:
+        member: ImageMeta = await request.app.state.service.info(meta.sequence.member(x, y))
+    except NotFound as exc:
+        raise missing from exc
+    if member.sequence is not None:
+        raise missing
+    return replace(q, view=(0, 90)), member
 
 
 async def _til(request: Request, q: IIPQuery, meta: ImageMeta) -> Response:

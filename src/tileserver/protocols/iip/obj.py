@@ -107,8 +107,15 @@ def _dpi(meta: ImageMeta) -> list[str]:
 
 
 def horizontal_views(meta: ImageMeta) -> list[int]:
-    """The views (SDS x): the pages of a stack, else the one view 0."""
+    """The views (SDS x): a sequence's horizontal angles, the pages of a stack, else the one view 0."""
+    if meta.views is not None:
+        return list(meta.views[0])
     return list(range(len(meta.stack))) if len(meta.stack) > 1 else [0]
+
+
+def vertical_views(meta: ImageMeta) -> list[int]:
+    """The vertical views (SDS y): a sequence's vertical angles, else the one view 90."""
+    return list(meta.views[1]) if meta.views is not None else [90]
 
 
 def _json_string(value: str) -> str:
@@ -141,7 +148,7 @@ IMAGE_OBJECTS: dict[str, ImageObj] = {
     "max-size": lambda m, q: [_max_size(m, q)],
     "tile-size": lambda m, q: [f"Tile-size:{m.tile_size[0]} {m.tile_size[1]}"],
     "bits-per-channel": lambda m, q: [f"Bits-per-channel:{m.bits}"],
-    "vertical-views": lambda m, q: ["Vertical-views:90"],
+    "vertical-views": lambda m, q: ["Vertical-views:" + " ".join(map(str, vertical_views(m)))],
     "horizontal-views": lambda m, q: ["Horizontal-views:" + " ".join(map(str, horizontal_views(m)))],
     "min-max-sample-values": lambda m, q: [_minmax(m)],
     "resolutions": lambda m, q: ["Resolutions:" + ",".join(f"{lv.width} {lv.height}" for lv in reversed(m.levels))],
