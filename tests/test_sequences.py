@@ -164,6 +164,16 @@ def test_members_are_ordinary_identifiers(tmp_path: Path, kwargs: dict[str, Any]
     assert src.resolve(src.sequence(ident).member(0, 90)) == str(tmp_path / member)
 
 
+def test_unknown_name_scans_no_folder(image_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a first view (a few stats), no glob: a flood of unknown names costs no folder scans."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("globbed")
+
+    monkeypatch.setattr("tileserver.source.glob.iglob", refuse)
+    with pytest.raises(NotFound):
+        Source(image_root).sequence("nothing")
+
+
 @pytest.mark.parametrize("ident", ["nothing", "seq_pyr_000", "se", RGB_TIF + "x"])
 def test_not_a_sequence(image_root: Path, ident: str) -> None:
     with pytest.raises(NotFound) as exc:
@@ -340,16 +350,36 @@ def test_obj_views_pure(image_root: Path) -> None:
                                                                          b"Horizontal-views:0 5 355\r\n")
 
 
-# -- a sequence whose views differ in size ----------------------------------------------------------------
+# -- a sequence that changes, a sequence whose views differ in size ------------------------------------------
 @pytest.fixture
 async def mixed(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """`m`: view 0,90 is 301 x 203, view 10,90 is 140 x 90 (one tile)."""
+    """`m`: view 0,90 is 301 x 203, view 10,90 is 140 x 90 (one tile); files checked on every request."""
     write_view(tmp_path / member_name("m", 0, 90), *SEQ_SIZE, 0)
     write_view(tmp_path / member_name("m", 10, 90), 140, 90, 1)
     application = create_app(Settings(root=tmp_path, stat_interval=0))
     async with application.router.lifespan_context(application), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=application), base_url="http://testserver") as c:
         yield c
+
+
+async def test_added_view_changes_the_reply_and_etag(mixed: httpx.AsyncClient, tmp_path: Path) -> None:
+    """Asked twice first, so the reply is remembered (documents, replay): a new file is still seen."""
+    query = "FIF=m&OBJ=Horizontal-views"
+    before = [await iip(mixed, query) for _ in range(2)]
+    assert before[0].content == before[1].content == b"Horizontal-views:0 10\r\n"
+    shutil.copy(tmp_path / member_name("m", 10, 90), tmp_path / member_name("m", 20, 90))
+    after = await iip(mixed, query)
+    assert after.content == b"Horizontal-views:0 10 20\r\n"
+    assert after.headers["etag"] != before[0].headers["etag"]
+    stale = {"If-None-Match": before[0].headers["etag"]}
+    assert (await mixed.get(f"/fcgi-bin/iipsrv.fcgi?{query}", headers=stale)).status_code == 200
+
+
+async def test_removed_view_is_404(mixed: httpx.AsyncClient, tmp_path: Path) -> None:
+    query = "FIF=m&SDS=10,90&JTL=0,0"
+    assert [(await iip(mixed, query)).status_code for _ in range(2)] == [200, 200]
+    (tmp_path / member_name("m", 10, 90)).unlink()
+    assert (await iip(mixed, query)).status_code == 404
 
 
 async def test_each_view_has_its_own_grid(mixed: httpx.AsyncClient) -> None:

@@ -60,7 +60,7 @@ class Source:
         head, _, name = ident.rpartition("/")
         folder_rel, _, start = ((head + "/" if head else "") + self.prefix + name + self.pattern).rpartition("/")
         folder = os.path.realpath(os.path.join(self.root, folder_rel))
-        if os.path.commonpath([self.root, folder]) != self.root or not os.path.isdir(folder):
+        if os.path.commonpath([self.root, folder]) != self.root or not self._has_first_view(folder, start):
             raise NotFound(f"image not found: {ident}")
         names = list(islice(glob.iglob(glob.escape(start) + "*", root_dir=folder), self.max_sequence_files + 1))
         if len(names) > self.max_sequence_files:
@@ -76,6 +76,13 @@ class Source:
         return Sequence(stem=(head + "/" if head else "") + name + self.pattern, ext=firsts[0],
                         horizontal=tuple(sorted(x for x, y in found if y == FIRST_VIEW[1])),
                         vertical=tuple(sorted(y for x, y in found if x == FIRST_VIEW[0])))
+
+    def _has_first_view(self, folder: str, start: str) -> bool:
+        """Whether a first view 000_090 may be there, by a few stats (image extensions in lower and upper
+        case), so that an unknown identifier costs no scan of its folder."""
+        base = os.path.join(folder, start + "000_090")
+        return any(os.path.lexists(base + spelling + self.suffix)
+                   for ext in IMAGE_SUFFIXES for spelling in {ext, ext.upper()})
 
     def _views(self, folder: str, start: str, names: list[str]) -> dict[str, set[tuple[int, int]]]:
         """{extension: {(x, y)}} of the files `start` + `XXX_YYY.ext` + suffix among `names`: image
