@@ -1,7 +1,9 @@
 """IIP's two sample-value commands, as pure functions around one core read (`TileService.samples`):
 `PFL` (a line profile, JSON) and `SPECTRA` (the values at one pixel, XML), both of the source's own
-samples at full depth (16-bit stays 16-bit), every band, for every view of the image (each page of
-an image stack, or the image's one view, named "0").
+samples at full depth (16-bit stays 16-bit), every band, for every view of the image: each page of
+an image stack; each horizontal angle of an image sequence (its spectral bands in 1.3), file
+`XXX_YYY` with YYY the vertical angle of `SDS` (90 without SDS, 0 for `SDS=x` alone), named by the
+angle (`"10"`) as 1.3 prints it; or the image's one view, named "0".
 
 Wire formats, from iipsrv 1.3's PFL.cc and SPECTRA.cc, checked against 1.3 itself:
 
@@ -15,6 +17,8 @@ Wire formats, from iipsrv 1.3's PFL.cc and SPECTRA.cc, checked against 1.3 itsel
   65535 (16-bit), `%f`. 1.3 reads sample y * tile_width + x of the tile's interleaved buffer, which
   is the pixel's value only for one-band images away from edge tiles; we read pixel x,y itself and,
   for multi-band images, give one point per band, named `<view>:<band>` (`0:0`, `0:1`, `0:2`).
+- A sequence member missing at the vertical angle asked (1.3 lists the horizontal angles at 90) is
+  our 404; 1.3's PFL is a 404 too, its SPECTRA a 200 whose XML breaks off into its 404 text.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import math
 import struct
 import xml.etree.ElementTree as ET
+from typing import NamedTuple
 
 from ...errors import BadRequest, TileNotFound
 from ...levels import iip_resolution_to_level, tile_box, tile_index
@@ -31,15 +36,27 @@ from .grammar import ProfileOut, SpectraOut
 
 JSON = "application/json"
 XML = "application/xml"
-View = tuple[int, str, float]  # (page, name, scale)
 
 
-def views(meta: ImageMeta) -> list[View]:
-    """The views PFL and SPECTRA report: a stack's pages (named by DocumentName, else their number,
-    scaled by StoNits), or the image's single view 0."""
+class View(NamedTuple):
+    ident: str  # the image read: the image itself, or a sequence's member file
+    page: int  # a stack's page
+    name: str
+    scale: float
+
+
+def views(meta: ImageMeta, vertical: int = 90) -> list[View]:
+    """The views PFL and SPECTRA report: a sequence's horizontal angles at `vertical` (as 1.3 loops over
+    `getHorizontalViewsList()` with the session's vertical angle; a member that is not there is the
+    caller's 404), a stack's pages (named by DocumentName, else their number, scaled by StoNits), or
+    the image's single view 0."""
+    if meta.sequence is not None:
+        if vertical < 0:
+            raise TileNotFound(f"view angle {vertical} does not exist in the image sequence {meta.ident}")
+        return [View(meta.sequence.member(x, vertical), 0, str(x), 1.0) for x in meta.sequence.horizontal]
     if not meta.stack:
-        return [(0, "0", 1.0)]
-    return [(i, item.name or str(i), item.scale) for i, item in enumerate(meta.stack)]
+        return [View(meta.ident, 0, "0", 1.0)]
+    return [View(meta.ident, i, item.name or str(i), item.scale) for i, item in enumerate(meta.stack)]
 
 
 def profile_box(meta: ImageMeta, out: ProfileOut) -> tuple[int, tuple[int, int, int, int]]:
@@ -63,6 +80,10 @@ def spectra_box(meta: ImageMeta, out: SpectraOut) -> tuple[int, tuple[int, int, 
     return level, (x0 + out.x, y0 + out.y, 1, 1)
 
 
+def sample_box(meta: ImageMeta, out: ProfileOut | SpectraOut) -> tuple[int, tuple[int, int, int, int]]:
+    return profile_box(meta, out) if isinstance(out, ProfileOut) else spectra_box(meta, out)
+
+
 def _profile_value(v: float, scale: float, floating: bool) -> float | int | None:
     """A sample as 1.3 prints it: integers bare, floats to 9 decimals; NaN/infinity as null."""
     v = v * scale
@@ -76,8 +97,9 @@ def _profile_value(v: float, scale: float, floating: bool) -> float | int | None
 def render_profile(found: list[tuple[View, Samples]]) -> bytes:
     """1.3's layout (`{\n\t"profile": [...]\n}`, pages one per line), every value and name
     written by json.dumps."""
-    lists = [(name, json.dumps([_profile_value(v, scale, s.floating) for v in s.values], separators=(",", ":")))
-             for (_, name, scale), s in found]
+    lists = [(view.name, json.dumps([_profile_value(v, view.scale, s.floating) for v in s.values],
+                                    separators=(",", ":")))
+             for view, s in found]
     if len(lists) == 1:
         return f'{{\n\t"profile": {lists[0][1]}\n}}'.encode()
     pages = ",\n".join(f"\t\t{json.dumps(name)}: {values}" for name, values in lists)
@@ -93,10 +115,10 @@ def _reflectance(v: float, bits: int, floating: bool) -> str:
 
 def render_spectra(found: list[tuple[View, Samples]]) -> bytes:
     root = ET.Element("spectra")
-    for (_, name, _), s in found:
+    for view, s in found:
         for band, v in enumerate(s.values[: s.bands]):
             point = ET.SubElement(root, "point")
-            ET.SubElement(point, "wavelength").text = name if s.bands == 1 else f"{name}:{band}"
+            ET.SubElement(point, "wavelength").text = view.name if s.bands == 1 else f"{view.name}:{band}"
             ET.SubElement(point, "reflectance").text = _reflectance(v, s.bits, s.floating)
     ET.indent(root, space="\t")
     text: str = ET.tostring(root, encoding="unicode")
