@@ -11,15 +11,20 @@ import numpy as np
 import pyvips
 
 from . import jpeg
+from .cache import ByteLRU
 from .encode import encode
 from .levels import source_box
 from .models import ImageMeta, OutputFormat, Quality, Rendered, Samples, TileRequest
 from .passthrough import stored_tile_of, unscaled_box
-from .process import apply_quality, orient, to_8bit
+from .process import Histogram, histogram, needs_histogram, orient, process
 from .reader import PyramidReader, check_page, vips_error
 from .settings import Settings
 
 RECODE_TILES = 4  # stored tiles one recoded response may be cut from (a DeepZoom overlap tile spans 4)
+# Per-image histograms (contrast stretch, binary threshold, equalisation), by file, mtime, size and
+# stack page: 256 counts each, so a few thousand images fit in a few MB.
+HISTOGRAMS: ByteLRU[tuple[str, float, int, int], Histogram] = ByteLRU(8 << 20)
+HISTOGRAM_BYTES = 2048
 
 
 def read_pixels(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, kernel: str) -> Any:
@@ -128,8 +133,8 @@ def render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, 
 
 def _render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, settings: Settings) -> Rendered:
     img = read_pixels(reader, path, meta, req, settings.interpolation)
-    img = to_8bit(img, meta, req.processing)
-    img = apply_quality(img, req.quality)
+    hist = image_histogram(reader, path, meta, req.page) if needs_histogram(req.processing, req.quality) else None
+    img = process(img, meta, req.processing, req.quality, hist)
     img = orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha)
     p = req.processing  # the source profile no longer describes these pixels (iipsrv's View::maxICC)
     recoloured = req.quality in (Quality.GRAY, Quality.BITONAL) or bool(p.colormap or p.twist or p.shade)
@@ -137,6 +142,19 @@ def _render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest,
     body = encode(img, req.fmt, q, tiff_compression=req.tiff_compression or settings.tiff_compression,
                   keep_icc=settings.keep_icc and not recoloured, background=settings.background)
     return Rendered(body, req.fmt.media_type, img.width, img.height)
+
+
+def image_histogram(reader: PyramidReader, path: str, meta: ImageMeta, page: int) -> Histogram:
+    """The image's histogram from its smallest level (as iipsrv 1.3: once per image, not per tile),
+    kept until the file changes."""
+    key = (path, meta.mtime, meta.file_size, page)
+    found = HISTOGRAMS.get(key)
+    if found is None:
+        smallest = len(meta.levels) - 1
+        lv = meta.levels[smallest]
+        found = histogram(reader.read(path, meta, smallest, (0, 0, lv.width, lv.height), page), meta)
+        HISTOGRAMS.put(key, found, HISTOGRAM_BYTES)
+    return found
 
 
 def samples(reader: PyramidReader, path: str, meta: ImageMeta, level: int, box: tuple[int, int, int, int],
