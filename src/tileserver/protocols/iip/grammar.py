@@ -6,6 +6,8 @@ modifiers (WID, HEI, RGN, QLT, CNT, ...) set up the view, and the first output c
 CVT, PFL, SPECTRA, or a protocol entry such as `IIIF=`) ends the request; anything after it is ignored. `OBJ`
 queries accumulate. Unlike iipsrv, malformed arguments are errors (`Error/..:2 1 CMD=arg`), never
 silently read as 0. Protocol reference: https://iipimage.sourceforge.io/documentation/protocol/
+The query's values live in `query.py`, the pixel modifiers' parsers in `modifiers.py`; this module holds
+the other commands, the command table and `parse`.
 
 Example: `FIF=a.tif&WID=400&RGN=0,0,0.5,0.5&CVT=jpeg` ->
 `IIPQuery(fif="a.tif", width=400, region=(0, 0, 0.5, 0.5), output=Cvt(OutputFormat.JPEG))`.
@@ -13,142 +15,38 @@ Example: `FIF=a.tif&WID=400&RGN=0,0,0.5,0.5&CVT=jpeg` ->
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from urllib.parse import parse_qsl
 
-from ...errors import BadRequest
-from ...models import OutputFormat, Processing, Quality
+from ...models import OutputFormat
+from .modifiers import KERNELS, MODIFIERS
+from .query import (
+    CvtOut,
+    EntryOut,
+    IIPError,
+    IIPQuery,
+    ProfileOut,
+    SpectraOut,
+    TileOut,
+    TilesOut,
+    float_arg,
+    int_arg,
+    ints_arg,
+    malformed,
+)
 
-INT = re.compile(r"\d{1,9}")
-FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
-NUM = re.compile(FLOAT)
+__all__ = ["KERNELS", "CvtOut", "EntryOut", "IIPError", "IIPQuery", "ProfileOut", "SpectraOut", "TileOut",
+           "TilesOut", "parse", "split_query"]
+
 TILE_FORMATS = {"jtl": OutputFormat.JPEG, "ptl": OutputFormat.PNG, "wtl": OutputFormat.WEBP,
                 "atl": OutputFormat.AVIF, "ttl": OutputFormat.TIFF}
 CVT_FORMATS = {"jpeg": OutputFormat.JPEG, "jpg": OutputFormat.JPEG, "png": OutputFormat.PNG,
                "webp": OutputFormat.WEBP, "avif": OutputFormat.AVIF, "tiff": OutputFormat.TIFF,
                "tif": OutputFormat.TIFF}
 TIFF_CODECS = {"none", "lzw", "deflate", "jpeg", "webp", "zstd"}
-COLORMAPS = {"hot", "cold", "jet", "blue", "green", "red"}
-KERNELS: dict[str, tuple[float, ...]] = {  # iipsrv 1.3's named CNV kernels (Task.cc CNV::run), row-major
-    "sobel": (-1, 0, 1, -2, 0, 2, -1, 0, 1), "prewitt": (1, 0, -1, 1, 0, -1, 1, 0, -1),
-    "scharr": (-3, 0, 3, -10, 0, 10, -3, 0, 3), "laplace": (-1, -1, -1, -1, 8, -1, -1, -1, -1),
-    "gaussian": (1, 2, 1, 2, 4, 2, 1, 2, 1), "sharpen": (0, -1, 0, -1, 5, -1, 0, -1, 0),
-    "emboss": (-2, -1, 0, -1, 1, 1, 0, 1, 2),
-}
 ENTRY_COMMANDS = {"iiif", "deepzoom", "zoomify"}  # handed to other protocols (issues #3, #4)
-
-
-class IIPError(BadRequest):
-    """An IIP protocol error, answered as `Error/<len>:<class> <number> <arg>` (400)."""
-
-    def __init__(self, code: str, arg: str, message: str = "") -> None:
-        super().__init__(message or f"IIP error {code} {arg}")
-        self.code = code
-        self.arg = arg
-
-    @property
-    def body(self) -> str:
-        text = f"{self.code} {self.arg}"
-        return f"Error/{len(text)}:{text}\r\n"
-
-
-def malformed(cmd: str, arg: str, why: str) -> IIPError:
-    return IIPError("2 1", f"{cmd.upper()}={arg}", f"malformed {cmd.upper()}: {why}")
-
-
-@dataclass(frozen=True)
-class TileOut:
-    resolution: int
-    index: int
-    fmt: OutputFormat
-
-
-@dataclass(frozen=True)
-class TilesOut:
-    resolution: int
-    start: int
-    end: int
-
-
-@dataclass(frozen=True)
-class CvtOut:
-    fmt: OutputFormat
-
-
-@dataclass(frozen=True)
-class EntryOut:
-    """`IIIF=`, `DeepZoom=` or `Zoomify=`: served by that protocol's query handler."""
-
-    protocol: str
-    arg: str
-
-
-@dataclass(frozen=True)
-class ProfileOut:
-    """`PFL=r:x1,y1-x2,y2`: sample values along a row or column of resolution r, end excluded."""
-
-    resolution: int
-    x: int
-    y: int
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class SpectraOut:
-    """`SPECTRA=r,t,x,y`: every view's (and band's) value at pixel x,y of tile t of resolution r."""
-
-    resolution: int
-    tile: int
-    x: int
-    y: int
-
-
-Output = TileOut | TilesOut | CvtOut | EntryOut | ProfileOut | SpectraOut
-
-
-@dataclass(frozen=True)
-class IIPQuery:
-    fif: str | None = None
-    objs: tuple[str, ...] = ()
-    output: Output | None = None
-    width: int | None = None
-    height: int | None = None
-    region: tuple[float, float, float, float] | None = None
-    encoder_quality: int | None = None
-    tiff_codec: str | None = None
-    view: tuple[int, int] = (0, 90)
-    rotation: float = 0.0
-    mirror: bool = False
-    quality: Quality = Quality.DEFAULT
-    processing: Processing = field(default_factory=Processing)
-    layers: int | None = None
-    raw: str = ""
-
-
-def _int(cmd: str, arg: str) -> int:
-    if not INT.fullmatch(arg):
-        raise malformed(cmd, arg, "expected a non-negative integer")
-    return int(arg)
-
-
-def _float(cmd: str, arg: str) -> float:
-    if not NUM.fullmatch(arg):
-        raise malformed(cmd, arg, "expected a number")
-    value = float(arg)
-    if not math.isfinite(value):
-        raise malformed(cmd, arg, "expected a finite number")
-    return value
-
-
-def _ints(cmd: str, arg: str, n: int) -> list[int]:
-    parts = arg.split(",")
-    if len(parts) != n:
-        raise malformed(cmd, arg, f"expected {n} comma-separated integers")
-    return [_int(cmd, p.strip()) for p in parts]
 
 
 # -- one function per command: (query so far, argument) -> query ---------------------------------
@@ -161,14 +59,14 @@ def _obj(q: IIPQuery, arg: str) -> IIPQuery:
 
 
 def _wid(q: IIPQuery, arg: str) -> IIPQuery:
-    n = _int("wid", arg)
+    n = int_arg("wid", arg)
     if n < 1:
         raise malformed("wid", arg, "width must be at least 1")
     return replace(q, width=n)
 
 
 def _hei(q: IIPQuery, arg: str) -> IIPQuery:
-    n = _int("hei", arg)
+    n = int_arg("hei", arg)
     if n < 1:
         raise malformed("hei", arg, "height must be at least 1")
     return replace(q, height=n)
@@ -178,7 +76,7 @@ def _rgn(q: IIPQuery, arg: str) -> IIPQuery:
     parts = arg.split(",")
     if len(parts) != 4:
         raise malformed("rgn", arg, "expected x,y,w,h as fractions of the image")
-    x, y, w, h = (_float("rgn", p.strip()) for p in parts)
+    x, y, w, h = (float_arg("rgn", p.strip()) for p in parts)
     if w <= 0 or h <= 0:
         raise malformed("rgn", arg, "width and height must be positive")
     return replace(q, region=(x, y, w, h))
@@ -201,114 +99,22 @@ def _sds(q: IIPQuery, arg: str) -> IIPQuery:
     parts = arg.split(",")
     if len(parts) > 2:
         raise malformed("sds", arg, "expected x[,y]")
-    x = _int("sds", parts[0].strip())
-    y = _int("sds", parts[1].strip()) if len(parts) == 2 else 0
+    x = int_arg("sds", parts[0].strip())
+    y = int_arg("sds", parts[1].strip()) if len(parts) == 2 else 0
     return replace(q, view=(x, y))
-
-
-def _proc(q: IIPQuery, **changes: object) -> IIPQuery:
-    return replace(q, processing=replace(q.processing, **changes))  # type: ignore[arg-type]
-
-
-def _cnt(q: IIPQuery, arg: str) -> IIPQuery:
-    low = arg.lower()
-    if low in ("eq", "equalization", "equalisation"):
-        return _proc(q, equalize=True)
-    if low in ("st", "stretch"):
-        return _proc(q, stretch=True)
-    return _proc(q, contrast=_float("cnt", arg))
-
-
-def _gam(q: IIPQuery, arg: str) -> IIPQuery:
-    if arg.lower() in ("log", "logarithm"):
-        return _proc(q, log=True)
-    g = _float("gam", arg)
-    if g <= 0:
-        raise malformed("gam", arg, "gamma must be positive")
-    return _proc(q, gamma=g)
-
-
-def _inv(q: IIPQuery, arg: str) -> IIPQuery:
-    return _proc(q, invert=True)
-
-
-def _cmp(q: IIPQuery, arg: str) -> IIPQuery:
-    if arg.lower() not in COLORMAPS:
-        raise malformed("cmp", arg, f"colour map must be one of {', '.join(sorted(COLORMAPS))}")
-    return _proc(q, colormap=arg.lower())
-
-
-def _ctw(q: IIPQuery, arg: str) -> IIPQuery:
-    body = arg.strip()
-    if body.startswith("[") and body.endswith("]"):
-        body = body[1:-1]
-    matrix = tuple(tuple(_float("ctw", v.strip()) for v in r.split(",")) for r in body.split(";"))
-    if not matrix or len({len(r) for r in matrix}) != 1 or len(matrix) > 4 or len(matrix[0]) > 16:
-        raise malformed("ctw", arg, "expected [a,b,c;d,e,f;...] with equal row lengths")
-    return _proc(q, twist=matrix)
-
-
-def _col(q: IIPQuery, arg: str) -> IIPQuery:
-    low = arg.lower()
-    if low in ("grey", "gray"):
-        return replace(q, quality=Quality.GRAY)
-    if low == "binary":
-        return replace(q, quality=Quality.BITONAL)
-    if low in ("color", "colour"):
-        return replace(q, quality=Quality.COLOR)
-    raise malformed("col", arg, "expected grey, gray or binary")
 
 
 def _rot(q: IIPQuery, arg: str) -> IIPQuery:
     mirror = arg.startswith("!")
-    angle = _float("rot", arg[1:] if mirror else arg)
+    angle = float_arg("rot", arg[1:] if mirror else arg)
     if not 0 <= angle <= 360:
         raise malformed("rot", arg, "angle must be 0..360")
     return replace(q, rotation=angle % 360, mirror=mirror)
 
 
-def _minmax(q: IIPQuery, arg: str) -> IIPQuery:
-    m = re.fullmatch(rf"(-|\d{{1,3}}):({FLOAT}),({FLOAT})", arg.strip())
-    if not m:
-        raise malformed("minmax", arg, "expected channel:min,max")
-    ch = -1 if m[1] == "-" else int(m[1])
-    lo, hi = float(m[2]), float(m[3])
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        raise malformed("minmax", arg, "max must be greater than min")
-    return _proc(q, minmax=(*q.processing.minmax, (ch, lo, hi)))
-
-
-def _cnv(q: IIPQuery, arg: str) -> IIPQuery:
-    """`CNV=name` (sobel, prewitt, scharr, laplace, gaussian, sharpen, emboss) or `CNV=[k,k,...]`, a
-    square kernel of odd side up to 5 (1, 9 or 25 numbers, row-major; brackets optional, as in 1.3):
-    `CNV=[0,-1,0,-1,5,-1,0,-1,0]` is `sharpen`. iipsrv 1.3 silently ignores a kernel of another size
-    and reads an unknown name as the 1x1 kernel [0] (a black image); both are 400 here."""
-    body = arg.strip()
-    if body.startswith("[") and body.endswith("]"):
-        body = body[1:-1].strip()
-    named = KERNELS.get(body.lower())
-    if named is not None:
-        return _proc(q, convolution=named)
-    values = [v.strip() for v in body.split(",")]
-    if not all(NUM.fullmatch(v) and math.isfinite(float(v)) for v in values):
-        raise malformed("cnv", arg, f"expected one of {', '.join(KERNELS)} or [k,k,...] of numbers")
-    if len(values) not in (1, 9, 25):
-        raise malformed("cnv", arg, "a kernel is 1x1, 3x3 or 5x5: 1, 9 or 25 numbers")
-    return _proc(q, convolution=tuple(float(v) for v in values))
-
-
-def _shd(q: IIPQuery, arg: str) -> IIPQuery:
-    """`SHD=h,v`: hill shading lit from h degrees clockwise from 12 o'clock (0..360), v degrees
-    downwards from the horizontal (-90..90), integers as in 1.3 (which reads them with atoi)."""
-    m = re.fullmatch(r"(\d{1,3}),([-+]?\d{1,2})", arg.replace(" ", ""))
-    if not m or int(m[1]) > 360 or abs(int(m[2])) > 90:
-        raise malformed("shd", arg, "expected h,v: integer degrees, h 0..360, v -90..90")
-    return _proc(q, shade=(int(m[1]), int(m[2])))
-
-
 def _lyr(q: IIPQuery, arg: str) -> IIPQuery:
     """`LYR=n`: JPEG 2000 quality layers to decode, 1..256 (1.3 logs a value outside and uses it)."""
-    n = _int("lyr", arg.strip())
+    n = int_arg("lyr", arg.strip())
     if not 1 <= n <= 256:
         raise malformed("lyr", arg, "quality layers must be 1..256")
     return replace(q, layers=n)
@@ -321,7 +127,7 @@ def _icc(q: IIPQuery, arg: str) -> IIPQuery:
 
 def _jtls(q: IIPQuery, arg: str) -> IIPQuery:
     """`JTLS=x,r,n,y`, iipsrv's legacy tile command: view x,y (as `SDS=x,y`) then `JTL=r,n`."""
-    x, r, n, y = _ints("jtls", arg, 4)
+    x, r, n, y = ints_arg("jtls", arg, 4)
     return replace(q, view=(x, y), output=TileOut(r, n, OutputFormat.JPEG))
 
 
@@ -346,13 +152,13 @@ def _pfl(q: IIPQuery, arg: str) -> IIPQuery:
 
 def _spectra(q: IIPQuery, arg: str) -> IIPQuery:
     """`SPECTRA=r,t,x,y`: the values at pixel x,y of tile t of resolution r, e.g. `SPECTRA=2,0,10,10`."""
-    r, t, x, y = _ints("spectra", arg, 4)
+    r, t, x, y = ints_arg("spectra", arg, 4)
     return replace(q, output=SpectraOut(r, t, x, y))
 
 
 def _tile(cmd: str) -> Callable[[IIPQuery, str], IIPQuery]:
     def handler(q: IIPQuery, arg: str) -> IIPQuery:
-        r, n = _ints(cmd, arg, 2)
+        r, n = ints_arg(cmd, arg, 2)
         return replace(q, output=TileOut(r, n, TILE_FORMATS[cmd]))
 
     return handler
@@ -375,10 +181,9 @@ def _cvt(q: IIPQuery, arg: str) -> IIPQuery:
 
 
 COMMANDS: dict[str, Callable[[IIPQuery, str], IIPQuery]] = {
-    "fif": _fif, "obj": _obj, "wid": _wid, "hei": _hei, "rgn": _rgn, "qlt": _qlt, "sds": _sds,
-    "cnt": _cnt, "gam": _gam, "inv": _inv, "cmp": _cmp, "ctw": _ctw, "col": _col, "rot": _rot,
-    "minmax": _minmax, "til": _til, "cvt": _cvt, **{c: _tile(c) for c in TILE_FORMATS},
-    "cnv": _cnv, "shd": _shd, "lyr": _lyr, "icc": _icc, "jtls": _jtls, "pfl": _pfl, "spectra": _spectra,
+    "fif": _fif, "obj": _obj, "wid": _wid, "hei": _hei, "rgn": _rgn, "qlt": _qlt, "sds": _sds, "rot": _rot,
+    "til": _til, "cvt": _cvt, **{c: _tile(c) for c in TILE_FORMATS}, **MODIFIERS,
+    "lyr": _lyr, "icc": _icc, "jtls": _jtls, "pfl": _pfl, "spectra": _spectra,
 }
 
 
