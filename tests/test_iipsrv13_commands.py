@@ -114,11 +114,6 @@ async def test_cnv_in_the_pipeline_order(iipsrv13: httpx.Client, client: httpx.A
     """Convolution after gamma, inversion and colour map, before contrast, as 1.3 (JTL.cc)."""
     query = f"FIF={RGB_TIF}&{extra}&CNV=sobel&JTL=1,0"
     mine, theirs = decode((await ours(client, query)).content), decode(iipsrv13.get(f"?{query}").content)
-    if extra == "CMP=jet":  # our jet colour map is not 1.3's (a separate difference): compare CMP alone too
-        cm = decode((await ours(client, f"FIF={RGB_TIF}&CMP=jet&JTL=1,0")).content)
-        ct = decode(iipsrv13.get(f"?FIF={RGB_TIF}&CMP=jet&JTL=1,0").content)
-        assert mean_diff(mine, theirs) <= mean_diff(cm, ct) + JPEG_NOISE
-        return
     assert mean_diff(mine, theirs) < JPEG_NOISE
 
 
