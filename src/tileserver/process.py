@@ -146,7 +146,9 @@ def float_processing(p: Processing) -> bool:
 def to_8bit(img: Any, meta: ImageMeta, p: Processing, hist: Histogram | None = None) -> Any:
     """Normalise to 0..1 using the sample range (MINMAX, or the histogram's range for a contrast
     stretch), run the processing chain, return uchar. Without float processing 8-bit pixels pass
-    through untouched and wider ones keep their top 8 bits (1.3's scale_to_8bit)."""
+    through untouched and full-range wider ones keep their top 8 bits (1.3's scale_to_8bit); 1.3
+    shifts a narrower declared range (SMaxSampleValue 4095 in 16 bits) too, leaving it dark unless
+    processed: we scale it through its range."""
     if meta.colorspace in ("lab", "cmyk", "xyz"):
         img = img.colourspace("srgb")
         meta_bits, fmt_range = 8, None
@@ -184,7 +186,8 @@ def _stretch_range(hist: Histogram | None, meta: ImageMeta, bits: int, bands: in
     """CNT=st: every band's range becomes the histogram's used bins (replacing MINMAX), in sample
     values: 8-bit bins as they are; wider integers lo + bin * (hi - lo + 1) / 256 (1.3's bin << (bits
     - 8) for a full-range image); floats lo + bin * (hi - lo) / 256 (1.3 uses the bin number itself, a
-    bug: the histogram was scaled through the sample range)."""
+    bug: the histogram was scaled through the sample range). 1.3 fills `bits` entries rather than one
+    per band (past the end for an image with more bands than bits); every band is what it means."""
     if hist is None:
         raise ValueError("a contrast stretch needs the image's histogram")
     n0, n1 = hist.bounds()
