@@ -126,6 +126,8 @@ class PyramidReader:
         # decoded levels kept in memory: virtual levels, and small stored levels read as a whole
         self._decoded: ByteLRU[tuple[str, float, int, int], Any] = ByteLRU(decoded_cache_bytes)
         self._stored = StoredTiles()
+        # small values derived from a whole image (render's histograms), kept while its file is unchanged
+        self.derived: ByteLRU[tuple[str, float, int, int], Any] = ByteLRU(8 << 20)
 
     # -- metadata -----------------------------------------------------------------------------
     def info(self, path: str, ident: str) -> ImageMeta:

@@ -11,7 +11,6 @@ import numpy as np
 import pyvips
 
 from . import jpeg
-from .cache import ByteLRU
 from .encode import encode
 from .levels import source_box
 from .models import ImageMeta, OutputFormat, Quality, Rendered, Samples, TileRequest
@@ -23,7 +22,6 @@ from .settings import Settings
 RECODE_TILES = 4  # stored tiles one recoded response may be cut from (a DeepZoom overlap tile spans 4)
 # Per-image histograms (contrast stretch, binary threshold, equalisation), by file, mtime, size and
 # stack page: 256 counts each, so a few thousand images fit in a few MB.
-HISTOGRAMS: ByteLRU[tuple[str, float, int, int], Histogram] = ByteLRU(8 << 20)
 HISTOGRAM_BYTES = 2048
 
 
@@ -148,12 +146,12 @@ def image_histogram(reader: PyramidReader, path: str, meta: ImageMeta, page: int
     """The image's histogram from its smallest level (as iipsrv 1.3: once per image, not per tile),
     kept until the file changes."""
     key = (path, meta.mtime, meta.file_size, page)
-    found = HISTOGRAMS.get(key)
+    found: Histogram | None = reader.derived.get(key)
     if found is None:
         smallest = len(meta.levels) - 1
         lv = meta.levels[smallest]
         found = histogram(reader.read(path, meta, smallest, (0, 0, lv.width, lv.height), page), meta)
-        HISTOGRAMS.put(key, found, HISTOGRAM_BYTES)
+        reader.derived.put(key, found, HISTOGRAM_BYTES)
     return found
 
 
