@@ -95,3 +95,15 @@ async def test_cvt_of_a_region_without_a_size_is_the_region_at_full_resolution(
     mine = decode((await ours(client, query)).content)
     assert (theirs.width, theirs.height) == (1000, 700)
     assert (mine.width, mine.height) == (200, 420)
+
+
+@pytest.mark.parametrize("tile", [0, 1, 5, 11])
+async def test_rot_180_tiles_are_the_turned_image_s_tiles(iipsrv13: httpx.Client, client: httpx.AsyncClient,
+                                                          tile: int) -> None:
+    """1.3 answers ROT=180 with tile n of the image turned upside down (its last-but-n tile, rotated)."""
+    query = f"FIF={RGB_TIF}&ROT=180&PTL=2,{tile}"
+    theirs, mine = decode(iipsrv13.get(f"?{query}").content), decode((await ours(client, query)).content)
+    assert (mine.width, mine.height) == (theirs.width, theirs.height)
+    assert mean_diff(mine, theirs) == 0
+    plain = decode((await ours(client, f"FIF={RGB_TIF}&PTL=2,{11 - tile}")).content)
+    assert mean_diff(mine, plain.rot180()) == 0

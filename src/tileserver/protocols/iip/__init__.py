@@ -135,7 +135,11 @@ def to_tile_request(q: IIPQuery, meta: ImageMeta, settings: Settings) -> TileReq
     out = q.output
     if isinstance(out, TileOut):
         level = iip_resolution_to_level(meta, out.resolution)
-        col, row = tile_index(meta.levels[level], out.index)
+        lv = meta.levels[level]
+        index = out.index
+        if int(q.rotation) % 360 == 180 and index < lv.columns() * lv.rows():
+            index = lv.columns() * lv.rows() - 1 - index  # as iipsrv 1.3: tile n of the turned image
+        col, row = tile_index(lv, index)
         return TileRequest(tile=Tile(level, col, row), fmt=out.fmt, **common)
     if isinstance(out, CvtOut):
         box = region_box(meta, q.region)
