@@ -3,13 +3,16 @@ errors with the right status and body, no path leaks."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import httpx
 import pytest
 import pyvips
 
+from tileserver.app import create_app
 from tileserver.protocols.iip.obj import pixels_per_metre
+from tileserver.settings import Settings
 
 from ..conftest import (
     ALPHA_PNG,
@@ -385,3 +388,23 @@ async def test_export_file_names(image_root: Path, client: httpx.AsyncClient, na
     r = await client.get("/iip", params={"FIF": f"names/{name}", "WID": "20", "CVT": "jpeg"})
     assert r.status_code == 200
     assert r.headers["content-disposition"] == disposition
+
+
+async def test_obj_replies_are_remembered_until_the_file_changes(tmp_path: Path) -> None:
+    """A repeated OBJ query is answered from the remembered reply (same bytes, same ETag), and a changed
+    file is seen on the next request."""
+    pyvips.Image.black(300, 200, bands=3).tiffsave(str(tmp_path / "a.tif"), tile=True, pyramid=True)
+    app = create_app(Settings(root=tmp_path, stat_interval=0))
+    app.state.service.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            first, again = [await get(c, "FIF=a.tif&OBJ=IIP,1.0&OBJ=Max-size") for _ in range(2)]
+            assert first.content == again.content == b"Max-size:300 200\r\n"
+            assert first.headers["etag"] == again.headers["etag"] and again.headers["iip"] == "1.3"
+            mtime = os.stat(tmp_path / "a.tif").st_mtime
+            pyvips.Image.black(301, 200, bands=3).tiffsave(str(tmp_path / "a.tif"), tile=True, pyramid=True)
+            os.utime(tmp_path / "a.tif", (mtime + 10, mtime + 10))
+            changed = await get(c, "FIF=a.tif&OBJ=IIP,1.0&OBJ=Max-size")
+            assert changed.content == b"Max-size:301 200\r\n" and changed.headers["etag"] != first.headers["etag"]
+    finally:
+        app.state.service.stop()

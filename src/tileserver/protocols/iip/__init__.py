@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...errors import ERROR_BODY_KEY, BadRequest, NotFound, TileNotFound, TileServerError, plain_error
-from ...http import content_disposition, send_document, send_remembered, send_tile
+from ...http import content_disposition, send_doc, send_document, send_remembered, send_tile
 from ...levels import cap_size, iip_resolution_to_level, tile_index
 from ...models import Box, ImageMeta, Tile, TileRequest
 from ...settings import Settings
@@ -180,6 +180,9 @@ async def iip(request: Request) -> Response:
     known = await send_remembered(request, memo_key)  # seen before, same file version: no parsing
     if known is not None:
         return known
+    doc = await service.recall_document(memo_key)  # an OBJ reply sent before, same file version
+    if doc is not None:
+        return send_doc(request, doc)
     q = parse(split_query(raw), raw)
     if isinstance(q.output, EntryOut):
         handler = request.app.state.query_protocols.get(q.output.protocol)
@@ -194,8 +197,7 @@ async def iip(request: Request) -> Response:
         headers = {"IIP": reply.protocol} if reply.protocol else {}
         if meta is None:
             return Response(reply.body, media_type=reply.media_type, headers={**headers, "Cache-Control": "no-cache"})
-        key = "obj:" + "&".join(q.objs) + f":{q.rotation}"
-        return send_document(request, reply.body, reply.media_type, meta, key, headers)
+        return send_doc(request, service.remember_document(memo_key, meta, reply.body, reply.media_type, headers))
     assert meta is not None
     if isinstance(q.output, TilesOut):
         return await _til(request, *await _sequence_view(request, q, meta))
