@@ -11,8 +11,8 @@ import pytest
 import pyvips
 
 from tileserver.cli import main
-from tileserver.convert import ConvertError, ConvertOptions, ProgressBar, convert, supported
-from tileserver.reader import PyramidReader
+from tileserver.imaging.convert import ConvertError, ConvertOptions, ProgressBar, convert, supported
+from tileserver.sources.pyramid import PyramidReader
 
 from .conftest import ALPHA_PNG, GREY16_TIF, PLAIN_JPG, STRIPED_TIF, max_diff, mean_diff
 

@@ -9,7 +9,7 @@ import pytest
 import pyvips
 
 from tileserver.app import create_app
-from tileserver.encode import available_formats, encode
+from tileserver.imaging.encode import available_formats, encode
 from tileserver.models import OutputFormat
 from tileserver.settings import Settings
 

@@ -17,10 +17,10 @@ import pytest
 
 from tileserver import core
 from tileserver.app import create_app
-from tileserver.passthrough import StoredTiles
-from tileserver.reader import PyramidReader
 from tileserver.settings import Settings
-from tileserver.source import Source
+from tileserver.sources.local import Source
+from tileserver.sources.passthrough import StoredTiles
+from tileserver.sources.pyramid import PyramidReader
 
 from .conftest import GREY16_TIF, PLAIN_JPG, RGB_TIF, STRIPED_TIF
 

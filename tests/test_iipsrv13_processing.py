@@ -37,10 +37,10 @@ import numpy as np
 import pytest
 import pyvips
 
+from tileserver.imaging.process import Histogram, apply_quality, histogram
+from tileserver.imaging.render import image_histogram
 from tileserver.models import Quality
-from tileserver.process import Histogram, apply_quality, histogram
-from tileserver.reader import PyramidReader
-from tileserver.render import image_histogram
+from tileserver.sources.pyramid import PyramidReader
 
 from .conftest import ALPHA_PNG, GREY16_TIF, RGB_TIF, decode, max_diff, mean_diff
 

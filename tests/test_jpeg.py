@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import pyvips
 
-from tileserver import jpeg
-from tileserver.encode import encode
+from tileserver.imaging import jpeg
+from tileserver.imaging.encode import encode
 from tileserver.models import OutputFormat
 
 from .conftest import decode, max_diff, mean_diff, pattern

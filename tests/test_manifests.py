@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tileserver.manifests import build_collection, split_listing
+from tileserver.pages.manifests import build_collection, split_listing
 
 from .conftest import ALPHA_PNG, RGB_TIF, SUBIFD_TIF, decode
 

@@ -11,11 +11,11 @@ import pytest
 import pyvips
 
 from tileserver.core import TileService
+from tileserver.imaging.render import _render, passthrough, recode
 from tileserver.models import Box, OutputFormat, Quality, Tile, TileRequest
-from tileserver.passthrough import stored_tile_of
-from tileserver.render import _render, passthrough, recode
 from tileserver.settings import Settings
-from tileserver.tiff import TiffFile
+from tileserver.sources.passthrough import stored_tile_of
+from tileserver.sources.tiff import TiffFile
 
 from .conftest import RGB_TIF, decode, max_diff, mean_diff, pattern
 

@@ -8,7 +8,7 @@ import pytest
 import pyvips
 
 from tileserver.errors import SourceError
-from tileserver.reader import PyramidReader
+from tileserver.sources.pyramid import PyramidReader
 
 from .conftest import ALPHA_PNG, GREY16_TIF, PLAIN_JPG, RGB_TIF, STRIPED_TIF, SUBIFD_TIF, max_diff
 

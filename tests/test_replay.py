@@ -13,8 +13,8 @@ import pytest
 from starlette.applications import Starlette
 
 from tileserver.app import create_app
-from tileserver.replay import replay_key
 from tileserver.settings import Settings
+from tileserver.web.replay import replay_key
 
 from .conftest import RGB_1000, RGB_TIF, decode
 

@@ -22,9 +22,9 @@ from tileserver.errors import NotFound, SourceError
 from tileserver.models import Sequence
 from tileserver.protocols.iip.grammar import parse, split_query
 from tileserver.protocols.iip.obj import obj_reply
-from tileserver.reader import PyramidReader
 from tileserver.settings import Settings
-from tileserver.source import Source
+from tileserver.sources.local import Source
+from tileserver.sources.pyramid import PyramidReader
 
 from .conftest import RGB_TIF, decode, mean_diff
 from .sequence_images import HORIZONTAL, SEQ, SEQ_SIZE, SEQ_VIEWS, VERTICAL, member_name, view_pixels, write_view
@@ -169,7 +169,7 @@ def test_unknown_name_scans_no_folder(image_root: Path, monkeypatch: pytest.Monk
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("globbed")
 
-    monkeypatch.setattr("tileserver.source.glob.iglob", refuse)
+    monkeypatch.setattr("tileserver.sources.local.glob.iglob", refuse)
     with pytest.raises(NotFound):
         Source(image_root).sequence("nothing")
 

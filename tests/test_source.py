@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tileserver.errors import BadRequest, NotFound
-from tileserver.source import Source
+from tileserver.sources.local import Source
 
 from .conftest import PLAIN_JPG, RGB_TIF, SUBIFD_TIF
 

@@ -13,7 +13,7 @@ import pytest
 from tileserver.errors import TileNotFound
 from tileserver.models import OutputFormat, StackItem
 from tileserver.protocols.iip.grammar import parse, split_query
-from tileserver.reader import PyramidReader
+from tileserver.sources.pyramid import PyramidReader
 
 from .conftest import RGB_TIF, SUBIFD_TIF, decode, mean_diff
 from .stack_images import FLAT_STACK_TIF, STACK_NAMES, STACK_SCALES, STACK_TIF, stack_page

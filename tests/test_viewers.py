@@ -16,8 +16,8 @@ import pytest
 from starlette.applications import Starlette
 
 from tileserver.app import create_app
+from tileserver.pages.viewers import ASSETS, PACKAGES, script_json
 from tileserver.settings import Settings
-from tileserver.viewers import ASSETS, PACKAGES, script_json
 
 from .conftest import RGB_TIF, SUBIFD_TIF
 

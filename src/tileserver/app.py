@@ -10,11 +10,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from . import manifests, pages, protocols, viewers
+from . import protocols
 from .core import TileService
 from .errors import install_handlers
-from .replay import ReplayMiddleware
+from .pages import index as pages
+from .pages import manifests, viewers
 from .settings import Settings
+from .web.replay import ReplayMiddleware
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

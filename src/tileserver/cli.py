@@ -48,9 +48,9 @@ def app_from_env() -> Any:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from .encode import available_formats
-    from .reader import libvips_version
+    from .imaging.encode import available_formats
     from .settings import Settings
+    from .sources.pyramid import libvips_version
 
     settings = Settings()
     print(json.dumps({
@@ -64,7 +64,7 @@ def _info(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .convert import ConvertError, ConvertOptions, ProgressBar, convert
+    from .imaging.convert import ConvertError, ConvertOptions, ProgressBar, convert
 
     opts = ConvertOptions(args.compression, args.tile_size, args.quality, args.force)
     show = sys.stderr.isatty() and not args.quiet
@@ -80,7 +80,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _add_convert(sub: Any) -> None:
-    from .convert import COMPRESSIONS
+    from .imaging.convert import COMPRESSIONS
 
     c = sub.add_parser("convert", help="write a tiled pyramidal TIFF from any image libvips reads")
     c.add_argument("src", help="source image")

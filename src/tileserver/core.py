@@ -17,14 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from .cache import ByteLRU, CountLRU
-from .encode import available_formats
+from .cache.memory import ByteLRU, CountLRU
 from .errors import NotFound
+from .imaging.encode import available_formats
+from .imaging.render import render, samples
 from .models import ImageMeta, OutputFormat, Rendered, Samples, TileRequest
-from .reader import PyramidReader, configure_vips
-from .render import render, samples
 from .settings import Settings
-from .source import Source
+from .sources.local import Source
+from .sources.pyramid import PyramidReader, configure_vips
 
 T = TypeVar("T")
 TRANSLATIONS = 8192  # remembered URL translations per process
@@ -52,7 +52,7 @@ class Document:
 
 @dataclass(frozen=True)
 class Recorded:
-    """A response as first sent, kept for replay (replay.py) while the image is unchanged: a tile's
+    """A response as first sent, kept for replay (web/replay.py) while the image is unchanged: a tile's
     request (its body is looked up in the tile cache) or a document's body, and the raw headers."""
 
     meta: ImageMeta
@@ -189,7 +189,7 @@ class TileService:
         self.documents.put(key, doc)
         return doc
 
-    # -- replay: whole responses for URLs answered before (see replay.py) ---------------------------
+    # -- replay: whole responses for URLs answered before (see web/replay.py) -----------------------
     def record(self, key: Hashable, meta: ImageMeta, request: TileRequest | None, body: bytes,
                headers: tuple[tuple[bytes, bytes], ...]) -> None:
         """Keep a response just sent: for a tile, its request (the body stays in the tile cache only)."""

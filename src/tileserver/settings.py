@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     deepzoom_overlap: int = Field(0, ge=0, le=64, description="DeepZoom tile Overlap in pixels")
     zoomify_rounding: Literal["up", "down"] = Field(
         "up", description="Zoomify tiers halve rounding up (libvips, OpenLayers) or down (OpenSeadragon)")
-    # -- viewer pages and IIIF manifests (viewers.py, manifests.py) --
+    # -- viewer pages and IIIF manifests (pages/viewers.py, pages/manifests.py) --
     viewer_cdn: str = Field("https://cdn.jsdelivr.net/npm",
                             description="Where viewer pages load the pinned viewer packages from (npm CDN base)")
     viewer_assets: Path | None = Field(None, description="Folder holding the viewer npm packages (a node_modules); "

@@ -10,7 +10,7 @@ from typing import Any
 
 import pyvips
 
-from tileserver.reader import PyramidReader
+from tileserver.sources.pyramid import PyramidReader
 
 from ..conftest import PLAIN_JPG
 

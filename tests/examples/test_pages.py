@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tileserver.viewers import ASSETS, PACKAGES
+from tileserver.pages.viewers import ASSETS, PACKAGES
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PAGES = sorted(p.name for p in EXAMPLES.glob("*.html"))

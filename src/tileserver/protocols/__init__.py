@@ -5,7 +5,7 @@ How to add a protocol:
    `parse_*(...)`, `to_tile_request(parsed, meta) -> TileRequest`, `render_info(meta, ...) -> bytes`.
    Handlers stay linear: `http.send_remembered(request, key)` (a URL seen before) or parse ->
    `await service.info(ident)` -> translate -> `await service.render(req)` -> `http.send_tile(...)`
-   (which remembers the translation and records the response for replay.py); errors are raised as
+   (which remembers the translation and records the response for web/replay.py); errors are raised as
    `errors.*` and mapped to status centrally.
 2. If iipsrv reaches it through a query command (`?IIIF=...`), also export
    `QUERY_COMMANDS: dict[str, QueryHandler]` (lower-case command -> async handler(request, arg)).

@@ -21,10 +21,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import BadRequest, UnsupportedFormat
-from ..http import send_document, send_remembered, send_tile
 from ..levels import dz_shift, scaled_tile
 from ..models import ImageMeta, OutputFormat, TileRequest
 from ..settings import Settings
+from ..web.http import send_document, send_remembered, send_tile
 
 NAMESPACE = "http://schemas.microsoft.com/deepzoom/2008"
 XML = "application/xml"

@@ -22,9 +22,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import BadRequest, UnsupportedFormat
-from ..http import send_document, send_remembered, send_tile
 from ..levels import ZOOMIFY_TILE, scaled_tile, zoomify_num_tiles, zoomify_shift
 from ..models import ImageMeta, OutputFormat, TileRequest
+from ..web.http import send_document, send_remembered, send_tile
 
 XML = "application/xml"
 INFO = re.compile(r"(?P<ident>.+)/ImageProperties\.xml")

@@ -19,9 +19,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ...errors import NotFound
-from ...http import send_doc, send_remembered, send_tile
 from ...models import ImageMeta, TileRequest
 from ...settings import Settings
+from ...web.http import send_doc, send_remembered, send_tile
 from .grammar import ImageParams, Limits, Version, canonical_region, canonical_size
 from .info import PROFILE_URI, Service, info_media_type, render_info
 from .urls import (

@@ -17,10 +17,10 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...errors import ERROR_BODY_KEY, BadRequest, NotFound, TileNotFound, TileServerError, plain_error
-from ...http import content_disposition, send_doc, send_document, send_remembered, send_tile
 from ...levels import cap_size, iip_resolution_to_level, tile_index
 from ...models import Box, ImageMeta, Tile, TileRequest
 from ...settings import Settings
+from ...web.http import content_disposition, send_doc, send_document, send_remembered, send_tile
 from . import samples
 from .grammar import (
     CvtOut,
@@ -126,7 +126,7 @@ def _view(q: IIPQuery, meta: ImageMeta) -> dict[str, Any]:
 def _layers(q: IIPQuery, meta: ImageMeta) -> int | None:
     """LYR's quality layers, carried only for JPEG 2000 sources (for others they change nothing, so
     they must not split the tile cache). Not applied yet: libvips' jp2kload decodes every layer, so a
-    JPEG 2000 reader with layer control (reader.py) is where this will take effect."""
+    JPEG 2000 reader with layer control (sources/) is where this will take effect."""
     return q.layers if meta.loader.startswith("jp2k") else None
 
 

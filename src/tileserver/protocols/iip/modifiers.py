@@ -1,6 +1,6 @@
 """IIP pixel modifiers, one parser each: `CNT`, `GAM`, `INV`, `CMP`, `CTW`, `COL`, `MINMAX`, `CNV`, `SHD`.
 Each reads its argument into the query's `Processing` (or quality) and raises `2 1 CMD=arg` when it is
-malformed; the pixels are changed later, in `process.py`."""
+malformed; the pixels are changed later, in `imaging/process.py`."""
 
 from __future__ import annotations
 

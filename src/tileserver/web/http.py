@@ -11,9 +11,9 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..core import Document, etag_for
+from ..models import ImageMeta, Rendered, TileRequest
 from . import replay
-from .core import Document, etag_for
-from .models import ImageMeta, Rendered, TileRequest
 
 
 def content_disposition(kind: str, filename: str) -> str:

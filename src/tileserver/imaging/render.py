@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 import pyvips
 
+from ..levels import source_box
+from ..models import ImageMeta, OutputFormat, Quality, Rendered, Samples, TileRequest
+from ..settings import Settings
+from ..sources.passthrough import stored_tile_of, unscaled_box
+from ..sources.pyramid import PyramidReader, check_page, vips_error
 from . import jpeg
 from .encode import encode
-from .levels import source_box
-from .models import ImageMeta, OutputFormat, Quality, Rendered, Samples, TileRequest
-from .passthrough import stored_tile_of, unscaled_box
 from .process import Histogram, histogram, needs_histogram, orient, process
-from .reader import PyramidReader, check_page, vips_error
-from .settings import Settings
 
 RECODE_TILES = 4  # stored tiles one recoded response may be cut from (a DeepZoom overlap tile spans 4)
 # Per-image histograms (contrast stretch, binary threshold, equalisation), by file, mtime, size and

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pyvips
 
-from .errors import BadRequest
-from .models import NO_PROCESSING, ImageMeta, Processing, Quality
+from ..errors import BadRequest
+from ..models import NO_PROCESSING, ImageMeta, Processing, Quality
 
 COLORMAPS = ("hot", "cold", "jet", "blue", "green", "red")
 LEVELS = 256  # the per-image histogram has 8-bit bins, as 1.3's Transform::histogram

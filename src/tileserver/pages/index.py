@@ -9,9 +9,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from . import __version__
-from .errors import TileServerError
-from .reader import libvips_version
+from .. import __version__
+from ..errors import TileServerError
+from ..sources.pyramid import libvips_version
 
 INDEX_LIMIT = 500
 PAGE = """<!DOCTYPE html>

@@ -20,8 +20,8 @@ import re
 from itertools import islice
 from pathlib import Path
 
-from .errors import BadRequest, NotFound, SourceError
-from .models import Sequence
+from ..errors import BadRequest, NotFound, SourceError
+from ..models import Sequence
 
 log = logging.getLogger(__name__)
 MAX_SEQUENCE_FILES = 100_000  # files listed for one sequence (a 360 x 181 grid of views is 65160)

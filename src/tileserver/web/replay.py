@@ -21,9 +21,9 @@ from collections.abc import Hashable
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .core import TileService
-from .errors import TileServerError
-from .models import ImageMeta, TileRequest
+from ..core import TileService
+from ..errors import TileServerError
+from ..models import ImageMeta, TileRequest
 
 KEY_HEADERS = frozenset({b"host", b"accept", b"forwarded", b"x-forwarded-host", b"x-forwarded-proto",
                          b"x-forwarded-prefix"})

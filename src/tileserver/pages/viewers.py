@@ -31,10 +31,10 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .errors import NotFound
-from .protocols.iiif import base_of
-from .protocols.iiif.urls import encode_ident
-from .settings import Settings
+from ..errors import NotFound
+from ..protocols.iiif import base_of
+from ..protocols.iiif.urls import encode_ident
+from ..settings import Settings
 
 PACKAGES = {"openseadragon": "6.1.1", "mirador": "4.0.0", "leaflet": "1.9.4", "leaflet-iiif": "3.0.0",
             "ol": "10.11.0"}
@@ -109,7 +109,7 @@ def script_json(value: Any) -> str:
 
 @cache
 def template(name: str) -> Template:
-    return Template(resources.files("tileserver").joinpath("templates", name).read_text("utf-8"))
+    return Template(resources.files("tileserver.pages").joinpath("templates", name).read_text("utf-8"))
 
 
 def render(name: str, **values: str) -> str:

@@ -25,10 +25,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .http import send_document
-from .models import ImageMeta
-from .protocols.iiif import base_of
-from .protocols.iiif.urls import encode_ident
+from ..models import ImageMeta
+from ..protocols.iiif import base_of
+from ..protocols.iiif.urls import encode_ident
+from ..web.http import send_document
 
 CONTEXT = "http://iiif.io/api/presentation/3/context.json"
 MEDIA_TYPE = f'application/ld+json;profile="{CONTEXT}"'

@@ -21,10 +21,10 @@ from typing import Any, NamedTuple
 
 import pyvips
 
-from .cache import ByteLRU
-from .errors import NotFound, SourceError, TileNotFound
-from .levels import halvings, level_factor
-from .models import ImageMeta, Level, OutputFormat, StackItem
+from ..cache.memory import ByteLRU
+from ..errors import NotFound, SourceError, TileNotFound
+from ..levels import halvings, level_factor
+from ..models import ImageMeta, Level, OutputFormat, StackItem
 from .passthrough import StoredTile, StoredTiles
 from .tiff import (
     DOCUMENT_NAME,
@@ -41,7 +41,7 @@ from .tiff import (
     resolution,
 )
 
-log = logging.getLogger("tileserver.reader")
+log = logging.getLogger("tileserver.sources.pyramid")
 
 BITS = {"uchar": 8, "char": 8, "ushort": 16, "short": 16, "uint": 32, "int": 32, "float": 32,
         "double": 64, "complex": 64, "dpcomplex": 128}

@@ -16,8 +16,8 @@ import os
 import threading
 from dataclasses import dataclass
 
-from .levels import source_box
-from .models import ImageMeta, OutputFormat, Quality, TileRequest
+from ..levels import source_box
+from ..models import ImageMeta, OutputFormat, Quality, TileRequest
 from .tiff import (
     BITS,
     COMPRESSION,

@@ -8,11 +8,11 @@ from typing import Any
 
 import pyvips
 
+from ..errors import UnsupportedFormat
+from ..models import OutputFormat
 from . import jpeg
-from .errors import UnsupportedFormat
-from .models import OutputFormat
 
-log = logging.getLogger("tileserver.encode")
+log = logging.getLogger("tileserver.imaging.encode")
 
 SAVERS = {
     OutputFormat.JPEG: "jpegsave_buffer", OutputFormat.PNG: "pngsave_buffer",
