@@ -19,9 +19,9 @@ from tileserver.app import create_app
 from tileserver.pages.viewers import ASSETS, PACKAGES, script_json
 from tileserver.settings import Settings
 
-from .conftest import RGB_TIF, SUBIFD_TIF
+from ..conftest import RGB_TIF, SUBIFD_TIF
 
-NODE_MODULES = Path(__file__).resolve().parents[1] / ".cache" / "viewer-node" / "node_modules"
+NODE_MODULES = Path(__file__).resolve().parents[2] / ".cache" / "viewer-node" / "node_modules"
 
 
 def page_config(page: str) -> dict[str, Any]:

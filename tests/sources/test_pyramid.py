@@ -10,7 +10,7 @@ import pyvips
 from tileserver.errors import SourceError
 from tileserver.sources.pyramid import PyramidReader
 
-from .conftest import ALPHA_PNG, GREY16_TIF, PLAIN_JPG, RGB_TIF, STRIPED_TIF, SUBIFD_TIF, max_diff
+from ..conftest import ALPHA_PNG, GREY16_TIF, PLAIN_JPG, RGB_TIF, STRIPED_TIF, SUBIFD_TIF, max_diff
 
 
 @pytest.fixture(scope="module")

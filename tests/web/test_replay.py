@@ -16,7 +16,7 @@ from tileserver.app import create_app
 from tileserver.settings import Settings
 from tileserver.web.replay import replay_key
 
-from .conftest import RGB_1000, RGB_TIF, decode
+from ..conftest import RGB_1000, RGB_TIF, decode
 
 
 @pytest.fixture

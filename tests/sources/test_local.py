@@ -7,7 +7,7 @@ import pytest
 from tileserver.errors import BadRequest, NotFound
 from tileserver.sources.local import Source
 
-from .conftest import PLAIN_JPG, RGB_TIF, SUBIFD_TIF
+from ..conftest import PLAIN_JPG, RGB_TIF, SUBIFD_TIF
 
 
 def test_resolves_inside_root(image_root: Path) -> None:

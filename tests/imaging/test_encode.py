@@ -13,7 +13,7 @@ from tileserver.imaging.encode import available_formats, encode
 from tileserver.models import OutputFormat
 from tileserver.settings import Settings
 
-from .conftest import decode, pattern
+from ..conftest import decode, pattern
 
 
 def with_icc() -> pyvips.Image:

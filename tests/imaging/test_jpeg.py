@@ -11,7 +11,7 @@ from tileserver.imaging import jpeg
 from tileserver.imaging.encode import encode
 from tileserver.models import OutputFormat
 
-from .conftest import decode, max_diff, mean_diff, pattern
+from ..conftest import decode, max_diff, mean_diff, pattern
 
 
 def as_array(img: pyvips.Image) -> np.ndarray:

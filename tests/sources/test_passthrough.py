@@ -17,7 +17,7 @@ from tileserver.settings import Settings
 from tileserver.sources.passthrough import stored_tile_of
 from tileserver.sources.tiff import TiffFile
 
-from .conftest import RGB_TIF, decode, max_diff, mean_diff, pattern
+from ..conftest import RGB_TIF, decode, max_diff, mean_diff, pattern
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 from tileserver.pages.manifests import build_collection, split_listing
 
-from .conftest import ALPHA_PNG, RGB_TIF, SUBIFD_TIF, decode
+from ..conftest import ALPHA_PNG, RGB_TIF, SUBIFD_TIF, decode
 
 CONTEXT = "http://iiif.io/api/presentation/3/context.json"
 REQUIRED = {

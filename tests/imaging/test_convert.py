@@ -14,7 +14,7 @@ from tileserver.cli import main
 from tileserver.imaging.convert import ConvertError, ConvertOptions, ProgressBar, convert, supported
 from tileserver.sources.pyramid import PyramidReader
 
-from .conftest import ALPHA_PNG, GREY16_TIF, PLAIN_JPG, STRIPED_TIF, max_diff, mean_diff
+from ..conftest import ALPHA_PNG, GREY16_TIF, PLAIN_JPG, STRIPED_TIF, max_diff, mean_diff
 
 
 @pytest.mark.parametrize(("compression", "tolerance"), [
