@@ -18,7 +18,7 @@ import pytest
 
 from tileserver.app import create_app
 from tileserver.core import TileService
-from tileserver.errors import NotFound, SourceError
+from tileserver.errors import NotFound, TileServerError
 from tileserver.models import Sequence
 from tileserver.protocols.iip.grammar import parse, split_query
 from tileserver.protocols.iip.obj import obj_reply
@@ -139,7 +139,7 @@ def test_first_view_in_two_formats_is_not_found(tmp_path: Path) -> None:
 def test_listing_is_bounded(tmp_path: Path) -> None:
     touch(tmp_path, *(f"s_pyr_{x:03d}_090.tif" for x in range(6)))
     assert len(Source(tmp_path, max_sequence_files=6).sequence("s").horizontal) == 6
-    with pytest.raises(SourceError) as exc:
+    with pytest.raises(TileServerError) as exc:
         Source(tmp_path, max_sequence_files=5).sequence("s")
     assert str(tmp_path) not in exc.value.message
 

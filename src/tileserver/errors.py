@@ -55,7 +55,9 @@ class Forbidden(TileServerError):
 
 
 class SourceError(TileServerError):
-    """The image file exists but cannot be decoded; the detail goes to the log only."""
+    """The image file exists but cannot be decoded: not an image, a format we do not read, or broken
+    data. A bad file is not the server's fault: 415, the same for every protocol (as Cantaloupe's
+    unsupported source format); the detail goes to the log only."""
 
 
 class Busy(TileServerError):
@@ -70,7 +72,7 @@ STATUS_CODES: dict[type[TileServerError], int] = {
     NotImplementedFeature: 501,
     ImageTooLarge: 403,
     Forbidden: 403,
-    SourceError: 500,
+    SourceError: 415,
     Busy: 503,
 }
 

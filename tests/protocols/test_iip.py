@@ -329,7 +329,7 @@ async def test_empty_query_banner(client: httpx.AsyncClient) -> None:
         pytest.param("FIF=escape.tif&OBJ=Max-size", 404, None, id="symlink-escape"),
         pytest.param("FIF=a%00b.tif&OBJ=Max-size", 400, None, id="nul-byte"),
         pytest.param("FIF=" + "x" * 5000 + "&OBJ=Max-size", 400, None, id="over-long"),
-        pytest.param("FIF=not-an-image.tif&JTL=0,0", 500, None, id="undecodable-file"),
+        pytest.param("FIF=not-an-image.tif&JTL=0,0", 415, None, id="undecodable-file"),
         pytest.param(f"FIF={GREY16_TIF}&CTW=[1,0,0;0,1,0;0,0,1]&JTL=0,0", 400, None, id="ctw-wrong-bands"),
     ],
 )

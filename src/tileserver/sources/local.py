@@ -20,7 +20,7 @@ import re
 from itertools import islice
 from pathlib import Path
 
-from ..errors import BadRequest, NotFound, SourceError
+from ..errors import BadRequest, NotFound, TileServerError
 from ..models import Sequence
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class Source:
         names = list(islice(glob.iglob(glob.escape(start) + "*", root_dir=folder), self.max_sequence_files + 1))
         if len(names) > self.max_sequence_files:
             log.error("image sequence %s: more than %d files", ident, self.max_sequence_files)
-            raise SourceError(f"image sequence {ident} has too many files")
+            raise TileServerError(f"image sequence {ident} has too many files")
         views = self._views(folder, start, names)
         firsts = sorted(ext for ext, found in views.items() if FIRST_VIEW in found)
         if not firsts:
