@@ -7,9 +7,20 @@ DeepZoom and Zoomify conversions live here too so no protocol re-derives tile ge
 from __future__ import annotations
 
 import math
+import struct
 
 from .errors import TileNotFound
 from .models import Box, ImageMeta, Level, TileRequest
+
+
+def c_round(x: float) -> int:
+    """C's round(): halves away from zero (Python's round() goes to the even neighbour)."""
+    return math.floor(x + 0.5)
+
+
+def c_float(x: float) -> float:
+    """`x` as a C `float` holds it (iipsrv computes sizes, resolutions and values in single precision)."""
+    return float(struct.unpack("f", struct.pack("f", x))[0])
 
 
 def level_factor(full: tuple[int, int], size: tuple[int, int]) -> float:

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Literal
 
 from ...errors import BadRequest, ImageTooLarge, NotImplementedFeature, UnsupportedFormat
-from ...levels import fit_inside
+from ...levels import c_round, fit_inside
 from ...models import Box, OutputFormat, Quality
 
 Version = Literal[2, 3]
@@ -51,10 +51,6 @@ def _decimal(text: str, what: str) -> float:
     if not _DEC.fullmatch(text):
         raise BadRequest(f"invalid {what}: {text!r}")
     return float(text)
-
-
-def _round(x: float) -> int:
-    return math.floor(x + 0.5)
 
 
 # -- region -----------------------------------------------------------------------------------------
@@ -99,9 +95,9 @@ class Region:
         if self.kind == "pixels":
             x, y, w, h = int(self.x), int(self.y), int(self.w), int(self.h)
         else:
-            x, y = _round(self.x * width / 100), _round(self.y * height / 100)
-            w = max(_round((self.x + self.w) * width / 100) - x, 1)
-            h = max(_round((self.y + self.h) * height / 100) - y, 1)
+            x, y = c_round(self.x * width / 100), c_round(self.y * height / 100)
+            w = max(c_round((self.x + self.w) * width / 100) - x, 1)
+            h = max(c_round((self.y + self.h) * height / 100) - y, 1)
         if x >= width or y >= height:
             raise BadRequest(f"region lies outside the {width}x{height} image")
         return Box(x, y, min(w, width - x), min(h, height - y))
@@ -138,9 +134,9 @@ class Limits:
             w, h = max(int(w * s), 1), max(int(h * s), 1)
         if self.max_size is not None and max(w, h) > self.max_size:
             if w >= h:
-                w, h = self.max_size, max(_round(h * self.max_size / w), 1)
+                w, h = self.max_size, max(c_round(h * self.max_size / w), 1)
             else:
-                w, h = max(_round(w * self.max_size / h), 1), self.max_size
+                w, h = max(c_round(w * self.max_size / h), 1), self.max_size
         return w, h
 
 
@@ -214,7 +210,7 @@ class Size:
         if self.kind == "full":
             return rw, rh
         if self.kind == "pct":
-            return _round(rw * self.pct / 100), _round(rh * self.pct / 100)
+            return c_round(rw * self.pct / 100), c_round(rh * self.pct / 100)
         if self.kind == "wh":
             return self.w, self.h
         if self.kind == "confined":

@@ -6,7 +6,6 @@ that registered that query command (see `protocols/__init__.py`).
 
 from __future__ import annotations
 
-import math
 import os
 import struct
 from dataclasses import replace
@@ -17,7 +16,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...errors import ERROR_BODY_KEY, BadRequest, NotFound, TileNotFound, TileServerError, plain_error
-from ...levels import cap_size, iip_resolution_to_level, tile_index
+from ...levels import c_round, cap_size, iip_resolution_to_level, tile_index
 from ...models import Box, ImageMeta, Tile, TileRequest
 from ...settings import Settings
 from ...web.http import content_disposition, send_doc, send_document, send_remembered, send_tile
@@ -54,11 +53,6 @@ def iip_error_body(exc: TileServerError, status: int) -> Response:
 
 
 # -- pure translation ---------------------------------------------------------------------------
-def _round(v: float) -> int:
-    """C's round(): halves away from zero (Python's round() goes to the even neighbour)."""
-    return math.floor(v + 0.5)
-
-
 def _clipped(meta: ImageMeta, region: tuple[float, float, float, float] | None) -> tuple[float, ...]:
     """RGN fractions cropped at the image edge, as (x0, y0, x1, y1); entirely outside -> 400."""
     if region is None:
@@ -74,8 +68,8 @@ def _clipped(meta: ImageMeta, region: tuple[float, float, float, float] | None) 
 def region_box(meta: ImageMeta, region: tuple[float, float, float, float] | None) -> Box:
     """RGN fractions -> full-resolution pixels, cropped at the image edge; outside -> 400."""
     x0, y0, x1, y1 = _clipped(meta, region)
-    px0, py0 = _round(x0 * meta.width), _round(y0 * meta.height)
-    px1, py1 = _round(x1 * meta.width), _round(y1 * meta.height)
+    px0, py0 = c_round(x0 * meta.width), c_round(y0 * meta.height)
+    px1, py1 = c_round(x1 * meta.width), c_round(y1 * meta.height)
     return Box(px0, py0, max(px1 - px0, 1), max(py1 - py0, 1))
 
 
@@ -95,17 +89,20 @@ def output_size(meta: ImageMeta, region: tuple[float, float, float, float] | Non
         else:
             height = None
     if width:
-        w, h = width, _round(width / ratio)
+        w, h = width, c_round(width / ratio)
     elif height:
-        w, h = _round(height * ratio), height
+        w, h = c_round(height * ratio), height
     else:
         box = region_box(meta, region)
         w, h = box.w, box.h
     limit = settings.max_size
     if limit is not None and (w > limit or h > limit):
-        w, h = (limit, _round(limit / ratio)) if w > h else (_round(limit * ratio), limit) if h > w else (limit, limit)
-    if not settings.allow_upscaling and (w > _round(rw) or h > _round(rh)):
-        w, h = max(_round(rw), 1), max(_round(rh), 1)
+        if w == h:
+            w, h = limit, limit
+        else:
+            w, h = (limit, c_round(limit / ratio)) if w > h else (c_round(limit * ratio), limit)
+    if not settings.allow_upscaling and (w > c_round(rw) or h > c_round(rh)):
+        w, h = max(c_round(rw), 1), max(c_round(rh), 1)
     return cap_size((max(w, 1), max(h, 1)), None, settings.max_area)
 
 

@@ -16,10 +16,10 @@ EXIF out), and long error arguments are not cut at 31 bytes.
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ...levels import c_float
 from ...models import ImageMeta
 from .grammar import IIPError, IIPQuery
 
@@ -55,18 +55,13 @@ class _Reply:
     protocol: str | None = None
 
 
-def _f32(value: float) -> float:
-    """The value as a C `float` holds it (iipsrv keeps resolutions in floats)."""
-    return float(struct.unpack("f", struct.pack("f", value))[0])
-
-
 def pixels_per_metre(value: float, unit: int) -> float:
     """iipsrv's DPI object: TIFF/JFIF resolution in pixels per metre (unit 2 inch, 3 cm, else as stored)."""
-    v = _f32(value)
+    v = c_float(value)
     if unit == 3:
-        return _f32(v * 100.0)
+        return c_float(v * 100.0)
     if unit == 2:
-        return _f32(v / 0.0254)
+        return c_float(v / 0.0254)
     return v
 
 
@@ -95,7 +90,7 @@ def _minmax(meta: ImageMeta) -> str:
 
 def _g(value: float) -> str:
     """C's %.9g of a float."""
-    return f"{_f32(value):.9g}"
+    return f"{c_float(value):.9g}"
 
 
 def _dpi(meta: ImageMeta) -> list[str]:

@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 import xml.etree.ElementTree as ET
 from typing import NamedTuple
 
 from ...errors import BadRequest, TileNotFound
-from ...levels import iip_resolution_to_level, tile_box, tile_index
+from ...levels import c_float, iip_resolution_to_level, tile_box, tile_index
 from ...models import ImageMeta, Samples
 from .grammar import ProfileOut, SpectraOut
 
@@ -109,8 +108,7 @@ def render_profile(found: list[tuple[View, Samples]]) -> bytes:
 def _reflectance(v: float, bits: int, floating: bool) -> str:
     if not floating and bits in (8, 16):
         v = v / (255.0 if bits == 8 else 65535.0)
-    single = struct.unpack("f", struct.pack("f", v))[0]  # a C float, as 1.3 computes it
-    return f"{single:f}"
+    return f"{c_float(v):f}"  # a C float, as 1.3 computes it
 
 
 def render_spectra(found: list[tuple[View, Samples]]) -> bytes:
