@@ -37,10 +37,11 @@ import numpy as np
 import pytest
 import pyvips
 
+from tileserver.cache.memory import ByteLRU
 from tileserver.imaging.process import Histogram, apply_quality, histogram
 from tileserver.imaging.render import image_histogram
 from tileserver.models import Quality
-from tileserver.sources.pyramid import PyramidReader
+from tileserver.sources.pyramid import PyramidReader, PyvipsFormat
 
 from .conftest import ALPHA_PNG, GREY16_TIF, RGB_TIF, decode, max_diff, mean_diff
 
@@ -200,15 +201,16 @@ def test_histogram_is_the_band_mean(tmp_path: Path) -> None:
 
 def test_histogram_cache_follows_the_file(tmp_path: Path) -> None:
     """Kept per image until the file changes (mtime, size)."""
-    reader = PyramidReader()
+    fmt = PyvipsFormat(PyramidReader())
+    derived: ByteLRU[object, object] = ByteLRU(1 << 20)
     path = str(tmp_path / "a.tif")
     pyvips.Image.black(64, 64).cast("uchar").tiffsave(path)
-    first = image_histogram(reader, path, reader.info(path, "a.tif"), 0)
+    first = image_histogram(fmt.open(path, "a.tif"), 0, derived)
     assert first.bounds() == (0, 0)
-    assert image_histogram(reader, path, reader.info(path, "a.tif"), 0) is first
+    assert image_histogram(fmt.open(path, "a.tif"), 0, derived) is first
     (pyvips.Image.black(64, 64) + 200).cast("uchar").tiffsave(path)
     os.utime(path, (1e9, 1e9))
-    assert image_histogram(reader, path, reader.info(path, "a.tif"), 0).bounds() == (200, 200)
+    assert image_histogram(fmt.open(path, "a.tif"), 0, derived).bounds() == (200, 200)
 
 
 def test_bitonal_without_a_histogram_uses_128() -> None:

@@ -23,8 +23,10 @@ from .imaging.encode import available_formats
 from .imaging.render import render, samples
 from .models import ImageMeta, OutputFormat, Rendered, Samples, TileRequest
 from .settings import Settings
+from .sources.base import Selector, SourceImage, split_selector
 from .sources.local import Source
-from .sources.pyramid import PyramidReader, configure_vips
+from .sources.pyramid import PyramidReader, PyvipsFormat, configure_vips
+from .sources.registry import Registry
 
 T = TypeVar("T")
 TRANSLATIONS = 8192  # remembered URL translations per process
@@ -64,6 +66,10 @@ class Recorded:
 
 @dataclass(frozen=True)
 class _Entry:
+    """An opened image (`image`), the metadata protocols see (`meta`: the image's own, with a sequence's
+    views added) and when its file was last checked."""
+
+    image: SourceImage
     meta: ImageMeta
     path: str
     checked: float
@@ -76,6 +82,9 @@ class TileService:
                              settings.max_identifier_length, settings.filename_pattern)
         self.reader = PyramidReader(settings.virtual_tile_size, settings.open_images,
                                      int(settings.decoded_cache_mb * 1024 * 1024))
+        self.formats = Registry([PyvipsFormat(self.reader)])
+        # small values derived from a whole image (render's histograms), kept while its file is unchanged
+        self.derived: ByteLRU[Hashable, object] = ByteLRU(8 << 20)
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)
         self.tiles: ByteLRU[tuple[TileRequest, float], Rendered] = ByteLRU(settings.tile_cache_bytes)
         self.translations: CountLRU[str, Translation] = CountLRU(TRANSLATIONS)
@@ -138,10 +147,23 @@ class TileService:
         try:
             path = self.source.resolve(ident)
         except NotFound:
-            return self._load_sequence(ident, old, now)  # no such file: maybe an image sequence
+            selected = split_selector(ident)
+            if selected is None:
+                return self._load_sequence(ident, old, now)  # no such file: maybe an image sequence
+            return self._load_selection(ident, *selected, old, now)
         if old is not None and old.path == path and old.meta.sequence is None and self._unchanged(path, old):
             return replace(old, checked=now)
-        return _Entry(self.reader.info(path, ident), path, now)
+        image = self.formats.open(path, ident)
+        return _Entry(image, image.meta, path, now)
+
+    def _load_selection(self, ident: str, base: str, selector: Selector, old: _Entry | None, now: float
+                        ) -> _Entry:
+        """`base;key=value...`: what the selectors pick out of `base`'s image (`SourceImage.select`)."""
+        path = self.source.resolve(base)
+        if old is not None and old.path == path and self._unchanged(path, old):
+            return replace(old, checked=now)
+        image = self.formats.open(path, base).select(selector)
+        return _Entry(image, image.meta, path, now)
 
     def _load_sequence(self, ident: str, old: _Entry | None, now: float) -> _Entry:
         """An image sequence's metadata: its first view's (000_090, as iipsrv 1.3) with its views. Kept
@@ -151,7 +173,8 @@ class TileService:
         path = self.source.resolve(seq.member(0, 90))
         if old is not None and old.path == path and old.meta.sequence == seq and self._unchanged(path, old):
             return replace(old, checked=now)
-        return _Entry(replace(self.reader.info(path, ident), sequence=seq), path, now)
+        image = self.formats.open(path, ident)
+        return _Entry(image, replace(image.meta, sequence=seq), path, now)
 
     @staticmethod
     def _unchanged(path: str, old: _Entry) -> bool:
@@ -217,7 +240,7 @@ class TileService:
         hit = self.tiles.get(key)
         if hit is not None:
             return hit
-        out = await self.run(render, self.reader, entry.path, entry.meta, req, self.settings)
+        out = await self.run(render, entry.image, req, self.settings, self.derived)
         out = replace(out, etag=etag_for(entry.meta, repr(req)))
         self.tiles.put(key, out, len(out.body) + 200)
         return out
@@ -226,7 +249,7 @@ class TileService:
         """The source sample values of `box` at `level` (of stack page `page`), at full depth; not cached
         (profiles and points are a few pixels, and their documents are answered with an ETag)."""
         entry = await self._entry(ident)
-        return await self.run(samples, self.reader, entry.path, entry.meta, level, box, page)
+        return await self.run(samples, entry.image, level, box, page)
 
     async def output_formats(self) -> tuple[OutputFormat, ...]:
         """The formats the installed libvips can write (probed once, in the pool), for protocols

@@ -99,9 +99,9 @@ async def test_not_a_stored_tile(root: Path, req: TileRequest) -> None:
 
 async def test_icc_profile_spliced_into_passed_through_tiles(root: Path) -> None:
     svc = service(root)
-    meta = await svc.info("icc.tif")
+    await svc.info("icc.tif")
     req = TileRequest(ident="icc.tif", tile=Tile(0, 0, 0))
-    out = passthrough(svc.reader, str(root / "icc.tif"), meta, req, svc.settings)
+    out = passthrough(svc.formats.open(str(root / "icc.tif"), "icc.tif"), req, svc.settings)
     assert out is not None
     body = decode(out.body)
     assert body.get("icc-profile-data") == stored_pixels(root, "icc.tif", 0, (0, 0, 1, 1)).get("icc-profile-data")
@@ -134,12 +134,14 @@ async def test_recoded_tiles_match_the_libvips_pipeline(root: Path, name: str, r
     svc = service(root)
     meta = await svc.info(name)
     level = req.tile.level if req.tile else 1 if box[2] < req.region.w else 0  # type: ignore[union-attr]
-    out = recode(svc.reader, str(root / name), meta, req, svc.settings)
+    image = svc.formats.open(str(root / name), name)
+    assert image.meta == meta
+    out = recode(image, req, svc.settings)
     assert out is not None and (out.width, out.height) == box[2:]
     stored = stored_pixels(root, name, level, box)
     got = decode(out.body)
     assert mean_diff(got, stored) < 4 and max_diff(got, stored) < 80  # one JPEG encode away from the source
-    reference = decode(_render(svc.reader, str(root / name), meta, req, svc.settings).body)
+    reference = decode(_render(image, req, svc.settings, svc.derived).body)
     assert mean_diff(got, reference) < 1.5  # the same pixels through the same quality, two encoders
     if name == "icc.tif":
         assert "icc-profile-data" in got.get_fields()
@@ -170,8 +172,8 @@ async def test_recode_uses_the_asked_quality(root: Path) -> None:
 )
 async def test_not_recoded(root: Path, name: str, req: TileRequest) -> None:
     svc = service(root)
-    meta = await svc.info(name)
-    assert recode(svc.reader, str(root / name), meta, req, svc.settings) is None
+    await svc.info(name)
+    assert recode(svc.formats.open(str(root / name), name), req, svc.settings) is None
     out = await svc.render(req)
     assert decode(out.body).width == out.width
 
@@ -181,7 +183,7 @@ async def test_undecodable_stored_tile_is_left_to_libvips(root: Path, tmp_path: 
     what it can or the core reports a source error."""
     shutil.copy(root / "rgb.tif", tmp_path / "damaged.tif")
     svc = service(tmp_path)
-    meta = await svc.info("damaged.tif")
+    await svc.info("damaged.tif")
     path = str(tmp_path / "damaged.tif")
     with open(path, "rb") as f:
         tf = TiffFile(f)
@@ -190,8 +192,8 @@ async def test_undecodable_stored_tile_is_left_to_libvips(root: Path, tmp_path: 
         f.seek(offset + count // 2)
         f.write(b"\xff\xd9" * 64)  # an early end-of-image marker in the entropy-coded data
     req = TileRequest(ident="damaged.tif", tile=Tile(0, 3, 2))
-    assert recode(svc.reader, path, meta, req, svc.settings) is None
-    intact = recode(svc.reader, str(root / "rgb.tif"), meta, req, svc.settings)
+    assert recode(svc.formats.open(path, "damaged.tif"), req, svc.settings) is None
+    intact = recode(svc.formats.open(str(root / "rgb.tif"), "rgb.tif"), req, svc.settings)
     assert intact is not None
 
 

@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import pyvips
 
+from ..cache.memory import ByteLRU
 from ..levels import source_box
-from ..models import ImageMeta, OutputFormat, Quality, Rendered, Samples, TileRequest
+from ..models import OutputFormat, Quality, Rendered, Samples, TileRequest
 from ..settings import Settings
+from ..sources.base import SourceImage
 from ..sources.passthrough import stored_tile_of, unscaled_box
-from ..sources.pyramid import PyramidReader, check_page, vips_error
+from ..sources.pyramid import check_page, vips_error
 from . import jpeg
 from .encode import encode
 from .process import Histogram, histogram, needs_histogram, orient, process
@@ -25,9 +27,9 @@ RECODE_TILES = 4  # stored tiles one recoded response may be cut from (a DeepZoo
 HISTOGRAM_BYTES = 2048
 
 
-def read_pixels(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, kernel: str) -> Any:
-    level, box = source_box(meta, req)
-    img = reader.read(path, meta, level, box, req.page)
+def read_pixels(image: SourceImage, req: TileRequest, kernel: str) -> Any:
+    level, box = source_box(image.meta, req)
+    img = image.read(level, box, req.page)
     return img if req.size is None else resize_exact(img, req.size, kernel)
 
 
@@ -48,16 +50,16 @@ def default_quality(fmt: OutputFormat, settings: Settings) -> int | None:
     }.get(fmt)
 
 
-def passthrough(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, settings: Settings
-                ) -> Rendered | None:
+def passthrough(image: SourceImage, req: TileRequest, settings: Settings) -> Rendered | None:
     """The stored tile's own bytes when the request is exactly a stored JPEG/WebP tile at its stored
     quality (a JPEG tile gets its ICC profile spliced in when profiles are kept); else None."""
-    if not settings.passthrough or meta.loader != "tiffload":
+    meta = image.meta
+    if not settings.passthrough:
         return None
     tile = stored_tile_of(meta, req)
     if tile is None:
         return None
-    stored = reader.stored_tile(path, meta, tile, req.fmt, req.page)
+    stored = image.stored_tile(*tile, req.fmt, req.page)
     if stored is None:
         return None
     body = stored.data
@@ -69,15 +71,15 @@ def passthrough(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequ
     return Rendered(body, req.fmt.media_type, lv.tile_width, lv.tile_height)
 
 
-def recode(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, settings: Settings
-           ) -> Rendered | None:
+def recode(image: SourceImage, req: TileRequest, settings: Settings) -> Rendered | None:
     """An unscaled JPEG read of a JPEG-tiled level (edge tiles, another quality, DeepZoom overlaps)
     cut from decoded stored tiles and encoded with libjpeg-turbo, bypassing libvips; None when the
     request or the file does not allow it."""
-    if req.fmt is not OutputFormat.JPEG or meta.loader != "tiffload" or meta.compression != "jpeg":
+    meta = image.meta
+    if req.fmt is not OutputFormat.JPEG or meta.compression != "jpeg":
         return None
     found = unscaled_box(meta, req)
-    cut = _cut_stored(reader, path, meta, *found, req.page) if found is not None else None
+    cut = _cut_stored(image, *found, req.page) if found is not None else None
     if cut is None:
         return None
     pixels, icc = cut
@@ -86,11 +88,12 @@ def recode(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, 
     return Rendered(body, req.fmt.media_type, pixels.shape[1], pixels.shape[0])
 
 
-def _cut_stored(reader: PyramidReader, path: str, meta: ImageMeta, level: int, box: tuple[int, int, int, int],
-                page: int) -> tuple[Any, bytes | None] | None:
+def _cut_stored(image: SourceImage, level: int, box: tuple[int, int, int, int], page: int
+                ) -> tuple[Any, bytes | None] | None:
     """(pixels, ICC profile) of `box` at `level`, decoded from the stored JPEG tiles it spans (at most
     `RECODE_TILES`); None when they are more, or not all stored as JPEG, or not decodable here."""
     x, y, w, h = box
+    meta = image.meta
     lv = meta.levels[level]
     tw, th = lv.tile_width, lv.tile_height
     cols, rows = range(x // tw, (x + w - 1) // tw + 1), range(y // th, (y + h - 1) // th + 1)
@@ -99,7 +102,7 @@ def _cut_stored(reader: PyramidReader, path: str, meta: ImageMeta, level: int, b
     pieces, icc = [], None
     for row in rows:
         for col in cols:
-            stored = reader.stored_tile(path, meta, (level, col, row), OutputFormat.JPEG, page)
+            stored = image.stored_tile(level, col, row, OutputFormat.JPEG, page)
             if stored is None:
                 return None
             try:
@@ -120,18 +123,20 @@ def _cut_stored(reader: PyramidReader, path: str, meta: ImageMeta, level: int, b
     return out, icc
 
 
-def render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, settings: Settings) -> Rendered:
-    check_page(meta, req.page)
+def render(image: SourceImage, req: TileRequest, settings: Settings, derived: ByteLRU[Any, Any]) -> Rendered:
+    """`req` answered from `image`; `derived` keeps what is computed once per image (histograms)."""
+    check_page(image.meta, req.page)
     try:
-        return (passthrough(reader, path, meta, req, settings) or recode(reader, path, meta, req, settings)
-                or _render(reader, path, meta, req, settings))
+        return (passthrough(image, req, settings) or recode(image, req, settings)
+                or _render(image, req, settings, derived))
     except pyvips.Error as exc:
-        raise vips_error(exc, meta.ident) from exc
+        raise vips_error(exc, image.meta.ident) from exc
 
 
-def _render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest, settings: Settings) -> Rendered:
-    img = read_pixels(reader, path, meta, req, settings.interpolation)
-    hist = image_histogram(reader, path, meta, req.page) if needs_histogram(req.processing, req.quality) else None
+def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: ByteLRU[Any, Any]) -> Rendered:
+    meta = image.meta
+    img = read_pixels(image, req, settings.interpolation)
+    hist = image_histogram(image, req.page, derived) if needs_histogram(req.processing, req.quality) else None
     img = process(img, meta, req.processing, req.quality, hist)
     img = orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha)
     p = req.processing  # the source profile no longer describes these pixels (iipsrv's View::maxICC)
@@ -142,29 +147,29 @@ def _render(reader: PyramidReader, path: str, meta: ImageMeta, req: TileRequest,
     return Rendered(body, req.fmt.media_type, img.width, img.height)
 
 
-def image_histogram(reader: PyramidReader, path: str, meta: ImageMeta, page: int) -> Histogram:
+def image_histogram(image: SourceImage, page: int, derived: ByteLRU[Any, Any]) -> Histogram:
     """The image's histogram from its smallest level (as iipsrv 1.3: once per image, not per tile),
-    kept until the file changes."""
-    key = (path, meta.mtime, meta.file_size, page)
-    found: Histogram | None = reader.derived.get(key)
+    kept in `derived` until the file changes."""
+    meta = image.meta
+    key = ("histogram", meta.ident, meta.mtime, meta.file_size, page)
+    found: Histogram | None = derived.get(key)
     if found is None:
         smallest = len(meta.levels) - 1
         lv = meta.levels[smallest]
-        found = histogram(reader.read(path, meta, smallest, (0, 0, lv.width, lv.height), page), meta)
-        reader.derived.put(key, found, HISTOGRAM_BYTES)
+        found = histogram(image.read(smallest, (0, 0, lv.width, lv.height), page), meta)
+        derived.put(key, found, HISTOGRAM_BYTES)
     return found
 
 
-def samples(reader: PyramidReader, path: str, meta: ImageMeta, level: int, box: tuple[int, int, int, int],
-            page: int = 0) -> Samples:
+def samples(image: SourceImage, level: int, box: tuple[int, int, int, int], page: int = 0) -> Samples:
     """The source's own sample values in `box` of `level` (of stack page `page`), every band, at full
     depth (IIP PFL and SPECTRA)."""
-    check_page(meta, page)
+    check_page(image.meta, page)
     try:
-        img = reader.read(path, meta, level, box, page)
+        img = image.read(level, box, page)
         arr = img.numpy()
     except pyvips.Error as exc:
-        raise vips_error(exc, meta.ident) from exc
+        raise vips_error(exc, image.meta.ident) from exc
     floating = arr.dtype.kind == "f"
     return Samples(img.width, img.height, img.bands, arr.dtype.itemsize * 8, floating,
                    tuple(arr.reshape(-1).tolist()))

@@ -25,6 +25,7 @@ from ..cache.memory import ByteLRU
 from ..errors import NotFound, SourceError, TileNotFound
 from ..levels import halvings, level_factor
 from ..models import ImageMeta, Level, OutputFormat, StackItem
+from .base import Box4, Selector, SourceImage, no_selection
 from .passthrough import StoredTile, StoredTiles
 from .tiff import (
     DOCUMENT_NAME,
@@ -126,8 +127,6 @@ class PyramidReader:
         # decoded levels kept in memory: virtual levels, and small stored levels read as a whole
         self._decoded: ByteLRU[tuple[str, float, int, int], Any] = ByteLRU(decoded_cache_bytes)
         self._stored = StoredTiles()
-        # small values derived from a whole image (render's histograms), kept while its file is unchanged
-        self.derived: ByteLRU[tuple[str, float, int, int], Any] = ByteLRU(8 << 20)
 
     # -- metadata -----------------------------------------------------------------------------
     def info(self, path: str, ident: str) -> ImageMeta:
@@ -287,6 +286,43 @@ class PyramidReader:
             img = img.copy_memory()
             self._decoded.put(key, img, lv.width * lv.height * meta.bands * max(meta.bits // 8, 1))
         return img
+
+
+class PyramidImage:
+    """One file read through libvips (`PyramidReader`): the `SourceImage` of TIFF pyramids, stacks and
+    every single-resolution format libvips loads."""
+
+    def __init__(self, reader: PyramidReader, path: str, meta: ImageMeta) -> None:
+        self.reader = reader
+        self.path = path
+        self.meta = meta
+
+    def read(self, level: int, box: Box4, page: int = 0) -> Any:
+        return self.reader.read(self.path, self.meta, level, box, page)
+
+    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
+        if self.meta.loader != "tiffload":
+            return None
+        return self.reader.stored_tile(self.path, self.meta, (level, col, row), fmt, page)
+
+    def select(self, selector: Selector) -> SourceImage:
+        return no_selection(self, selector)
+
+
+class PyvipsFormat:
+    """Everything libvips loads (tiled and striped TIFF, JPEG, PNG, WebP, GIF, AVIF/HEIF, ...): the
+    registry's last format, claiming every file no other format claimed; libvips probes by content."""
+
+    name = "libvips"
+
+    def __init__(self, reader: PyramidReader) -> None:
+        self.reader = reader
+
+    def probe(self, path: str, head: bytes) -> bool:
+        return True
+
+    def open(self, path: str, ident: str) -> PyramidImage:
+        return PyramidImage(self.reader, path, self.reader.info(path, ident))
 
 
 def check_page(meta: ImageMeta, page: int) -> None:
