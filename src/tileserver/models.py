@@ -71,6 +71,25 @@ class StackItem:
 
 
 @dataclass(frozen=True)
+class Channel:
+    """One channel of a multi-channel image (OME-TIFF, fluorescence): its name, its display colour
+    (RGB, 0-255) and its display range in sample values, each None when the file does not say."""
+
+    name: str = ""
+    color: tuple[int, int, int] | None = None
+    window: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a multi-page document whose pages differ in size, addressed as `<ident>;page=<n>`."""
+
+    width: int
+    height: int
+    label: str = ""
+
+
+@dataclass(frozen=True)
 class Sequence:
     """An image sequence as iipsrv 1.3 defines it: one image file per view, named by its horizontal and
     vertical angle (`seq_pyr_010_090.tif`: 10 and 90 degrees). `stem` is the members' identifier up to the
@@ -113,6 +132,11 @@ class ImageMeta:
     stack: tuple[StackItem, ...] = ()  # the pages of an image stack, in page order; () for a single image
     resolution: tuple[float, float, int] | None = None  # TIFF XResolution, YResolution, ResolutionUnit as stored
     sequence: Sequence | None = None  # an image sequence: the rest describes its first view, 0,90
+    properties: tuple[tuple[str, str], ...] = ()  # the format's own metadata (slide properties, ...), as named there
+    associated: tuple[str, ...] = ()  # associated images (`<ident>;associated=<name>`): label, macro, thumbnail
+    channels: tuple[Channel, ...] = ()  # named channels of a multi-channel image, one per band
+    pages: tuple[Page, ...] = ()  # a document's pages (`<ident>;page=<n>`); () for one image or a stack
+    layers: int = 0  # quality layers of a layered source (JPEG 2000), 0 when not layered
 
     @property
     def views(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:

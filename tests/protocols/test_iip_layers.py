@@ -1,4 +1,5 @@
-"""LYR in the TileRequest (pure): carried for JPEG 2000 sources only, so other sources keep one cache entry."""
+"""LYR in the TileRequest (pure): carried for layered sources only (JPEG 2000 with quality layers), so other
+sources keep one cache entry."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ META = ImageMeta(ident="a", width=300, height=200, levels=(Level(300, 200, 256, 
                  mtime=0.0, file_size=1, min_values=(0.0,) * 3, max_values=(255.0,) * 3, loader="tiffload")
 
 
-@pytest.mark.parametrize(("loader", "layers"), [("jp2kload", 3), ("tiffload", None), ("jpegload", None)])
-def test_lyr_reaches_jpeg2000_requests_only(loader: str, layers: int | None) -> None:
+@pytest.mark.parametrize(("stored", "layers"), [(5, 3), (0, None), (1, None)])
+def test_lyr_reaches_layered_sources_only(stored: int, layers: int | None) -> None:
     q = parse(split_query("FIF=a&LYR=3&JTL=1,0"))
-    req = to_tile_request(q, replace(META, loader=loader), Settings(root="/tmp"))
+    req = to_tile_request(q, replace(META, layers=stored), Settings(root="/tmp"))
     assert req.layers == layers
-    plain = to_tile_request(parse(split_query("FIF=a&JTL=1,0")), replace(META, loader=loader), Settings(root="/tmp"))
+    plain = to_tile_request(parse(split_query("FIF=a&JTL=1,0")), replace(META, layers=stored), Settings(root="/tmp"))
     assert (req == plain) is (layers is None)  # the cache key splits only where layers can matter

@@ -121,10 +121,9 @@ def _view(q: IIPQuery, meta: ImageMeta) -> dict[str, Any]:
 
 
 def _layers(q: IIPQuery, meta: ImageMeta) -> int | None:
-    """LYR's quality layers, carried only for JPEG 2000 sources (for others they change nothing, so
-    they must not split the tile cache). Not applied yet: libvips' jp2kload decodes every layer, so a
-    JPEG 2000 reader with layer control (sources/) is where this will take effect."""
-    return q.layers if meta.loader.startswith("jp2k") else None
+    """LYR's quality layers, carried only for sources stored in layers (JPEG 2000, `ImageMeta.layers`):
+    for others they change nothing, so they must not split the tile cache."""
+    return q.layers if meta.layers > 1 else None
 
 
 def to_tile_request(q: IIPQuery, meta: ImageMeta, settings: Settings) -> TileRequest:
