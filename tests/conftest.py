@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from tileserver.app import create_app
 from tileserver.settings import Settings
 
+from .document_images import make_documents
 from .sequence_images import make_sequences
 from .stack_images import make_stacks
 
@@ -67,6 +68,7 @@ def make_images(root: Path) -> None:
     os.symlink(outside / "secret.tif", root / "escape.tif")
     make_stacks(root)
     make_sequences(root)
+    make_documents(root)
 
 
 def write_meta_tiffs(root: Path) -> None:

@@ -158,12 +158,19 @@ class TileService:
 
     def _load_selection(self, ident: str, base: str, selector: Selector, old: _Entry | None, now: float
                         ) -> _Entry:
-        """`base;key=value...`: what the selectors pick out of `base`'s image (`SourceImage.select`)."""
+        """`base;key=value...`: what the selectors pick out of `base`'s image (`SourceImage.select`),
+        from `base`'s own entry when it is loaded and unchanged (a document's pages are asked for one
+        after another). Protocols see it under the identifier as asked (`;page=01` too)."""
         path = self.source.resolve(base)
         if old is not None and old.path == path and self._unchanged(path, old):
             return replace(old, checked=now)
-        image = self.formats.open(path, base).select(selector)
-        return _Entry(image, image.meta, path, now)
+        whole = self.metadata.get(base)
+        if whole is not None and whole.path == path and whole.meta.sequence is None and self._unchanged(path, whole):
+            image = whole.image.select(selector)
+        else:
+            image = self.formats.open(path, base).select(selector)
+        meta = image.meta if image.meta.ident == ident else replace(image.meta, ident=ident)
+        return _Entry(image, meta, path, now)
 
     def _load_sequence(self, ident: str, old: _Entry | None, now: float) -> _Entry:
         """An image sequence's metadata: its first view's (000_090, as iipsrv 1.3) with its views. Kept

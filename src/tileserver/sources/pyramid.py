@@ -6,6 +6,10 @@ by halving (rounding up) until one tile holds the image. Opened files are reused
 (libvips serialises reads on one handle); virtual levels are materialised once and shared.
 A TIFF image stack (pages of one size, NewSubfileType multi-page, as iipsrv 1.3 reads them) is one
 image whose pages are chosen per read (`page`); its page names and scales are `ImageMeta.stack`.
+Any other multi-page file (a TIFF document whose pages differ in size, each with its own reductions:
+`documents.py`; a GIF, WebP or HEIF with several pages) is read as its first page, listing its pages in
+`ImageMeta.pages`. `<ident>;page=N` (`PyramidImage.select`) is page N of a document or a stack as an
+image of its own, with its own levels.
 All pyvips errors are translated here: nothing above this module sees `pyvips.Error`.
 """
 
@@ -17,6 +21,7 @@ import re
 import struct
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import pyvips
@@ -24,18 +29,13 @@ import pyvips
 from ..cache.memory import ByteLRU
 from ..errors import NotFound, SourceError, TileNotFound
 from ..levels import halvings, level_factor
-from ..models import ImageMeta, Level, OutputFormat, StackItem
+from ..models import ImageMeta, Level, OutputFormat, Page, StackItem
 from .base import Box4, Selector, SourceImage, no_selection
+from .documents import DocPage, document_pages, stack_items
 from .passthrough import StoredTile, StoredTiles
 from .tiff import (
-    DOCUMENT_NAME,
-    MULTI_PAGE,
-    NEW_SUBFILE_TYPE,
     SMAX,
     SMIN,
-    STONITS,
-    TILE_LENGTH,
-    TILE_WIDTH,
     Ifd,
     TiffFile,
     descriptive_tags,
@@ -56,6 +56,8 @@ EXIF_TAGS = {"exif-ifd0-Artist": "creator", "exif-ifd0-Copyright": "rights",
              "exif-ifd0-ImageDescription": "description", "exif-ifd0-Make": "make",
              "exif-ifd0-Model": "model", "exif-ifd0-Software": "software", "exif-ifd0-DateTime": "date"}
 SHRINK_ON_LOAD = {"jpegload", "webpload", "heifload"}
+SAME_SIZE_PAGES = {"gifload", "webpload"}  # frames of an animation: every page has the first one's size
+MAX_PAGES = 4096  # pages listed (and addressable) in a file other than TIFF (a TIFF's: TiffFile.MAX_IFDS)
 MATERIALISE_PIXELS = 64 * 1024 * 1024
 
 
@@ -77,46 +79,16 @@ def vips_error(exc: pyvips.Error, what: str) -> SourceError:
 
 
 class _Layout(NamedTuple):
-    """What the TIFF directories say beyond libvips: stored levels, ASCII tags, tile codec, SMin/SMax
-    sample limits, and the pages of an image stack."""
+    """What the file says beyond libvips' header of one page: stored levels, ASCII tags, tile codec,
+    SMin/SMax sample limits, resolution, the pages of an image stack and those of a document."""
 
     levels: list[Level]
     tags: dict[str, str]
     compression: str
     limits: tuple[tuple[float, ...], tuple[float, ...]] | None
     stack: tuple[StackItem, ...]
-
-
-def _stack(tf: TiffFile, stored: list[Level], path: str) -> tuple[StackItem, ...]:
-    """The images of a stack, as iipsrv 1.3 finds them: top-level pages marked multi-page
-    (NewSubfileType 2), named by DocumentName and scaled by StoNits, in file order; page n is the
-    n-th top-level directory. Only when page 0's reductions are SubIFDs (OME-TIFF style) or page 1
-    has page 0's size (images too small to need reductions). Unlike iipsrv, every page must share
-    page 0's geometry (size, tiling, SubIFD sizes), since one set of levels describes them all;
-    otherwise the file is read as one image."""
-    pages = tf.pages
-    same_size = len(pages) > 1 and pages[1].tiled and pages[1].size == pages[0].size
-    if not (tf.subifds[0] and len(stored) > 1) and not same_size:
-        return ()
-    items = [_stack_item(ifd) for ifd in pages if ifd.num(NEW_SUBFILE_TYPE) & MULTI_PAGE]
-    shape = _geometry(pages[0], tf.subifds[0])
-    if any(_geometry(pages[p], tf.subifds[p]) != shape for p in range(len(items))):
-        log.warning("%s: stack pages differ in size or tiling; read as one image", path)
-        return ()
-    return tuple(items)
-
-
-def _stack_item(ifd: Ifd) -> StackItem:
-    name = ifd.values.get(DOCUMENT_NAME)
-    scale = ifd.values.get(STONITS)
-    return StackItem(
-        name.split(b"\0", 1)[0].decode("utf-8", "replace") if isinstance(name, bytes) else "",
-        float(scale[0]) if isinstance(scale, tuple) and scale else 1.0,
-    )
-
-
-def _geometry(page: Ifd, subifds: list[Ifd]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    return [(ifd.size, (ifd.num(TILE_WIDTH), ifd.num(TILE_LENGTH))) for ifd in (page, *subifds)]
+    pages: tuple[Page, ...]
+    resolution: tuple[float, float, int] | None
 
 
 class PyramidReader:
@@ -129,15 +101,18 @@ class PyramidReader:
         self._stored = StoredTiles()
 
     # -- metadata -----------------------------------------------------------------------------
-    def info(self, path: str, ident: str) -> ImageMeta:
+    def info(self, path: str, ident: str, page: int | None = None) -> ImageMeta:
+        """The file's first page, listing the file's pages (`ImageMeta.stack` for a stack, `.pages`
+        for any other multi-page file); with `page`, that page alone as an image of its own (its own
+        levels, no page list). NotFound past the last page."""
         try:
             st = os.stat(path)
             img = pyvips.Image.new_from_file(path)
             loader = img.get("vips-loader")
             if loader == "tiffload":
-                layout = self._tiff_layout(path, img)
+                img, layout = self._tiff_layout(path, ident, img, page)
             else:
-                layout = _Layout([self._single_level(img)], _exif(img), "", None, ())
+                img, layout = self._other_layout(path, ident, img, loader, page)
         except pyvips.Error as exc:
             if not os.path.exists(path):
                 raise NotFound(f"image not found: {ident}") from exc
@@ -156,51 +131,50 @@ class PyramidReader:
             colorspace=COLORSPACES.get(img.interpretation, "multiband" if img.bands > 4 else "srgb"),
             has_alpha=bool(img.hasalpha()), has_icc="icc-profile-data" in img.get_fields(),
             mtime=st.st_mtime, file_size=st.st_size, min_values=mins, max_values=maxs, loader=loader,
-            resolution=_resolution(path, loader, img), metadata=tuple(sorted(layout.tags.items())),
-            compression=layout.compression,
-            stack=layout.stack,
+            resolution=layout.resolution, metadata=tuple(sorted(layout.tags.items())),
+            compression=layout.compression, stack=layout.stack, pages=layout.pages,
         )
 
-    def _single_level(self, img: Any) -> Level:
-        t = self.tile_size
-        return Level(img.width, img.height, t, t, 1.0, True)
-
-    def _tiff_layout(self, path: str, img: Any) -> _Layout:
+    def _tiff_layout(self, path: str, ident: str, img: Any, page: int | None) -> tuple[Any, _Layout]:
+        """Page `page` (the first when None, with the file's pages) of a TIFF: its pyvips header and
+        what its directories say."""
         with open(path, "rb") as f:
             tf = TiffFile(f)
-        first = tf.pages[0]
-        stored = self._stored_levels(tf, img)
-        limits = None
-        if SMIN in first.values and SMAX in first.values:
-            mins = tuple(float(v) for v in first.values[SMIN])
-            maxs = tuple(float(v) for v in first.values[SMAX])
-            if len(mins) == 1 and img.bands > 1:
-                mins, maxs = mins * img.bands, maxs * img.bands
-            if len(mins) == img.bands == len(maxs):
-                limits = (mins, maxs)
-        return _Layout(stored, descriptive_tags(first), first.compression if first.tiled else "", limits,
-                       _stack(tf, stored, path))
+        doc = document_pages(tf, self.tile_size)
+        chosen = _page_of(doc, page, ident)
+        ifd = tf.pages[chosen.page]
+        if chosen.page:
+            img = pyvips.Image.tiffload(path, page=chosen.page)
+        stored = list(chosen.levels)
+        stack = stack_items(tf, stored, ident) if page is None else ()
+        pages = _page_list(doc) if page is None and not stack else ()
+        return img, _Layout(stored, descriptive_tags(ifd), ifd.compression if ifd.tiled else "",
+                            _limits(ifd, img.bands), stack, pages, resolution(ifd))
 
-    def _stored_levels(self, tf: TiffFile, img: Any) -> list[Level]:
-        """Page 0 and its reductions: its SubIFDs when it has any, else the following smaller tiled
-        pages. Same-size pages (the other images of a stack) are not levels."""
-        first = tf.pages[0]
-        full = first.size
-        if not first.tiled:
-            return [self._single_level(img)]
-        stored = [Level(full[0], full[1], first.num(TILE_WIDTH), first.num(TILE_LENGTH), 1.0, True, 0, -1)]
-        if tf.subifds[0]:
-            candidates = [(0, j, ifd) for j, ifd in enumerate(tf.subifds[0])]
-        else:
-            candidates = [(p, -1, ifd) for p, ifd in enumerate(tf.pages) if p > 0]
-        for page, sub, ifd in candidates:
-            w, h = ifd.size
-            prev = stored[-1]
-            if not ifd.tiled or not (w < prev.width and h <= prev.height):
-                continue  # thumbnails, labels, stack pages: not pyramid levels
-            stored.append(Level(w, h, ifd.num(TILE_WIDTH), ifd.num(TILE_LENGTH), level_factor(full, (w, h)),
-                                True, page, sub))
-        return stored
+    def _other_layout(self, path: str, ident: str, img: Any, loader: str, page: int | None
+                      ) -> tuple[Any, _Layout]:
+        """Page `page` (the first when None, with the file's pages) of a file other than TIFF: GIF,
+        WebP and HEIF may have several (libvips' `n-pages`), every other format one."""
+        count = min(img.get("n-pages"), MAX_PAGES) if "n-pages" in img.get_fields() else 1
+        n = page or 0
+        if not 0 <= n < count:
+            raise NotFound(f"{ident} has no page {n}")
+        first = img
+        if n:
+            img = pyvips.Image.new_from_file(path, page=n)
+        t = self.tile_size
+        pages: tuple[Page, ...] = ()
+        if page is None and count > 1:
+            pages = tuple(Page(*self._page_size(path, first, loader, k)) for k in range(count))
+        return img, _Layout([Level(img.width, img.height, t, t, 1.0, True, n)], _exif(img), "", None, (), pages,
+                            _resolution(path, loader, img))
+
+    @staticmethod
+    def _page_size(path: str, first: Any, loader: str, n: int) -> tuple[int, int]:
+        if n == 0 or loader in SAME_SIZE_PAGES:
+            return first.width, first.height
+        img = pyvips.Image.new_from_file(path, page=n)  # a header read: pixels are decoded on demand
+        return img.width, img.height
 
     def _with_virtual(self, stored: list[Level], width: int, height: int) -> tuple[Level, ...]:
         last = stored[-1]
@@ -212,7 +186,9 @@ class PyramidReader:
 
     # -- pixels -------------------------------------------------------------------------------
     # `page` selects one image of a stack (ImageMeta.stack): a stored level `lv` of it is TIFF page
-    # `lv.page + page` (SubIFD `lv.subifd`), and its virtual levels are shrunk from that page.
+    # `lv.page + page` (SubIFD `lv.subifd`), and its virtual levels are shrunk from that page. A page
+    # opened on its own (`PyramidImage.select`) has levels naming its own directories and `page` 0;
+    # decoded levels are kept by the directory of full resolution, so both ways share them.
     def level_image(self, path: str, meta: ImageMeta, index: int, page: int = 0) -> Any:
         """The whole level `index` of `page` as a (lazy) pyvips image."""
         check_page(meta, page)
@@ -230,7 +206,7 @@ class PyramidReader:
         only resize and encode); smaller reads crop the file, or the kept level when there is one."""
         x, y, w, h = box
         lv = meta.levels[index]
-        key = (path, meta.mtime, index, page)
+        key = _decoded_key(path, meta, index, page)
         img = self._decoded.get(key)
         if img is None:
             img = self.level_image(path, meta, index, page)
@@ -264,6 +240,8 @@ class PyramidReader:
             return img
         if meta.loader == "tiffload":
             img = pyvips.Image.tiffload(path, page=lv.page + page, subifd=lv.subifd, access="random")
+        elif lv.page + page:
+            img = pyvips.Image.new_from_file(path, page=lv.page + page, access="random")
         else:
             img = pyvips.Image.new_from_file(path, access="random")
         handles[key] = img
@@ -272,12 +250,12 @@ class PyramidReader:
         return img
 
     def _virtual_level(self, path: str, meta: ImageMeta, index: int, page: int) -> Any:
-        key = (path, meta.mtime, index, page)
+        key = _decoded_key(path, meta, index, page)
         img = self._decoded.get(key)
         if img is not None:
             return img
         lv = meta.levels[index]
-        if meta.loader in SHRINK_ON_LOAD and index == 1:
+        if meta.loader in SHRINK_ON_LOAD and index == 1 and meta.levels[0].page + page == 0:
             img = pyvips.Image.thumbnail(path, lv.width, height=lv.height, size="force", no_rotate=True)
         else:
             src = self.level_image(path, meta, index - 1, page)
@@ -306,7 +284,13 @@ class PyramidImage:
         return self.reader.stored_tile(self.path, self.meta, (level, col, row), fmt, page)
 
     def select(self, selector: Selector) -> SourceImage:
-        return no_selection(self, selector)
+        """`;page=N`: page N of a document or a stack (page 0 of a single image is the image), with
+        its own levels; the rest of the selector applies to that page. NotFound past the last page."""
+        if selector.page is None:
+            return no_selection(self, selector)
+        ident = f"{self.meta.ident};page={selector.page}"
+        page = PyramidImage(self.reader, self.path, self.reader.info(self.path, ident, selector.page))
+        return page.select(replace(selector, page=None))
 
 
 class PyvipsFormat:
@@ -325,10 +309,37 @@ class PyvipsFormat:
         return PyramidImage(self.reader, path, self.reader.info(path, ident))
 
 
+def _decoded_key(path: str, meta: ImageMeta, index: int, page: int) -> tuple[str, float, int, int]:
+    """A decoded level's key: file, version, directory of the page's full resolution, level."""
+    return path, meta.mtime, meta.levels[0].page + page, index
+
+
 def check_page(meta: ImageMeta, page: int) -> None:
     """A page outside the stack (any page but 0 of a single image) is a missing tile, not a 500."""
     if not 0 <= page < max(len(meta.stack), 1):
         raise TileNotFound(f"{meta.ident} has no page {page}")
+
+
+def _page_of(doc: tuple[DocPage, ...], page: int | None, ident: str) -> DocPage:
+    if not 0 <= (page or 0) < len(doc):
+        raise NotFound(f"{ident} has no page {page}")
+    return doc[page or 0]
+
+
+def _page_list(doc: tuple[DocPage, ...]) -> tuple[Page, ...]:
+    """`ImageMeta.pages`: each page's size and label, for a file of more than one page."""
+    return tuple(Page(*p.size, p.label) for p in doc) if len(doc) > 1 else ()
+
+
+def _limits(ifd: Ifd, bands: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The SMinSampleValue / SMaxSampleValue of a directory, one per band, when it has both."""
+    if SMIN not in ifd.values or SMAX not in ifd.values:
+        return None
+    mins = tuple(float(v) for v in ifd.values[SMIN])
+    maxs = tuple(float(v) for v in ifd.values[SMAX])
+    if len(mins) == 1 and bands > 1:
+        mins, maxs = mins * bands, maxs * bands
+    return (mins, maxs) if len(mins) == bands == len(maxs) else None
 
 
 def _exif(img: Any) -> dict[str, str]:
@@ -343,12 +354,9 @@ def _exif(img: Any) -> dict[str, str]:
 
 
 def _resolution(path: str, loader: str, img: Any) -> tuple[float, float, int] | None:
-    """The stored physical resolution as (x, y, TIFF unit: 1 none, 2 inch, 3 cm), as iipsrv reads it:
-    TIFF tags from the first directory, a JPEG's JFIF density (1:1, no unit, without a JFIF segment, as
-    libjpeg), otherwise libvips' pixels per millimetre as pixels per cm."""
-    if loader == "tiffload":
-        with open(path, "rb") as f:
-            return resolution(TiffFile(f).pages[0])
+    """The stored physical resolution as (x, y, TIFF unit: 1 none, 2 inch, 3 cm), as iipsrv reads it
+    (a TIFF's: `tiff.resolution` of the page's directory): a JPEG's JFIF density (1:1, no unit, without
+    a JFIF segment, as libjpeg), otherwise libvips' pixels per millimetre as pixels per cm."""
     if loader == "jpegload":
         with open(path, "rb") as f:
             head = f.read(18)
