@@ -144,6 +144,14 @@ class ImageMeta:
         return None if self.sequence is None else (self.sequence.horizontal, self.sequence.vertical)
 
     @property
+    def page_list(self) -> tuple[Page, ...]:
+        """Every page that `<ident>;page=<n>` names, in order: a document's `pages`, or the images of a
+        stack (each of the stack's size, named as in the stack); () for a single image."""
+        if self.pages:
+            return self.pages
+        return tuple(Page(self.width, self.height, s.name) for s in self.stack) if len(self.stack) > 1 else ()
+
+    @property
     def tile_size(self) -> tuple[int, int]:
         return self.levels[0].tile_width, self.levels[0].tile_height
 

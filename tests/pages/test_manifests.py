@@ -16,6 +16,8 @@ import pytest
 from tileserver.pages.manifests import build_collection, split_listing
 
 from ..conftest import ALPHA_PNG, RGB_TIF, SUBIFD_TIF, decode
+from ..document_images import DOC_LABELS, DOC_SIZES, DOC_TIF, GIF_PAGES
+from ..stack_images import FLAT_STACK_TIF, STACK_NAMES, STACK_TIF
 
 CONTEXT = "http://iiif.io/api/presentation/3/context.json"
 REQUIRED = {
@@ -104,6 +106,43 @@ async def test_manifest_ids_resolve(client: httpx.AsyncClient) -> None:
     assert (img.width, img.height) == (thumb["width"], thumb["height"])
     parent = (await client.get(local(m["partOf"][0]["id"]))).json()
     assert m["id"] in [item["id"] for item in parent["items"]]
+
+
+@pytest.mark.parametrize(("ident", "pages"), [
+    pytest.param(DOC_TIF, [(*size, label or f"Page {n + 1}") for n, (size, label) in
+                           enumerate(zip(DOC_SIZES, DOC_LABELS, strict=True))], id="document"),
+    pytest.param(STACK_TIF, [(451, 331, name) for name in STACK_NAMES], id="stack"),
+    pytest.param(FLAT_STACK_TIF, [(200, 150, name) for name in STACK_NAMES], id="flat-stack"),
+    pytest.param(GIF_PAGES, [(97, 61, f"Page {n}") for n in (1, 2, 3)], id="gif"),
+])
+async def test_every_page_is_a_canvas_in_order(client: httpx.AsyncClient, ident: str,
+                                               pages: list[tuple[int, int, str]]) -> None:
+    """One Canvas per page, in page order, each of its page's size and painted with that page's own
+    image service `<ident>;page=<n>` (encoded as the Image API's identifiers are), which resolves to
+    an info.json and full image of that size."""
+    m = (await client.get(f"/iiif/manifests/{ident}.json")).json()
+    check_resource(m)
+    canvases = m["items"]
+    assert [(c["width"], c["height"], c["label"]["none"][0]) for c in canvases] == pages
+    assert len({c["id"] for c in canvases}) == len(pages)
+    for n, c in enumerate(canvases):
+        annotation = c["items"][0]["items"][0]
+        assert annotation["target"] == c["id"]
+        body = annotation["body"]
+        service = body["service"][0]["id"]
+        assert service == f"http://testserver/iiif/3/{ident}%3Bpage%3D{n}"
+        info = (await client.get(local(service + "/info.json"))).json()
+        assert info["id"] == service and (info["width"], info["height"]) == (c["width"], c["height"])
+        assert (body["width"], body["height"]) == (c["width"], c["height"])
+    last = decode((await client.get(local(canvases[-1]["items"][0]["items"][0]["body"]["id"]))).content)
+    assert (last.width, last.height) == pages[-1][:2]
+    assert {"label": {"en": ["Pages"]}, "value": {"none": [str(len(pages))]}} in m["metadata"]
+
+
+async def test_a_page_has_a_manifest_of_one_canvas(client: httpx.AsyncClient) -> None:
+    m = (await client.get(f"/iiif/manifests/{DOC_TIF}%3Bpage%3D1.json")).json()
+    assert [(c["width"], c["height"]) for c in m["items"]] == [DOC_SIZES[1]]
+    assert painting(m)["body"]["service"][0]["id"] == f"http://testserver/iiif/3/{DOC_TIF}%3Bpage%3D1"
 
 
 async def test_manifest_ids_follow_forwarded_headers(client: httpx.AsyncClient) -> None:

@@ -2,7 +2,11 @@
 
 `/iiif/manifests/{identifier}.json`: a Manifest with one Canvas sized to the image, painted by one
 Annotation whose body is the full image with an `ImageService3` service at `/iiif/3/{identifier}`,
-plus a thumbnail. The label is the image's title metadata, else its file name.
+plus a thumbnail. The label is the image's title metadata, else its file name. A multi-page file (a
+document, an image stack, an animated GIF) has one Canvas per page, in page order, each of its page's
+size, painted with the page's own image service `/iiif/3/{identifier};page={n}` (`;` and `=` encoded,
+as every identifier character but the unreserved ones) and labelled with the page's name, else
+"Page {n + 1}".
 `/iiif/collection.json` is the Collection of the image root, `/iiif/collections/{folder}.json` the
 Collection of a sub-folder (slashes raw or as `%2F`): sub-folders are nested Collections, images
 Manifests. These paths never clash with the Image API, whose identifiers cannot hold a raw `/`; the
@@ -72,6 +76,8 @@ def thumbnail(base: str, meta: ImageMeta) -> list[dict[str, Any]]:
 
 def metadata(meta: ImageMeta) -> list[dict[str, Any]]:
     out = [{"label": lang("Size", "en"), "value": lang(f"{meta.width} x {meta.height} pixels")}]
+    if meta.page_list:
+        out.append({"label": lang("Pages", "en"), "value": lang(str(len(meta.page_list)))})
     for key, name in METADATA_LABELS:
         value = meta.meta(key)
         if value:
@@ -89,16 +95,25 @@ def rights(meta: ImageMeta, default: str) -> dict[str, Any]:
     return {"requiredStatement": {"label": lang("Rights", "en"), "value": lang(statement)}}
 
 
-def canvas(mid: str, base: str, meta: ImageMeta) -> dict[str, Any]:
-    cid = f"{mid.removesuffix('.json')}/canvas/p1"
-    body = {"id": f"{base}/iiif/3/{encode_ident(meta.ident)}/full/max/0/default.jpg", "type": "Image",
-            "format": "image/jpeg", "width": meta.width, "height": meta.height,
-            "service": [image_service(base, meta.ident)]}
-    annotation = {"id": f"{cid}/annotation/p1-image", "type": "Annotation", "motivation": "painting",
+def canvas(mid: str, base: str, ident: str, size: tuple[int, int], label: str, number: int) -> dict[str, Any]:
+    """Canvas `number` (from 1) painted with the whole of image `ident` of `size`."""
+    cid = f"{mid.removesuffix('.json')}/canvas/p{number}"
+    width, height = size
+    body = {"id": f"{base}/iiif/3/{encode_ident(ident)}/full/max/0/default.jpg", "type": "Image",
+            "format": "image/jpeg", "width": width, "height": height, "service": [image_service(base, ident)]}
+    annotation = {"id": f"{cid}/annotation/p{number}-image", "type": "Annotation", "motivation": "painting",
                   "body": body, "target": cid}
-    page = {"id": f"{cid}/page/p1", "type": "AnnotationPage", "items": [annotation]}
-    return {"id": cid, "type": "Canvas", "label": lang(label_of(meta)), "width": meta.width,
-            "height": meta.height, "items": [page]}
+    page = {"id": f"{cid}/page/p{number}", "type": "AnnotationPage", "items": [annotation]}
+    return {"id": cid, "type": "Canvas", "label": lang(label), "width": width, "height": height, "items": [page]}
+
+
+def canvases(mid: str, base: str, meta: ImageMeta) -> list[dict[str, Any]]:
+    """One Canvas for a single image; one per page, in order, for a multi-page file (`page_list`)."""
+    pages = meta.page_list
+    if not pages:
+        return [canvas(mid, base, meta.ident, (meta.width, meta.height), label_of(meta), 1)]
+    return [canvas(mid, base, f"{meta.ident};page={n}", (p.width, p.height), p.label or f"Page {n + 1}", n + 1)
+            for n, p in enumerate(pages)]
 
 
 def build_manifest(base: str, meta: ImageMeta, default_rights: str = "") -> dict[str, Any]:
@@ -109,7 +124,7 @@ def build_manifest(base: str, meta: ImageMeta, default_rights: str = "") -> dict
         "@context": CONTEXT, "id": mid, "type": "Manifest", "label": lang(label_of(meta)),
         "metadata": metadata(meta), **rights(meta, default_rights), "thumbnail": thumbnail(base, meta),
         "partOf": [{"id": collection_url(base, folder), "type": "Collection"}],
-        "items": [canvas(mid, base, meta)],
+        "items": canvases(mid, base, meta),
     }
 
 
