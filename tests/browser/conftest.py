@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from ..document_images import write_document
 from ..live import clean_env, live_tileserver
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,6 +24,7 @@ ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 IMAGE = "sample.tif"
+DOCUMENT = "document.tif"  # tests/document_images.py: three pages of different sizes
 SIZE = (3001, 2003)  # odd, not near 256·2ⁿ (where OpenSeadragon's Zoomify tiers differ; README)
 
 
@@ -54,6 +56,7 @@ def browser_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("browser-images")
     mp = make_pyramid_module()
     mp.make_pyramid(mp.sample_image(*SIZE), root / IMAGE, 256, 85, "jpeg")
+    write_document(root / DOCUMENT)
     return root
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .conftest import IMAGE, SIZE
+import pytest
+
+from ..document_images import DOC_SIZES
+from .conftest import DOCUMENT, IMAGE, SIZE
 from .harness import TileLog
 
 
@@ -16,7 +19,7 @@ async def test_index_shows_the_image_and_links_the_viewer(page: Any, live_server
     await thumb.wait_for()
     await page.wait_for_function(f"document.querySelector(\"img[alt='{IMAGE}']\").naturalWidth > 0")
     assert await thumb.evaluate("i => i.naturalHeight") == 160
-    await page.click("text=viewer")
+    await page.click(f"a[href='viewer/{IMAGE}']")
     await page.wait_for_url(re.compile(rf"/viewer/{re.escape(IMAGE)}"))
     await page.wait_for_selector("#viewer .openseadragon-canvas")
 
@@ -39,3 +42,26 @@ async def test_viewer_switch_reopens_from_each_source(page: Any, live_server: st
         assert log.levels and all(k.startswith(prefix) for k in log.levels), (value, dict(log.levels))
         assert any(path in u for u in urls) and f"source={value}" in page.url
     assert not log.failures
+
+
+LOADED = "window.viewer.world.getItemCount() === 1 && window.viewer.world.getItemAt(0).getFullyLoaded()"
+SHOWN = "() => { const d = window.viewer.world.getItemAt(0).source.dimensions; return [d.x, d.y]; }"
+
+
+@pytest.mark.parametrize("source", ["dzi", "iiif3", "iiif2", "zoomify"])
+async def test_viewer_pages_through_a_document(page: Any, live_server: str, source: str) -> None:
+    """A multi-page document opens in sequence mode at `?page=`, each page from its own tile source
+    (`;page=n`) at its own size; paging on keeps the URL's page in step and asks for that page."""
+    urls: list[str] = []
+    page.on("response", lambda r: urls.append(r.url))
+    await page.goto(f"{live_server}/viewer/{DOCUMENT}?source={source}&page=1&drawer=canvas")
+    await page.wait_for_function(LOADED)
+    assert await page.evaluate(SHOWN) == list(DOC_SIZES[1])
+    for n in (2, 0):
+        urls.clear()
+        await page.evaluate(f"() => window.viewer.goToPage({n})")
+        await page.wait_for_function(f"{LOADED} && window.viewer.world.getItemAt(0).source.dimensions.x === "
+                                     f"{DOC_SIZES[n][0]}")
+        assert await page.evaluate(SHOWN) == list(DOC_SIZES[n])
+        assert f"page={n}" in page.url
+        assert any(f"page%3D{n}" in u or f"page={n}" in u for u in urls)

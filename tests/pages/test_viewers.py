@@ -20,6 +20,7 @@ from tileserver.pages.viewers import ASSETS, PACKAGES, script_json
 from tileserver.settings import Settings
 
 from ..conftest import RGB_TIF, SUBIFD_TIF
+from ..document_images import DOC_SIZES, DOC_TIF
 
 NODE_MODULES = Path(__file__).resolve().parents[2] / ".cache" / "viewer-node" / "node_modules"
 
@@ -46,6 +47,28 @@ async def test_viewer_page_sources_answer(client: httpx.AsyncClient) -> None:
         assert (await client.get(url)).status_code == 200, url
     assert 'value="iiif2" checked' in r.text
     assert f'href="/mirador/{SUBIFD_TIF}"' in r.text
+
+
+@pytest.mark.parametrize("first", [0, 2])
+async def test_viewer_lists_the_pages_of_a_document(client: httpx.AsyncClient, first: int) -> None:
+    r = await client.get(f"/viewer/{DOC_TIF}?page={first}")
+    config = page_config(r.text)
+    assert config["page"] == first and len(config["pages"]) == len(DOC_SIZES)
+    assert f"{DOC_SIZES[0][0]} x {DOC_SIZES[0][1]}, 3 pages" in r.text
+    for n, sources in enumerate(config["pages"]):
+        assert set(sources) == {"dzi", "iiif3", "iiif2", "zoomify"}
+        info = (await client.get(sources["iiif3"].removeprefix("http://testserver"))).json()
+        assert (info["width"], info["height"]) == DOC_SIZES[n]
+        assert info["id"].endswith(f"%3Bpage%3D{n}")
+        for key in ("dzi", "zoomify"):
+            url = sources[key].removeprefix("http://testserver") + ("ImageProperties.xml" if key == "zoomify" else "")
+            body = (await client.get(url)).text
+            assert f'"{DOC_SIZES[n][0]}"' in body and f'"{DOC_SIZES[n][1]}"' in body, url
+
+
+async def test_a_single_image_has_no_page_list(client: httpx.AsyncClient) -> None:
+    config = page_config((await client.get(f"/viewer/{RGB_TIF}?page=3")).text)
+    assert config["pages"] == [] and config["page"] == 0
 
 
 async def test_viewer_page_defaults_and_escapes(client: httpx.AsyncClient) -> None:

@@ -362,18 +362,20 @@ async def test_gif_frames_are_pages(client: httpx.AsyncClient, reader: PyramidRe
     assert tuple(round(v) for v in shrunk[:3].getpoint(20, 10)) == GIF_COLOURS[page]
 
 
-def test_webp_pages(tmp_path: Path, reader: PyramidReader) -> None:
-    """Frames of an animated WebP, each with its own virtual level (libvips' shrink-on-load reads only
-    the first frame, so it must not make the others' levels)."""
+@pytest.mark.parametrize(("suffix", "options"), [pytest.param("webp", {"lossless": True}, id="webp"),
+                                                 pytest.param("avif", {"lossless": True}, id="heif")])
+def test_pages_of_webp_and_heif(tmp_path: Path, reader: PyramidReader, suffix: str, options: dict[str, Any]) -> None:
+    """Pages of an animated WebP and of a HEIF image collection, each with its own virtual level
+    (libvips' shrink-on-load reads only the first page, so it must not make the others' levels)."""
     frames = [pyvips.Image.black(301, 203, bands=3).new_from_image(list(c)).cast("uchar") for c in GIF_COLOURS]
     anim = pyvips.Image.arrayjoin(frames, across=1).copy(interpretation="srgb")
     anim.set_type(pyvips.GValue.gint_type, "page-height", 203)
-    path = str(tmp_path / "a.webp")
-    anim.webpsave(path, lossless=True)
-    meta = reader.info(path, "a.webp")
+    path = str(tmp_path / f"a.{suffix}")
+    anim.write_to_file(path, **options)
+    meta = reader.info(path, "a")
     assert meta.pages == (Page(301, 203),) * 3
     for page, colour in enumerate(GIF_COLOURS):
-        one = reader.info(path, f"a.webp;page={page}", page)
+        one = reader.info(path, f"a;page={page}", page)
         assert [(lv.width, lv.height) for lv in one.levels] == [(301, 203), (150, 101)]
         for level in (0, 1):
             px = reader.read(path, one, level, (0, 0, 100, 100))

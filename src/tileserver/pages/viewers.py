@@ -1,7 +1,9 @@
 """Viewer pages: `/viewer/{identifier}` opens an image in OpenSeadragon with a switch between its
 DeepZoom, IIIF 3, IIIF 2 and Zoomify tile sources (`?source=dzi|iiif3|iiif2|zoomify` picks the
 first one, `?drawer=canvas|webgl|html` OpenSeadragon's drawer); `/mirador/{identifier}` opens its
-IIIF Presentation 3 manifest in Mirador.
+IIIF Presentation 3 manifest in Mirador. A multi-page file (a document, a stack) opens in
+OpenSeadragon's sequence mode, one page `{identifier};page={n}` after the other, each from the chosen
+protocol (`?page=n` picks the first page shown).
 
 The viewer JavaScript is never committed. Pages load the pinned npm packages in `PACKAGES` from
 `settings.viewer_cdn` (jsDelivr by default) with Subresource Integrity hashes computed from the npm
@@ -32,6 +34,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..errors import NotFound
+from ..models import ImageMeta
 from ..protocols.iiif import base_of
 from ..protocols.iiif.urls import encode_ident
 from ..settings import Settings
@@ -102,6 +105,11 @@ def tile_sources(base: str, ident: str, protocols: tuple[str, ...]) -> dict[str,
     return {key: urls[key] for key, _, proto in SOURCES if proto in protocols}
 
 
+def page_sources(base: str, meta: ImageMeta, protocols: tuple[str, ...]) -> list[dict[str, str]]:
+    """The tile sources of each page of a multi-page file (`<ident>;page=<n>`); [] for one image."""
+    return [tile_sources(base, f"{meta.ident};page={n}", protocols) for n in range(len(meta.page_list))]
+
+
 def script_json(value: Any) -> str:
     """JSON safe inside a `<script>` element (no `</script>`, no `<!--`)."""
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -139,10 +147,14 @@ async def viewer(request: Request) -> Response:
     chosen = chosen if chosen in sources else next(iter(sources))
     drawer = request.query_params.get("drawer", "auto")
     root = _root(request)
+    pages = page_sources(base_of(request, ""), meta, settings.protocols)
+    first = request.query_params.get("page", "0")
     config = {"sources": sources, "source": chosen, "drawer": drawer if drawer in DRAWERS else "auto",
-              "images": package_base(settings, root, "openseadragon") + OSD_IMAGES}
+              "images": package_base(settings, root, "openseadragon") + OSD_IMAGES, "pages": pages,
+              "page": int(first) if first.isdigit() and int(first) < len(pages) else 0}
+    size = f"{meta.width} x {meta.height}" + (f", {len(pages)} pages" if pages else "")
     page = render("viewer.html", title=html.escape(posixpath.basename(ident)), home=html.escape(f"{root}/"),
-                  size=f"{meta.width} x {meta.height}", assets=asset_tags(settings, root, "openseadragon"),
+                  size=size, assets=asset_tags(settings, root, "openseadragon"),
                   switch=source_switch(sources, chosen), mirador=html.escape(mirador_link(root, ident, settings)),
                   config=script_json(config))
     return HTMLResponse(page, headers={"Cache-Control": "no-cache"})

@@ -58,24 +58,17 @@ def document_pages(tf: TiffFile, tile: int) -> tuple[DocPage, ...]:
     given to striped pages, which have no tiles of their own."""
     pages: list[list[Level]] = []
     owners: list[int] = []  # the top-level directory of each page
+    tiled: int | None = None  # the last tiled page (an index into `pages`)
     for p, ifd in enumerate(tf.pages):
         kind = ifd.num(NEW_SUBFILE_TYPE)
-        owner = _last_tiled(tf, owners)
-        if p and owner is not None and _reduces(ifd, kind, pages[owner], tf.subifds[owners[owner]]):
-            lv = pages[owner][0]
-            pages[owner].append(_level(ifd, (lv.width, lv.height), p, -1))
+        if p and tiled is not None and _reduces(ifd, kind, pages[tiled], tf.subifds[owners[tiled]]):
+            lv = pages[tiled][0]
+            pages[tiled].append(_level(ifd, (lv.width, lv.height), p, -1))
         elif not p or not kind & REDUCED_IMAGE:
             owners.append(p)
             pages.append(_page_levels(ifd, tf.subifds[p], p, tile))
+            tiled = len(pages) - 1 if ifd.tiled else tiled
     return tuple(DocPage(p, tuple(levels), page_label(tf.pages[p])) for p, levels in zip(owners, pages, strict=True))
-
-
-def _last_tiled(tf: TiffFile, owners: list[int]) -> int | None:
-    """The index (in `owners`) of the last tiled page, or None."""
-    for i in range(len(owners) - 1, -1, -1):
-        if tf.pages[owners[i]].tiled:
-            return i
-    return None
 
 
 def _reduces(ifd: Ifd, kind: int, levels: list[Level], subifds: list[Ifd]) -> bool:
