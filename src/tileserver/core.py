@@ -27,6 +27,7 @@ from .sources.base import Selector, SourceImage, split_selector
 from .sources.local import Source
 from .sources.pyramid import PyramidReader, PyvipsFormat, configure_vips
 from .sources.registry import Registry
+from .sources.slide import SlideFormat, SlideReader
 
 T = TypeVar("T")
 TRANSLATIONS = 8192  # remembered URL translations per process
@@ -82,7 +83,9 @@ class TileService:
                              settings.max_identifier_length, settings.filename_pattern)
         self.reader = PyramidReader(settings.virtual_tile_size, settings.open_images,
                                      int(settings.decoded_cache_mb * 1024 * 1024))
-        self.formats = Registry([PyvipsFormat(self.reader)])
+        self.slides = SlideReader(settings.virtual_tile_size, int(settings.slide_cache_mb * 1024 * 1024),
+                                  int(settings.decoded_cache_mb * 1024 * 1024))
+        self.formats = Registry([SlideFormat(self.slides), PyvipsFormat(self.reader)])
         # small values derived from a whole image (render's histograms), kept while its file is unchanged
         self.derived: ByteLRU[Hashable, object] = ByteLRU(8 << 20)
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)

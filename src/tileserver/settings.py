@@ -136,6 +136,8 @@ class Settings(BaseSettings):
     passthrough: bool = Field(True, description="Send stored JPEG/WebP TIFF tiles without re-encoding")
     tile_cache_mb: float = Field(128.0, ge=0, description="Encoded-tile cache per process, in MB")
     decoded_cache_mb: float = Field(256.0, ge=0, description="Decoded small levels kept per process, in MB")
+    slide_cache_mb: float = Field(64.0, ge=0, description="OpenSlide's decoded-tile cache, shared by the whole-slide "
+                                  "images of a process, in MB")
     metadata_cache_size: int = Field(1000, ge=0, description="Image metadata entries cached per process")
     stat_interval: float = Field(1.0, ge=0, description="Seconds between file mtime re-checks")
     open_images: int = Field(64, ge=1, description="Open image handles kept per thread")

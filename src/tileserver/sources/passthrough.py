@@ -3,11 +3,14 @@ compressed tiled TIFF and asks for nothing but that tile in that codec, send the
 
 A stored JPEG tile is an abbreviated JPEG stream whose quantisation and Huffman tables live in the
 TIFF's JPEGTables tag; splicing the two (tables without their EOI + tile without its SOI) gives a
-complete JFIF stream that decodes to exactly the pixels libtiff decodes. WebP tiles are complete
-WebP files already. Edge tiles are stored padded to the full tile size, so only tiles that lie wholly
-inside the level pass through. Other unscaled reads of JPEG levels (edge tiles, another quality,
-DeepZoom overlaps) are cut from decoded stored tiles (render.recode); everything else goes through
-libvips.
+complete JFIF stream that decodes to exactly the pixels libtiff decodes. A tile of RGB samples
+(Photometric RGB, as Aperio writes them: component ids 0, 1, 2 and no marker) would be taken for YCbCr
+by every decoder, so such a stream gets an Adobe APP14 marker saying "no colour transform"; one that
+already says (an Adobe marker) is left alone, one that says JFIF (which means YCbCr) is decoded instead.
+WebP tiles are complete WebP files already. Edge tiles are stored padded to the full tile size, so
+only tiles that lie wholly inside the level pass through. Other unscaled reads of JPEG levels (edge
+tiles, another quality, DeepZoom overlaps) are cut from decoded stored tiles (render.recode);
+everything else goes through libvips.
 """
 
 from __future__ import annotations
@@ -106,7 +109,7 @@ class StoredTiles:
         tf, pages = self._directories(path, meta)
         chain = pages[lv.page + page] if lv.page + page < len(pages) else []
         ifd = chain[lv.subifd + 1] if lv.subifd + 1 < len(chain) else None
-        if ifd is None or not _passable(ifd, fmt) or TILE_OFFSETS not in ifd.tags:
+        if ifd is None or not passable(ifd, fmt) or TILE_OFFSETS not in ifd.tags:
             return None
         index = row * lv.columns() + col
         fd = os.open(path, os.O_RDONLY)
@@ -124,12 +127,31 @@ class StoredTiles:
         tables = ifd.values.get(JPEG_TABLES)
         if not data.startswith(b"\xff\xd8"):
             return None
+        marker = _colour_marker(ifd, data)
+        if marker is None:
+            return None
         if isinstance(tables, bytes) and len(tables) > 4:
-            data = b"".join((memoryview(tables)[:-2], memoryview(data)[2:]))  # one copy of the tile
+            data = b"".join((b"\xff\xd8", marker, memoryview(tables)[2:-2], memoryview(data)[2:]))  # one copy
+        elif marker:
+            data = b"".join((b"\xff\xd8", marker, memoryview(data)[2:]))
         return StoredTile(data, icc)
 
 
-def _passable(ifd: Ifd, fmt: OutputFormat) -> bool:
+ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"  # APP14, version 100, transform 0
+
+
+def _colour_marker(ifd: Ifd, data: bytes) -> bytes | None:
+    """The Adobe segment an RGB-sample tile needs so that decoders do not take it for YCbCr (b"" when
+    none is needed), or None when the stream says JFIF (YCbCr) over RGB samples."""
+    if ifd.num(SAMPLES, 1) != 3 or ifd.num(PHOTOMETRIC) != 2:
+        return b""
+    if data[2:4] == b"\xff\xe0" and data[6:10] == b"JFIF":
+        return None
+    return b"" if data[2:4] == b"\xff\xee" else ADOBE_RGB
+
+
+def passable(ifd: Ifd, fmt: OutputFormat) -> bool:
+    """Whether a directory's tiles are `fmt` streams of 8-bit grey or RGB/YCbCr pixels, one plane."""
     bits = set(ifd.ints(BITS)) or {1}
     return (ifd.num(COMPRESSION) == CODECS[fmt] and bits == {8} and ifd.num(SAMPLES, 1) in (1, 3)
             and ifd.num(PLANAR_CONFIG, 1) == 1 and ifd.num(PHOTOMETRIC) in (1, 2, 6))
