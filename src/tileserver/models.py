@@ -152,6 +152,17 @@ class ImageMeta:
         return tuple(Page(self.width, self.height, s.name) for s in self.stack) if len(self.stack) > 1 else ()
 
     @property
+    def microns_per_pixel(self) -> tuple[float, float] | None:
+        """The size of a full-resolution pixel in micrometres (x, y), from the properties `openslide.mpp-x`
+        and `openslide.mpp-y` (OpenSlide's standard names, which any format may fill in); None if unknown."""
+        props = dict(self.properties)
+        try:
+            x, y = float(props["openslide.mpp-x"]), float(props["openslide.mpp-y"])
+        except (KeyError, ValueError):
+            return None
+        return (x, y) if 0 < x < float("inf") and 0 < y < float("inf") else None
+
+    @property
     def tile_size(self) -> tuple[int, int]:
         return self.levels[0].tile_width, self.levels[0].tile_height
 

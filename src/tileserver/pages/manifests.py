@@ -7,6 +7,11 @@ document, an image stack, an animated GIF) has one Canvas per page, in page orde
 size, painted with the page's own image service `/iiif/3/{identifier};page={n}` (`;` and `=` encoded,
 as every identifier character but the unreserved ones) and labelled with the page's name, else
 "Page {n + 1}".
+A whole slide's associated images are in its Manifest too: its label, macro (overview) and any other
+associated image each as a further Canvas after the slide's own (they are pictures of the same glass
+slide, which viewers such as Mirador then show beside it), its `thumbnail` as the Manifest's
+thumbnail. `metadata` lists the slide's vendor, objective power, microns per pixel and the vendor's
+own properties.
 `/iiif/collection.json` is the Collection of the image root, `/iiif/collections/{folder}.json` the
 Collection of a sub-folder (slashes raw or as `%2F`): sub-folders are nested Collections, images
 Manifests. These paths never clash with the Image API, whose identifiers cannot hold a raw `/`; the
@@ -29,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..errors import TileServerError
 from ..models import ImageMeta
 from ..protocols.iiif import base_of
 from ..protocols.iiif.urls import encode_ident
@@ -43,6 +49,9 @@ RIGHTS_PREFIXES = ("http://creativecommons.org/", "https://creativecommons.org/"
                    "http://rightsstatements.org/", "https://rightsstatements.org/")
 METADATA_LABELS = (("title", "Title"), ("creator", "Creator"), ("date", "Date"), ("description", "Description"),
                    ("software", "Software"))
+SLIDE_LABELS = (("openslide.vendor", "Slide format"), ("openslide.objective-power", "Objective power"))
+VENDOR_PROPERTIES = 64  # a vendor's own properties listed at most (DICOM has hundreds: OBJ=metadata has all)
+THUMBNAIL = "thumbnail"
 
 
 def lang(value: str, language: str = "none") -> dict[str, list[str]]:
@@ -82,7 +91,21 @@ def metadata(meta: ImageMeta) -> list[dict[str, Any]]:
         value = meta.meta(key)
         if value:
             out.append({"label": lang(name, "en"), "value": lang(value)})
-    return out
+    return out + slide_metadata(meta)
+
+
+def slide_metadata(meta: ImageMeta) -> list[dict[str, Any]]:
+    """A slide's standard properties with labels, then its vendor's own (`aperio.AppMag`, ...) by name."""
+    props = dict(meta.properties)
+    out = [{"label": lang(name, "en"), "value": lang(props[key])} for key, name in SLIDE_LABELS if props.get(key)]
+    mpp = meta.microns_per_pixel
+    if mpp is not None:
+        out.append({"label": lang("Microns per pixel", "en"), "value": lang(f"{mpp[0]:g} x {mpp[1]:g}")})
+    if meta.associated:
+        out.append({"label": lang("Associated images", "en"), "value": lang(", ".join(meta.associated))})
+    vendor = props.get("openslide.vendor")
+    own = [(k, v) for k, v in meta.properties if vendor and k.startswith(f"{vendor}.") and v and len(v) <= 1000]
+    return out + [{"label": lang(k), "value": lang(v)} for k, v in own[:VENDOR_PROPERTIES]]
 
 
 def rights(meta: ImageMeta, default: str) -> dict[str, Any]:
@@ -116,15 +139,21 @@ def canvases(mid: str, base: str, meta: ImageMeta) -> list[dict[str, Any]]:
             for n, p in enumerate(pages)]
 
 
-def build_manifest(base: str, meta: ImageMeta, default_rights: str = "") -> dict[str, Any]:
-    """The Manifest of one image (pure). `base` is the server's public base URI, no trailing slash."""
+def build_manifest(base: str, meta: ImageMeta, default_rights: str = "",
+                   associated: dict[str, ImageMeta] | None = None) -> dict[str, Any]:
+    """The Manifest of one image (pure). `base` is the server's public base URI, no trailing slash;
+    `associated` holds the metadata of a slide's associated images (`<ident>;associated=<name>`)."""
     mid = manifest_url(base, meta.ident)
     folder = posixpath.dirname(meta.ident)
+    extra = dict(associated or {})
+    thumb = extra.pop(THUMBNAIL, None)
+    items = canvases(mid, base, meta)
     return {
         "@context": CONTEXT, "id": mid, "type": "Manifest", "label": lang(label_of(meta)),
-        "metadata": metadata(meta), **rights(meta, default_rights), "thumbnail": thumbnail(base, meta),
+        "metadata": metadata(meta), **rights(meta, default_rights), "thumbnail": thumbnail(base, thumb or meta),
         "partOf": [{"id": collection_url(base, folder), "type": "Collection"}],
-        "items": canvases(mid, base, meta),
+        "items": items + [canvas(mid, base, m.ident, (m.width, m.height), name, n)
+                          for n, (name, m) in enumerate(sorted(extra.items()), len(items) + 1)],
     }
 
 
@@ -169,8 +198,15 @@ def media_type(accept: str) -> str:
 # -- endpoints --------------------------------------------------------------------------------------
 async def manifest(request: Request) -> Response:
     ident = request.path_params["ident"]
-    meta = await request.app.state.service.info(ident)
-    body = render(build_manifest(base_of(request, ""), meta, request.app.state.settings.rights))
+    service = request.app.state.service
+    meta = await service.info(ident)
+    associated = {}
+    for name in meta.associated:
+        try:
+            associated[name] = await service.info(f"{ident};associated={name}")
+        except TileServerError:
+            continue  # an unreadable label does not take the slide's manifest with it (its URLs say 415)
+    body = render(build_manifest(base_of(request, ""), meta, request.app.state.settings.rights, associated))
     mt = media_type(request.headers.get("accept", ""))
     return send_document(request, body, mt, meta, f"manifest:{mt}:{body.decode()}", {"Vary": "Accept"})
 

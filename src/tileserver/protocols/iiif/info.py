@@ -21,6 +21,8 @@ from .grammar import Limits, Version
 CONTEXT = {2: "http://iiif.io/api/image/2/context.json", 3: "http://iiif.io/api/image/3/context.json"}
 PROFILE_URI = {2: "http://iiif.io/api/image/2/level2.json", 3: "http://iiif.io/api/image/3/level2.json"}
 PROTOCOL = "http://iiif.io/api/image"
+PHYSDIM_CONTEXT = "http://iiif.io/api/annex/services/physdim/1/context.json"
+PHYSDIM_PROFILE = "http://iiif.io/api/annex/services/physdim"
 MEDIA_TYPE_V3 = f'application/ld+json;profile="{CONTEXT[3]}"'
 LEVEL2_FORMATS = ("jpg", "png")  # in the level 2 profile; anything else goes to extraFormats
 QUALITIES = ("color", "gray", "bitonal")  # beyond `default`; `color` works for grey images too
@@ -71,6 +73,17 @@ def tiles(meta: ImageMeta) -> list[dict[str, Any]]:
     return [{"width": w, "height": h, "scaleFactors": sorted(f)} for (w, h), f in grouped.items()]
 
 
+def physical_dimensions(meta: ImageMeta) -> list[dict[str, Any]]:
+    """The physical dimensions service (https://iiif.io/api/annex/services/physdim/) of an image whose
+    pixel size is known (a slide's microns per pixel): millimetres per full-resolution pixel, as iipsrv
+    writes the service (for its TIFF resolutions); [] when unknown."""
+    mpp = meta.microns_per_pixel
+    if mpp is None:
+        return []
+    return [{"@context": PHYSDIM_CONTEXT, "profile": PHYSDIM_PROFILE, "physicalScale": mpp[0] / 1000,
+             "physicalUnits": "mm"}]
+
+
 def features(service: Service, version: Version) -> list[str]:
     names = list(FEATURES_V3 if version == 3 else FEATURES_V2)
     if service.cors:
@@ -102,6 +115,8 @@ def info_v3(meta: ImageMeta, base: str, service: Service) -> dict[str, Any]:
     rights = rights_of(meta, service)
     if is_uri(rights):
         doc["rights"] = rights
+    if physical := physical_dimensions(meta):
+        doc["service"] = physical
     return doc
 
 
@@ -115,6 +130,8 @@ def info_v2(meta: ImageMeta, base: str, service: Service) -> dict[str, Any]:
     rights = rights_of(meta, service)
     if rights:
         doc["license" if is_uri(rights) else "attribution"] = rights
+    if physical := physical_dimensions(meta):
+        doc["service"] = physical
     return doc
 
 

@@ -5,6 +5,9 @@ in 1.3 it becomes the response header `IIP: 1.3`. A metadata object (`title`, `r
 answers its raw value as a line and makes the reply `text/plain` (`application/xml` for XMP).
 The IIP spec's own names (`copyright`, `subject`, `author`, `create-dtm`, `app-name`), which 1.3 no
 longer knows, answer the same fields. `OBJ=metadata` and `OBJ=stack` answer JSON (`application/json`).
+A whole slide's properties (`ImageMeta.properties`: `openslide.objective-power`, `aperio.AppMag`, ...)
+are objects of their own names too (matched without case, as 1.3 lower-cases OBJ arguments), answered
+as plain text, and part of `OBJ=metadata`; its microns per pixel are its `dpi`.
 An object the image lacks (no DPI, no title, not a stack) adds nothing; a reply that ends up empty is
 iipsrv's `2 1` error, naming the query. An unknown object is `Error/<len>:3 2 <name>`.
 
@@ -126,7 +129,7 @@ def _stack(meta: ImageMeta) -> list[str]:
 
 
 def _metadata_json(meta: ImageMeta, rights: str) -> str:
-    fields = dict(meta.metadata)
+    fields = {**dict(meta.properties), **dict(meta.metadata)}
     if rights and not fields.get("rights"):
         fields["rights"] = rights
     items = [f"\n\t{_json_string(k)}: {_json_string(v)}" for k, v in sorted(fields.items())
@@ -180,10 +183,31 @@ def _answer(name: str, meta: ImageMeta | None, q: IIPQuery, reply: _Reply, right
     elif name == "summary-info":
         for key in SUMMARY_INFO:
             _field(meta, key, reply, rights)
-    elif name in METADATA_OBJECTS or name in SPEC_NAMES:
-        _field(meta, SPEC_NAMES.get(name, name), reply, rights)
-    else:
+    elif not _text_object(meta, name, reply, rights):
         raise IIPError("3 2", name, f"unsupported object {name}")
+
+
+def _text_object(meta: ImageMeta, name: str, reply: _Reply, rights: str) -> bool:
+    """A metadata object (1.3's, the spec's names) or an image property, as plain text; False if `name`
+    is neither."""
+    if name in METADATA_OBJECTS or name in SPEC_NAMES:
+        _field(meta, SPEC_NAMES.get(name, name), reply, rights)
+        return True
+    value = _property(meta, name)
+    if value is None:
+        return False
+    if value:
+        reply.lines.append(value)
+        reply.media_type = "text/plain"
+    return True
+
+
+def _property(meta: ImageMeta, name: str) -> str | None:
+    """The value of the image property named `name` (any case), None when it has none of that name."""
+    for key, value in meta.properties:
+        if key.lower() == name:
+            return value
+    return None
 
 
 def _field(meta: ImageMeta, key: str, reply: _Reply, rights: str) -> None:
