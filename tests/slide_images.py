@@ -96,8 +96,10 @@ def level_sizes(width: int, height: int, count: int) -> list[tuple[int, int]]:
 
 def write_svs(path: Path, width: int, height: int, source: TileSource, *, levels: int = 3, tile: int = 256,
               quality: int = 80, mpp: float = 0.25, mag: int = 40, jp2k: bool = False,
-              label: Any = None, macro: Any = None, thumbnail: Any = None) -> list[tuple[int, int]]:
-    """Write an Aperio SVS of `levels` levels from `source`; returns the level sizes."""
+              label: Any = None, macro: Any = None, thumbnail: Any = None, aperio: bool = True
+              ) -> list[tuple[int, int]]:
+    """Write an Aperio SVS of `levels` levels from `source`; returns the level sizes. `aperio=False`:
+    the same TIFF without Aperio's ImageDescription (OpenSlide then calls it a generic TIFF)."""
     import tifffile
 
     sizes = level_sizes(width, height, levels)
@@ -114,7 +116,8 @@ def write_svs(path: Path, width: int, height: int, source: TileSource, *, levels
             tw.write(iter(tiles), shape=(h, w, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
                      compression=JP2K_RGB if jp2k else JPEG, subsampling=None if jp2k else (1, 1),
                      compressionargs=None if jp2k else {"outcolorspace": "RGB"},
-                     description=f"{APERIO}\r\n{head} {codec}{info}", subfiletype=0, extratags=extra,
+                     description=f"{APERIO}\r\n{head} {codec}{info}" if aperio else "RGB JPEG tiles",
+                     subfiletype=0 if i == 0 or aperio else 1, extratags=extra,
                      metadata=None, software=False)
             if i == 0 and thumbnail is not None:
                 th, tw_ = thumbnail.shape[:2]

@@ -207,3 +207,23 @@ def test_tile_offsets_read_whole_or_one_by_one_agree(root: Path) -> None:
         assert isinstance(whole.pages[0].values.get(324), tuple) and 324 not in single.pages[0].values
         with pytest.raises(IndexError):
             whole.tile_location(f.fileno(), whole.pages[0], 12)
+
+
+async def test_rgb_sample_jpeg_tiles_pass_through_marked_rgb(tmp_path: Path) -> None:
+    """A pyramid TIFF (read by libvips, not a slide) whose JPEG tiles hold RGB samples (Photometric RGB,
+    component ids 0, 1, 2, no marker, as Aperio writes them): the passed tile says RGB (an Adobe marker)
+    and decodes to libvips' (libtiff's) pixels; spliced without the marker it would decode as YCbCr."""
+    from ..slide_images import make_svs
+
+    make_svs(tmp_path / "rgb-samples.tif", 700, 530, levels=2, aperio=False)
+    svc = service(tmp_path)
+    meta = await svc.info("rgb-samples.tif")
+    image = svc.formats.open(str(tmp_path / "rgb-samples.tif"), "rgb-samples.tif")
+    assert meta.loader == "tiffload" and meta.compression == "jpeg"
+    req = TileRequest(ident="rgb-samples.tif", tile=Tile(0, 1, 1))
+    out = passthrough(image, req, svc.settings)
+    assert out is not None and out.body.startswith(b"\xff\xd8\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00")
+    decoded = pyvips.Image.tiffload(str(tmp_path / "rgb-samples.tif")).crop(256, 256, 256, 256)
+    assert max_diff(decode(out.body), decoded) == 0
+    without = out.body[:2] + out.body[18:]
+    assert max_diff(decode(without), decoded) > 40

@@ -85,11 +85,14 @@ class TiffFile:
         self.subifds: list[list[Ifd]] = []
         seen: set[int] = set()
         offset = first
-        while offset and offset not in seen and len(self.pages) < self.MAX_IFDS:
-            seen.add(offset)
-            ifd, offset = self._read_ifd(offset)
-            self.pages.append(ifd)
-            self.subifds.append([self._read_ifd(o)[0] for o in ifd.ints(SUBIFDS)[:64]])
+        try:
+            while offset and offset not in seen and len(self.pages) < self.MAX_IFDS:
+                seen.add(offset)
+                ifd, offset = self._read_ifd(offset)
+                self.pages.append(ifd)
+                self.subifds.append([self._read_ifd(o)[0] for o in ifd.ints(SUBIFDS)[:64]])
+        except struct.error as exc:  # a directory cut short (a truncated file)
+            raise ValueError("truncated TIFF directory") from exc
 
     def _read_ifd(self, offset: int) -> tuple[Ifd, int]:
         f, e = self.f, self.e
