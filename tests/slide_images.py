@@ -70,7 +70,7 @@ def aperio_jpeg(pixels: Any, quality: int) -> tuple[bytes, bytes]:
 
 
 def _tiles(source: TileSource, level: int, size: tuple[int, int], tile: int, quality: int, jp2k: bool,
-           tables: list[bytes]) -> Iterator[bytes]:
+           tables: bytes) -> Iterator[bytes]:
     w, h = size
     for y in range(0, h, tile):
         for x in range(0, w, tile):
@@ -83,9 +83,7 @@ def _tiles(source: TileSource, level: int, size: tuple[int, int], tile: int, qua
                 yield imagecodecs.jpeg2k_encode(px, level=quality, codecformat="j2k", mct=True)
                 continue
             t, data = aperio_jpeg(px, quality)
-            if not tables:
-                tables.append(t)
-            assert t == tables[0], "all tiles of a level share one set of tables"
+            assert t == tables, "all tiles share one set of tables (Pillow's fixed tables at one quality)"
             yield data
 
 
@@ -110,10 +108,10 @@ def write_svs(path: Path, width: int, height: int, source: TileSource, *, levels
         for i, (w, h) in enumerate(sizes):
             head = f"{width}x{height} [0,0 {width}x{height}] ({tile}x{tile})" if i == 0 else \
                 f"{width}x{height} -> {w}x{h} - ({tile}x{tile})"
-            tables: list[bytes] = []
-            tiles = list(_tiles(source, i, (w, h), tile, quality, jp2k, tables))
-            extra = [(JPEG_TABLES, 7, len(tables[0]), tables[0], True)] if tables else []
-            tw.write(iter(tiles), shape=(h, w, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
+            tables = b"" if jp2k else aperio_jpeg(np.zeros((tile, tile, 3), np.uint8), quality)[0]
+            tiles = _tiles(source, i, (w, h), tile, quality, jp2k, tables)  # streamed: a big slide fits
+            extra = [(JPEG_TABLES, 7, len(tables), tables, True)] if tables else []
+            tw.write(tiles, shape=(h, w, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
                      compression=JP2K_RGB if jp2k else JPEG, subsampling=None if jp2k else (1, 1),
                      compressionargs=None if jp2k else {"outcolorspace": "RGB"},
                      description=f"{APERIO}\r\n{head} {codec}{info}" if aperio else "RGB JPEG tiles",

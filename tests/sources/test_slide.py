@@ -296,8 +296,8 @@ async def test_jpeg2000_slides_are_decoded_not_passed_through(slide_client: http
     pytest.param(THREE, 2, 1, 1, id="3lvl-level1-edge"), pytest.param(TWO, 1, 0, 0, id="2lvl-between-levels"),
     pytest.param(ONE, 1, 1, 0, id="1lvl-virtual"), pytest.param(JP2K, 0, 1, 1, id="jp2k"),
 ])
-async def test_the_same_tile_through_every_protocol(slide_client: httpx.AsyncClient, name: str, shift: int,
-                                                    col: int, row: int) -> None:
+async def test_the_same_tile_through_every_protocol(slide_client: httpx.AsyncClient, slide_root: Path, name: str,
+                                                    shift: int, col: int, row: int) -> None:
     dzi = (await slide_client.get(f"/deepzoom/{name}.dzi")).text
     width = int(dzi.split('Width="')[1].split('"')[0])
     height = int(dzi.split('Height="')[1].split('"')[0])
@@ -310,6 +310,10 @@ async def test_the_same_tile_through_every_protocol(slide_client: httpx.AsyncCli
         "deepzoom": f"/deepzoom/{name}_files/{dz_max_level(width, height) - shift}/{col}_{row}.jpg",
         "zoomify": f"/zoomify/{name}/TileGroup0/{tiers - 1 - shift}-{col}-{row}.jpg",
     }
+    meta = opened(slide_root, name).meta
+    level = next((i for i, lv in enumerate(meta.levels) if lv.factor == 1 << shift), None)
+    if level is not None:  # IIP's resolutions are the slide's levels: factors 1, 4, 16, then halvings
+        got["iip"] = f"/iip?FIF={name}&JTL={len(meta.levels) - 1 - level},{row * meta.levels[level].columns() + col}"
     images = {}
     for proto, url in got.items():
         r = await slide_client.get(url)
@@ -317,6 +321,7 @@ async def test_the_same_tile_through_every_protocol(slide_client: httpx.AsyncCli
         images[proto] = pixels(decode(r.content))
     first = images.pop("iiif")
     assert first.shape == (out[1], out[0], 3)
+    assert ("iip" in images) == (name != TWO)
     for proto, img in images.items():
         assert np.array_equal(img, first), proto
 
@@ -433,3 +438,27 @@ def test_flatten_composites_premultiplied_pixels_onto_the_background() -> None:
     argb = np.array([[0xFFFF0000, 0x00000000, 0x80008000]], np.uint32)
     out = flatten(argb, (10, 20, 30))
     assert out.tolist() == [[[255, 0, 0], [10, 20, 30], [5, 138, 15]]]
+
+
+@pytest.mark.parametrize(("x", "y"), [(0, 0), (512, 768), (1024, 512)])
+def test_tiles_between_stored_levels_are_decoded_at_half_scale(slide_root: Path, x: int, y: int) -> None:
+    """A slide's levels are 1/4 apart: a viewer's 1/2-level tile reads 512 x 512 pixels of level 0. Its
+    stored JPEG tiles are decoded at 1/2 by libjpeg-turbo's scaled IDCT (render.recode): within JPEG
+    rounding of the 2 x 2 mean of OpenSlide's full-size pixels (a box filter, as pyramid writers use)."""
+    from tileserver.imaging import jpeg
+    from tileserver.imaging.render import _cut_stored, recode
+    from tileserver.models import Box, TileRequest
+
+    image = opened(slide_root, THREE)
+    req = TileRequest(ident=THREE, region=Box(x, y, 512, 512), size=(256, 256))
+    fast = recode(image, req, Settings(root=slide_root))
+    assert fast is not None and (fast.width, fast.height) == (256, 256)
+    cut = _cut_stored(image, 0, (x, y, 512, 512), 0, 2)
+    assert cut is not None
+    slide = openslide.OpenSlide(str(slide_root / THREE))
+    full = reference(slide, 0, (x, y, 512, 512)).astype(float)
+    box = full.reshape(256, 2, 256, 2, 3).mean(axis=(1, 3))
+    assert np.abs(cut[0] - box).max() <= 1  # before encoding: the box mean, within IDCT rounding
+    assert fast.body == jpeg.encode(cut[0], 75, cut[1])  # the response is that cut, encoded
+    edge = TileRequest(ident=THREE, region=Box(1536, 1024, 544, 432), size=(272, 216))  # the padded edge tiles
+    assert recode(image, edge, Settings(root=slide_root)) is None

@@ -28,10 +28,16 @@ def clamp_quality(q: int | None) -> int:
     return 75 if q is None else min(max(int(q), 1), 100)
 
 
-def decode(data: bytes, bands: int) -> Any:
-    """A complete JPEG stream -> uint8 array of shape (height, width, bands), bands 1 or 3.
+def decode(data: bytes, bands: int, scale: int = 1) -> Any:
+    """A complete JPEG stream -> uint8 array of shape (height, width, bands), bands 1 or 3, decoded at
+    1/`scale` (1, 2, 4 or 8: libjpeg-turbo's scaled IDCT, each output pixel from a `scale`-pixel square).
     Raises ValueError for a stream libjpeg-turbo cannot decode cleanly."""
-    return simplejpeg.decode_jpeg(data, colorspace="GRAY" if bands == 1 else "RGB")
+    colorspace = "GRAY" if bands == 1 else "RGB"
+    if scale == 1:
+        return simplejpeg.decode_jpeg(data, colorspace=colorspace)
+    height, width = simplejpeg.decode_jpeg_header(data)[:2]  # the smallest scale still this large
+    return simplejpeg.decode_jpeg(data, colorspace=colorspace, min_height=-(-height // scale),
+                                  min_width=-(-width // scale))
 
 
 def encode(pixels: Any, quality: int, icc: bytes | None = None) -> bytes:

@@ -15,7 +15,7 @@ from ..levels import source_box
 from ..models import OutputFormat, Quality, Rendered, Samples, TileRequest
 from ..settings import Settings
 from ..sources.base import SourceImage
-from ..sources.passthrough import stored_tile_of, unscaled_box
+from ..sources.passthrough import scaled_box, stored_tile_of, unscaled_box
 from ..sources.pyramid import check_page, vips_error
 from . import jpeg
 from .encode import encode
@@ -72,14 +72,22 @@ def passthrough(image: SourceImage, req: TileRequest, settings: Settings) -> Ren
 
 
 def recode(image: SourceImage, req: TileRequest, settings: Settings) -> Rendered | None:
-    """An unscaled JPEG read of a JPEG-tiled level (edge tiles, another quality, DeepZoom overlaps)
-    cut from decoded stored tiles and encoded with libjpeg-turbo, bypassing libvips; None when the
-    request or the file does not allow it."""
+    """A JPEG read of a JPEG-tiled level cut from decoded stored tiles and encoded with libjpeg-turbo,
+    bypassing libvips: unscaled reads (edge tiles, another quality, DeepZoom overlaps), and reads shrunk
+    by exactly 2, 4 or 8 (`scaled_box`: a viewer's tiles between stored levels, such as the 1/2 level
+    of a slide whose levels are 1/4 apart), decoded at that scale by libjpeg-turbo's scaled IDCT. None
+    when the request or the file does not allow it."""
     meta = image.meta
     if req.fmt is not OutputFormat.JPEG or meta.compression != "jpeg":
         return None
     found = unscaled_box(meta, req)
-    cut = _cut_stored(image, *found, req.page) if found is not None else None
+    scaled = scaled_box(meta, req) if found is None else None
+    if found is not None:
+        cut = _cut_stored(image, *found, req.page)
+    elif scaled is not None:
+        cut = _cut_stored(image, *scaled[:2], req.page, scaled[2])
+    else:
+        cut = None
     if cut is None:
         return None
     pixels, icc = cut
@@ -88,16 +96,19 @@ def recode(image: SourceImage, req: TileRequest, settings: Settings) -> Rendered
     return Rendered(body, req.fmt.media_type, pixels.shape[1], pixels.shape[0])
 
 
-def _cut_stored(image: SourceImage, level: int, box: tuple[int, int, int, int], page: int
+def _cut_stored(image: SourceImage, level: int, box: tuple[int, int, int, int], page: int, scale: int = 1
                 ) -> tuple[Any, bytes | None] | None:
     """(pixels, ICC profile) of `box` at `level`, decoded from the stored JPEG tiles it spans (at most
-    `RECODE_TILES`); None when they are more, or not all stored as JPEG, or not decodable here."""
+    `RECODE_TILES`, or 4 times as many when decoded at 1/`scale`, `scale` dividing the box and the tile
+    size); None when they are more, or not all stored as JPEG, or not decodable here."""
     x, y, w, h = box
     meta = image.meta
     lv = meta.levels[level]
     tw, th = lv.tile_width, lv.tile_height
     cols, rows = range(x // tw, (x + w - 1) // tw + 1), range(y // th, (y + h - 1) // th + 1)
-    if len(cols) * len(rows) > RECODE_TILES or meta.bands not in (1, 3) or w * h > jpeg.DIRECT_PIXELS:
+    limit = RECODE_TILES if scale == 1 else 4 * RECODE_TILES
+    if (len(cols) * len(rows) > limit or meta.bands not in (1, 3) or w * h > jpeg.DIRECT_PIXELS * scale * scale
+            or tw % scale or th % scale):
         return None
     pieces, icc = [], None
     for row in rows:
@@ -106,18 +117,20 @@ def _cut_stored(image: SourceImage, level: int, box: tuple[int, int, int, int], 
             if stored is None:
                 return None
             try:
-                px = jpeg.decode(stored.data, meta.bands)
+                px = jpeg.decode(stored.data, meta.bands, scale)
             except ValueError:
                 return None  # libvips then decodes it, or reports why it cannot
-            if px.shape != (th, tw, meta.bands):
+            if px.shape != (th // scale, tw // scale, meta.bands):
                 return None
             x0, y0 = max(x, col * tw), max(y, row * th)
             x1, y1 = min(x + w, (col + 1) * tw), min(y + h, (row + 1) * th)
-            pieces.append((y0 - y, x0 - x, px[y0 - row * th : y1 - row * th, x0 - col * tw : x1 - col * tw]))
+            part = px[(y0 - row * th) // scale : (y1 - row * th) // scale,
+                      (x0 - col * tw) // scale : (x1 - col * tw) // scale]
+            pieces.append(((y0 - y) // scale, (x0 - x) // scale, part))
             icc = stored.icc
     if len(pieces) == 1:
         return pieces[0][2], icc  # one stored tile: a view of its pixels, cropped at the level's edge
-    out = np.empty((h, w, meta.bands), np.uint8)
+    out = np.empty((h // scale, w // scale, meta.bands), np.uint8)
     for top, left, part in pieces:
         out[top : top + part.shape[0], left : left + part.shape[1]] = part
     return out, icc

@@ -43,14 +43,39 @@ def unscaled_box(meta: ImageMeta, req: TileRequest) -> tuple[int, tuple[int, int
 
     Pure: the level and box the libvips pipeline reads (`levels.source_box`), so any shortcut taken
     from it gives the pixels that pipeline gives."""
-    if (req.rotation or req.mirror or not req.processing.is_identity
-            or req.quality not in (Quality.DEFAULT, Quality.COLOR)):
-        return None
-    if req.quality is Quality.COLOR and meta.bands < 3:
+    if not _plain(meta, req):
         return None
     level, box = source_box(meta, req)
     resized = req.size is not None and req.size != box[2:]
     return (level, box) if meta.levels[level].stored and not resized else None
+
+
+def _plain(meta: ImageMeta, req: TileRequest) -> bool:
+    """No rotation or mirroring, no processing, colour unchanged."""
+    return (not req.rotation and not req.mirror and req.processing.is_identity
+            and (req.quality is Quality.DEFAULT or (req.quality is Quality.COLOR and meta.bands >= 3)))
+
+
+SCALES = (2, 4, 8)  # the reductions libjpeg-turbo decodes directly (its scaled IDCT)
+
+
+def scaled_box(meta: ImageMeta, req: TileRequest) -> tuple[int, tuple[int, int, int, int], int] | None:
+    """(level, box, s) when `req` asks for a box of a stored level shrunk by exactly `s` (2, 4 or 8) and
+    nothing else: the box starts on multiples of `s`, is `s` times the output size, and does not reach
+    into a padded edge tile (whose padding a scaled decode would blend into the last pixels); else
+    None. Pure. Such reads can be decoded at that scale (render.recode)."""
+    if req.size is None or not _plain(meta, req):
+        return None
+    level, (x, y, w, h) = source_box(meta, req)
+    lv = meta.levels[level]
+    if not lv.stored:
+        return None
+    if (x + w == lv.width and lv.width % lv.tile_width) or (y + h == lv.height and lv.height % lv.tile_height):
+        return None
+    for s in SCALES:
+        if (w, h) == (req.size[0] * s, req.size[1] * s) and not x % s and not y % s:
+            return level, (x, y, w, h), s
+    return None
 
 
 def stored_tile_of(meta: ImageMeta, req: TileRequest) -> tuple[int, int, int] | None:

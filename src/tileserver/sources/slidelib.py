@@ -152,17 +152,18 @@ def read_associated_argb(handle: Any, name: str, size: tuple[int, int]) -> Any:
 
 def flatten(argb: Any, bg: tuple[int, int, int], out: Any = None) -> Any:
     """Premultiplied ARGB (h, w) uint32 -> RGB (h, w, 3) uint8 over `bg`: c + (255 - a) * bg / 255,
-    rounded; opaque pixels keep their value exactly. Written into `out` when given."""
+    rounded; opaque pixels keep their value exactly. Written into `out` when given. One band at a time
+    (a copy through a reversed-band view is six times slower)."""
     px = argb.view(np.uint8).reshape(*argb.shape, 4)
-    rgb = px[..., 2::-1] if LITTLE else px[..., 1:]  # B G R A in memory on little-endian, A R G B on big
-    alpha = px[..., 3] if LITTLE else px[..., 0]
+    order = (2, 1, 0) if LITTLE else (1, 2, 3)  # B G R A in memory on little-endian, A R G B on big
     if out is None:
         out = np.empty((*argb.shape, 3), np.uint8)
-    out[...] = rgb
-    if alpha.min(initial=255) < 255:
-        clear = (255 - alpha).astype(np.uint16)
+    for band, src in enumerate(order):
+        out[..., band] = px[..., src]
+    if argb.size and int(argb.min()) < 0xFF000000:  # not all opaque: alpha is the top byte
+        clear = 255 - px[..., 3 if LITTLE else 0].astype(np.uint16)
         for band, value in enumerate(bg):
             if value:
                 add = (clear * value + 127) // 255
-                out[..., band] = np.minimum(out[..., band].astype(np.uint16) + add, 255).astype(np.uint8)
+                out[..., band] = np.minimum(out[..., band] + add, 255).astype(np.uint8)
     return out
