@@ -462,3 +462,18 @@ def test_tiles_between_stored_levels_are_decoded_at_half_scale(slide_root: Path,
     assert fast.body == jpeg.encode(cut[0], 75, cut[1])  # the response is that cut, encoded
     edge = TileRequest(ident=THREE, region=Box(1536, 1024, 544, 432), size=(272, 216))  # the padded edge tiles
     assert recode(image, edge, Settings(root=slide_root)) is None
+
+
+def test_reads_are_bounded(slide_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read larger than MAX_READ_PIXELS is refused (403) before any pixel buffer is made; big reads
+    below it are painted by OpenSlide in CHUNK-sized pieces (the same pixels as one read)."""
+    from tileserver.errors import ImageTooLarge
+    from tileserver.sources import slide as slide_module
+
+    image = opened(slide_root, THREE)
+    monkeypatch.setattr(slide_module, "MAX_READ_PIXELS", 1000 * 1000)
+    with pytest.raises(ImageTooLarge):
+        image.read(0, (0, 0, 1001, 1000))
+    monkeypatch.setattr(slide_module, "CHUNK", 300)
+    whole = openslide.OpenSlide(str(slide_root / THREE))
+    assert np.array_equal(pixels(image.read(0, (100, 50, 1000, 1000))), reference(whole, 0, (100, 50, 1000, 1000)))
