@@ -8,6 +8,10 @@ a subprocess through `validator_driver.py`, which calls the validator's own `run
 one JSON line per test. Its test image is the PNG the package ships (1000x1000, a 10x10 grid of
 coloured squares), written here as a tiled pyramidal TIFF named by the validator's identifier.
 
+The same validator also runs against the image written as a whole-slide image (an Aperio SVS of
+JPEG tiles under the same identifier, read through OpenSlide): slides answer every IIIF request as
+pyramids do, and their info.json with its physical dimensions service is valid.
+
 The whole validator runs as a user runs it, random angles included; its two arbitrary-rotation tests
 also run alone at fixed angles (the driver's `--randint`) that bring the rotated canvas corners into
 what they compare, against the default server and, to show they can fail, a white `rotation_fill`.
@@ -113,6 +117,38 @@ def test_validator(server: str, version: str, prefix: str, extras: set[str]) -> 
     assert extras <= ran, f"extras not run: {sorted(extras - ran)}"
     assert {"rot_full_non90", "rot_region_non90"} <= ran  # at random angles, as a user runs them
     assert "id_error_escapedslash" in ran and "http_cors" in ran and "http_baseurl_redirect" in ran
+
+
+@pytest.fixture(scope="module")
+def slide_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The validation image as a two-level Aperio SVS (JPEG Q95 tiles, 0.25 microns per pixel)."""
+    import numpy as np
+
+    from ..slide_images import array_source, write_svs
+
+    code = "import importlib.resources as r; print(r.files('iiif_validator') / 'validation_image.png')"
+    png = subprocess.run([str(validator_python()), "-c", code], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    image = pyvips.Image.new_from_file(png)
+    pixels = np.ascontiguousarray(image.numpy()[..., :3], dtype=np.uint8)
+    root = tmp_path_factory.mktemp("validator-slide")
+    write_svs(root / IDENT, 1000, 1000, array_source(pixels, 2), levels=2, quality=95)
+    log = root.parent / "slide-server.log"
+    with live_tileserver(root, log, workers=1, ready_path=f"/iiif/3/{IDENT}/info.json") as base:
+        yield base
+
+
+@pytest.mark.parametrize(("version", "prefix"), [pytest.param("3.0", "iiif/3", id="3.0"),
+                                                 pytest.param("2.0", "iiif/2", id="2.x")])
+def test_validator_on_a_slide(slide_server: str, version: str, prefix: str) -> None:
+    import httpx
+
+    info = httpx.get(f"{slide_server}/{prefix}/{IDENT}/info.json").json()
+    assert info["service"][0]["physicalScale"] == pytest.approx(0.25 / 1000)
+    results, summary = run_validator(f"{slide_server}/{prefix}", v2=version != "3.0")
+    failures = {r["test"]: r["failures"] for r in results if not r["ok"]}
+    assert not failures, json.dumps(failures, indent=1)
+    assert summary["failed"] == 0 and summary["version"] == version and summary["level"] == "LEVEL_2"
 
 
 def run_fixed(base_url: str, v2: bool, test: str, values: list[int]) -> dict[str, Any]:

@@ -73,15 +73,19 @@ def tiles(meta: ImageMeta) -> list[dict[str, Any]]:
     return [{"width": w, "height": h, "scaleFactors": sorted(f)} for (w, h), f in grouped.items()]
 
 
-def physical_dimensions(meta: ImageMeta) -> list[dict[str, Any]]:
+def physical_dimensions(meta: ImageMeta, base: str, version: Version) -> list[dict[str, Any]]:
     """The physical dimensions service (https://iiif.io/api/annex/services/physdim/) of an image whose
-    pixel size is known (a slide's microns per pixel): millimetres per full-resolution pixel, as iipsrv
-    writes the service (for its TIFF resolutions); [] when unknown."""
+    pixel size is known (a slide's microns per pixel): millimetres per full-resolution pixel; [] when
+    unknown. 2.1: the annex's form, as iipsrv writes it (for its TIFF resolutions). 3.0 wants `id` and
+    `type` on every service: a fragment of the image service's id (it names the service, nothing to
+    fetch) and the annex's `PhysicalDimensions`."""
     mpp = meta.microns_per_pixel
     if mpp is None:
         return []
-    return [{"@context": PHYSDIM_CONTEXT, "profile": PHYSDIM_PROFILE, "physicalScale": mpp[0] / 1000,
-             "physicalUnits": "mm"}]
+    scale = {"profile": PHYSDIM_PROFILE, "physicalScale": mpp[0] / 1000, "physicalUnits": "mm"}
+    if version == 2:
+        return [{"@context": PHYSDIM_CONTEXT, **scale}]
+    return [{"id": f"{base}#physdim", "type": "PhysicalDimensions", **scale}]
 
 
 def features(service: Service, version: Version) -> list[str]:
@@ -115,7 +119,7 @@ def info_v3(meta: ImageMeta, base: str, service: Service) -> dict[str, Any]:
     rights = rights_of(meta, service)
     if is_uri(rights):
         doc["rights"] = rights
-    if physical := physical_dimensions(meta):
+    if physical := physical_dimensions(meta, base, 3):
         doc["service"] = physical
     return doc
 
@@ -130,7 +134,7 @@ def info_v2(meta: ImageMeta, base: str, service: Service) -> dict[str, Any]:
     rights = rights_of(meta, service)
     if rights:
         doc["license" if is_uri(rights) else "attribution"] = rights
-    if physical := physical_dimensions(meta):
+    if physical := physical_dimensions(meta, base, 2):
         doc["service"] = physical
     return doc
 
