@@ -24,6 +24,7 @@ ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 IMAGE = "sample.tif"
+SLIDE = "sample.svs"  # the same scene as an Aperio SVS (tests/slide_images.py), read through OpenSlide
 DOCUMENT = "document.tif"  # tests/document_images.py: three pages of different sizes
 SIZE = (3001, 2003)  # odd, not near 256·2ⁿ (where OpenSeadragon's Zoomify tiers differ; README)
 
@@ -55,9 +56,21 @@ def browser_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("browser-images")
     mp = make_pyramid_module()
-    mp.make_pyramid(mp.sample_image(*SIZE), root / IMAGE, 256, 85, "jpeg")
+    scene = mp.sample_image(*SIZE)
+    mp.make_pyramid(scene, root / IMAGE, 256, 85, "jpeg")
+    write_slide(scene, root / SLIDE)
     write_document(root / DOCUMENT)
     return root
+
+
+def write_slide(scene: Any, path: Path) -> None:
+    """`scene` as a three-level Aperio SVS (levels 1/4 apart, RGB JPEG tiles at Q85)."""
+    import numpy as np
+
+    from ..slide_images import array_source, write_svs
+
+    pixels = np.ascontiguousarray(scene.numpy()[..., :3], dtype=np.uint8)
+    write_svs(path, scene.width, scene.height, array_source(pixels, 3), levels=3, quality=85)
 
 
 @pytest.fixture(scope="session")

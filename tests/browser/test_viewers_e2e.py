@@ -1,4 +1,5 @@
-"""Every supported viewer against a live `tileserver serve`, in headless chromium: the page loads, is
+"""Every supported viewer against a live `tileserver serve`, in headless chromium, on a pyramid TIFF and
+on the same scene as a whole-slide image (an Aperio SVS read through OpenSlide): the page loads, is
 zoomed in with the mouse wheel until full-resolution tiles arrive, and panned by dragging. Every
 request is recorded: none may fail, tiles of at least three levels must arrive, and the drawn image
 must match the source's colour statistics (home view) and not be blank (zoomed in). Screenshots go
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ARTIFACTS, IMAGE, REPO, SIZE
+from .conftest import ARTIFACTS, IMAGE, REPO, SIZE, SLIDE
 from .harness import TileLog, blank_share, compare_with_source, deepest, rgb
 
 EXAMPLES = REPO / "examples"
@@ -28,18 +29,20 @@ VIEWERS = {
     "mirador": ("example:mirador.html?", "iiif", ".openseadragon-container"),
     "leaflet-iiif": ("example:leaflet-iiif.html?", "iiif", "#map"),
     "openlayers-zoomify": ("example:openlayers-zoomify.html?", "zoomify", "#map"),
-    "builtin-viewer-dzi": (f"/viewer/{IMAGE}?source=dzi", "dzi", "#viewer"),
-    "builtin-viewer-iiif3": (f"/viewer/{IMAGE}?source=iiif3", "iiif", "#viewer"),
-    "builtin-viewer-zoomify": (f"/viewer/{IMAGE}?source=zoomify", "zoomify", "#viewer"),
-    "builtin-mirador": (f"/mirador/{IMAGE}", "iiif", ".openseadragon-container"),
+    "builtin-viewer-dzi": ("/viewer/{image}?source=dzi", "dzi", "#viewer"),
+    "builtin-viewer-iiif3": ("/viewer/{image}?source=iiif3", "iiif", "#viewer"),
+    "builtin-viewer-zoomify": ("/viewer/{image}?source=zoomify", "zoomify", "#viewer"),
+    "builtin-mirador": ("/mirador/{image}", "iiif", ".openseadragon-container"),
 }
+IMAGES = {"tiff": IMAGE, "slide": SLIDE}  # the same scene, the same size
 
 
-def page_url(spec: str, server: str) -> str:
+def page_url(spec: str, server: str, image: str = IMAGE) -> str:
     if spec.startswith("example:"):
         name, _, query = spec.removeprefix("example:").partition("?")
-        extra = "&".join(q for q in (query, f"server={server}", f"image={IMAGE}", "assets=local", "drawer=canvas") if q)
+        extra = "&".join(q for q in (query, f"server={server}", f"image={image}", "assets=local", "drawer=canvas") if q)
         return f"{(EXAMPLES / name).as_uri()}?{extra}"
+    spec = spec.format(image=image)
     return f"{server}{spec}{'&' if '?' in spec else '?'}drawer=canvas"
 
 
@@ -101,10 +104,12 @@ def check_home_view(shot_png: bytes, source: Any, name: str) -> None:
         assert abs(s1 - s2) < 0.25 * s2 + 5, f"{name}: band {band} deviation {s1:.1f} vs source {s2:.1f}"
 
 
-@pytest.mark.parametrize("name", list(VIEWERS))
-async def test_viewer_zooms_without_failed_tiles(name: str, page: Any, live_server: str, source_image: Any,
-                                          timings: dict[str, Any]) -> None:
-    spec, protocol, selector = VIEWERS[name]
+@pytest.mark.parametrize("kind", list(IMAGES))
+@pytest.mark.parametrize("viewer", list(VIEWERS))
+async def test_viewer_zooms_without_failed_tiles(viewer: str, kind: str, page: Any, live_server: str,
+                                                 source_image: Any, timings: dict[str, Any]) -> None:
+    spec, protocol, selector = VIEWERS[viewer]
+    name = viewer if kind == "tiff" else f"{viewer}-{kind}"
     log = TileLog(*SIZE)
     page.on("request", log.started)
     page.on("response", log.responded)
@@ -113,7 +118,7 @@ async def test_viewer_zooms_without_failed_tiles(name: str, page: Any, live_serv
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     start = time.monotonic()
-    await page.goto(page_url(spec, live_server))
+    await page.goto(page_url(spec, live_server, IMAGES[kind]))
     element = await page.wait_for_selector(selector, state="visible", timeout=30_000)
     await page.wait_for_timeout(500)
     await wait_quiet(page, log)
