@@ -17,13 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from .cache.disk import DiskStore
 from .cache.memory import ByteLRU, CountLRU
-from .errors import NotFound
+from .errors import Busy, NotFound
 from .imaging.encode import available_formats
 from .imaging.render import render, samples
-from .models import ImageMeta, OutputFormat, Rendered, Samples, TileRequest
+from .models import ImageMeta, OutputFormat, Rendered, Samples, Sequence, TileRequest
 from .settings import Settings
-from .sources.base import Selector, SourceImage, split_selector
+from .sources.base import Format, Selector, SourceImage, split_selector
+from .sources.derived import DerivedFormat, DeriveOptions
 from .sources.local import Source
 from .sources.pyramid import PyramidReader, PyvipsFormat, configure_vips
 from .sources.registry import Registry
@@ -68,12 +70,38 @@ class Recorded:
 @dataclass(frozen=True)
 class _Entry:
     """An opened image (`image`), the metadata protocols see (`meta`: the image's own, with a sequence's
-    views added) and when its file was last checked."""
+    views added) and when its file was last checked. An image may replace its own `meta` (a pyramid
+    derived from it became ready: sources/derived.py); the entry then no longer holds (`current`), and
+    is made again from the image's new metadata, which retires every translation, document and
+    recorded response made for the old one."""
 
     image: SourceImage
     meta: ImageMeta
     path: str
     checked: float
+    own: ImageMeta  # image.meta when the entry was made
+
+    @classmethod
+    def of(cls, image: SourceImage, path: str, checked: float, ident: str | None = None,
+           sequence: Sequence | None = None) -> _Entry:
+        """The entry of `image`, its metadata under `ident` and with a sequence's views when given."""
+        own = image.meta
+        changes: dict[str, object] = {}
+        if ident is not None and ident != own.ident:
+            changes["ident"] = ident
+        if sequence is not None:
+            changes["sequence"] = sequence
+        return cls(image, replace(own, **changes) if changes else own, path, checked, own)  # type: ignore[arg-type]
+
+    @property
+    def current(self) -> bool:
+        return self.image.meta is self.own
+
+    def rechecked(self, now: float) -> _Entry:
+        """The entry after its file was found unchanged at `now`."""
+        if self.current:
+            return replace(self, checked=now)
+        return _Entry.of(self.image, self.path, now, self.meta.ident, self.meta.sequence)
 
 
 class TileService:
@@ -85,7 +113,9 @@ class TileService:
                                      int(settings.decoded_cache_mb * 1024 * 1024))
         self.slides = SlideReader(settings.virtual_tile_size, int(settings.slide_cache_mb * 1024 * 1024),
                                   int(settings.decoded_cache_mb * 1024 * 1024))
-        self.formats = Registry([SlideFormat(self.slides), PyvipsFormat(self.reader)])
+        self.derivatives = self._derivatives(settings)
+        libvips: Format = self.derivatives or PyvipsFormat(self.reader)
+        self.formats = Registry([SlideFormat(self.slides), libvips])
         # small values derived from a whole image (render's histograms), kept while its file is unchanged
         self.derived: ByteLRU[Hashable, object] = ByteLRU(8 << 20)
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)
@@ -98,12 +128,23 @@ class TileService:
         self._pool: ThreadPoolExecutor | None = None
         self._formats: tuple[OutputFormat, ...] | None = None
 
+    def _derivatives(self, settings: Settings) -> DerivedFormat | None:
+        """Pyramids of large untiled images, when a derivative folder is configured."""
+        if settings.derive_dir is None:
+            return None
+        store = DiskStore(settings.derive_dir, settings.derive_cache_bytes)
+        options = DeriveOptions(int(settings.derive_min_megapixels * 1e6), settings.derive_quality,
+                                settings.derive_preview_size, settings.derive_jobs)
+        return DerivedFormat(PyvipsFormat(self.reader), store, options)
+
     # -- lifecycle (called from the app's lifespan) ----------------------------------------------
     def start(self) -> None:
         configure_vips()
         self._pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="tileserver-vips")
 
     def stop(self) -> None:
+        if self.derivatives is not None:
+            self.derivatives.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
@@ -119,9 +160,12 @@ class TileService:
         return (await self._entry(ident)).meta
 
     def _fresh(self, ident: str) -> _Entry | None:
-        """The cached entry for `ident` if its file was checked within `stat_interval`."""
+        """The cached entry for `ident` if its file was checked within `stat_interval` and its image
+        still has the metadata the entry was made from."""
         entry = self.metadata.get(ident)
-        return entry if entry is not None and time.monotonic() - entry.checked < self.settings.stat_interval else None
+        if entry is None or time.monotonic() - entry.checked >= self.settings.stat_interval or not entry.current:
+            return None
+        return entry
 
     async def _entry(self, ident: str) -> _Entry:
         fresh = self._fresh(ident)
@@ -155,9 +199,9 @@ class TileService:
                 return self._load_sequence(ident, old, now)  # no such file: maybe an image sequence
             return self._load_selection(ident, *selected, old, now)
         if old is not None and old.path == path and old.meta.sequence is None and self._unchanged(path, old):
-            return replace(old, checked=now)
+            return old.rechecked(now)
         image = self.formats.open(path, ident)
-        return _Entry(image, image.meta, path, now)
+        return _Entry.of(image, path, now)
 
     def _load_selection(self, ident: str, base: str, selector: Selector, old: _Entry | None, now: float
                         ) -> _Entry:
@@ -166,14 +210,13 @@ class TileService:
         after another). Protocols see it under the identifier as asked (`;page=01` too)."""
         path = self.source.resolve(base)
         if old is not None and old.path == path and self._unchanged(path, old):
-            return replace(old, checked=now)
+            return old.rechecked(now)
         whole = self.metadata.get(base)
         if whole is not None and whole.path == path and whole.meta.sequence is None and self._unchanged(path, whole):
             image = whole.image.select(selector)
         else:
             image = self.formats.open(path, base).select(selector)
-        meta = image.meta if image.meta.ident == ident else replace(image.meta, ident=ident)
-        return _Entry(image, meta, path, now)
+        return _Entry.of(image, path, now, ident=ident)
 
     def _load_sequence(self, ident: str, old: _Entry | None, now: float) -> _Entry:
         """An image sequence's metadata: its first view's (000_090, as iipsrv 1.3) with its views. Kept
@@ -182,9 +225,9 @@ class TileService:
         seq = self.source.sequence(ident)
         path = self.source.resolve(seq.member(0, 90))
         if old is not None and old.path == path and old.meta.sequence == seq and self._unchanged(path, old):
-            return replace(old, checked=now)
+            return old.rechecked(now)
         image = self.formats.open(path, ident)
-        return _Entry(image, replace(image.meta, sequence=seq), path, now)
+        return _Entry.of(image, path, now, sequence=seq)
 
     @staticmethod
     def _unchanged(path: str, old: _Entry) -> bool:
@@ -252,6 +295,8 @@ class TileService:
             return hit
         out = await self.run(render, entry.image, req, self.settings, self.derived)
         out = replace(out, etag=etag_for(entry.meta, repr(req)))
+        if entry.meta.provisional:  # made from a preview: never cached, and marked so HTTP does not either
+            return replace(out, provisional=True)
         self.tiles.put(key, out, len(out.body) + 200)
         return out
 
@@ -259,6 +304,8 @@ class TileService:
         """The source sample values of `box` at `level` (of stack page `page`), at full depth; not cached
         (profiles and points are a few pixels, and their documents are answered with an ETag)."""
         entry = await self._entry(ident)
+        if entry.meta.provisional:  # a preview's samples are not the file's
+            raise Busy(f"{ident} is being prepared; its samples can be read in a moment")
         return await self.run(samples, entry.image, level, box, page)
 
     async def output_formats(self) -> tuple[OutputFormat, ...]:
@@ -269,8 +316,11 @@ class TileService:
         return self._formats
 
     def stats(self) -> dict[str, dict[str, int]]:
-        return {"tile_cache": self.tiles.stats(), "metadata_cache": self.metadata.stats(),
-                "replay": {**self.recorded.stats(), "replayed": self.replayed}}
+        out = {"tile_cache": self.tiles.stats(), "metadata_cache": self.metadata.stats(),
+               "replay": {**self.recorded.stats(), "replayed": self.replayed}}
+        if self.derivatives is not None:
+            out["derivatives"] = self.derivatives.stats()
+        return out
 
 
 def etag_for(meta: ImageMeta, key: str) -> str:

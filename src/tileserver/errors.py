@@ -61,7 +61,9 @@ class SourceError(TileServerError):
 
 
 class Busy(TileServerError):
-    """Temporarily unable to serve."""
+    """Temporarily unable to serve (503 with `Retry-After`); not a fault, so logged without a traceback."""
+
+    retry_after = 5
 
 
 STATUS_CODES: dict[type[TileServerError], int] = {
@@ -94,13 +96,17 @@ def plain_error(exc: TileServerError, status: int) -> Response:
 async def _handle(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TileServerError)
     status = status_for(exc)
-    if status >= 500:
+    if isinstance(exc, Busy):
+        log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc.message)
+    elif status >= 500:
         log.error("%s %s -> %d: %s", request.method, request.url.path, status, exc.message, exc_info=exc)
     else:
         log.info("%s %s -> %d: %s", request.method, request.url.path, status, exc.message)
     render: ErrorBody = request.scope.get(ERROR_BODY_KEY, plain_error)
     response = render(exc, status)
     response.headers["Cache-Control"] = "no-cache"
+    if isinstance(exc, Busy):
+        response.headers["Retry-After"] = str(exc.retry_after)
     return response
 
 

@@ -137,6 +137,9 @@ class ImageMeta:
     channels: tuple[Channel, ...] = ()  # named channels of a multi-channel image, one per band
     pages: tuple[Page, ...] = ()  # a document's pages (`<ident>;page=<n>`); () for one image or a stack
     layers: int = 0  # quality layers of a layered source (JPEG 2000), 0 when not layered
+    # the levels are final but the pixels come from a reduced preview while a pyramid is being made
+    # (sources/derived.py): responses made from it are not cached as final
+    provisional: bool = False
 
     @property
     def views(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
@@ -270,4 +273,5 @@ class Rendered:
     media_type: str
     width: int
     height: int
-    etag: str = ""
+    etag: str = ""  # of the final response; a provisional one is sent without validators
+    provisional: bool = False  # made from a preview (ImageMeta.provisional): not cached, not replayed

@@ -43,6 +43,20 @@ def _prefix(value: str) -> dict[str, Any]:
     return {"root": head or ".", "filename_prefix": tail}
 
 
+def default_derive_dir() -> Path | None:
+    """Where derived pyramids go unless configured: the XDG cache of the server's user
+    (`$XDG_CACHE_HOME/tileserver/derived`, else `~/.cache/tileserver/derived`); None when the user has
+    no home. Not the temp dir: /tmp is often a RAM disk (tmpfs), emptied at boot, and shared by all users."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # the XDG spec: a relative value is to be ignored
+        try:
+            home = Path.home()
+        except (KeyError, RuntimeError):
+            return None
+        base = str(home / ".cache")
+    return Path(base) / "tileserver" / "derived"
+
+
 def _clamp(lo: int, hi: int) -> Callable[[str], int]:
     return lambda v: min(max(int(v), lo), hi)
 
@@ -142,6 +156,19 @@ class Settings(BaseSettings):
     stat_interval: float = Field(1.0, ge=0, description="Seconds between file mtime re-checks")
     open_images: int = Field(64, ge=1, description="Open image handles kept per thread")
     virtual_tile_size: int = Field(256, ge=16, le=4096, description="Tile size for untiled sources")
+    # -- derived pyramids of large untiled images (sources/derived.py, cache/disk.py) --
+    derive_dir: Path | None = Field(default_factory=default_derive_dir,
+                                    description="Folder of pyramids derived from large untiled images (JPEG, PNG, "
+                                    "striped TIFF, WebP), shared by the worker processes; empty: no derivation")
+    derive_cache_mb: float = Field(2048.0, gt=0, description="Size cap of the derived pyramids, in MB; the least "
+                                   "recently used are deleted first, never one in use")
+    derive_min_megapixels: float = Field(16.0, ge=0, description="Untiled images of more pixels than this (16: "
+                                         "4096 x 4096) are converted to a pyramid on first use")
+    derive_quality: int = Field(90, ge=1, le=100, description="JPEG quality of derived pyramids (8-bit RGB and "
+                                "grey; 16-bit and alpha images are stored lossless, deflate)")
+    derive_jobs: int = Field(1, ge=1, le=16, description="Conversions running at once per process")
+    derive_preview_size: int = Field(2048, ge=64, le=8192, description="Longest side of the preview that answers "
+                                     "an image's requests while its pyramid is made")
     rights: str = Field("", description="Rights URI / copyright when the image carries none")
     iiif_version: Literal[2, 3] = Field(3, description="IIIF version answered at `/iiif/{id}`")
     iiif_delimiter: str = Field("", description="Separator of a page index in IIIF identifiers: with `;`, "
@@ -183,7 +210,7 @@ class Settings(BaseSettings):
             raise ValueError("filename_pattern must not contain '/', '\\' or NUL: it is part of one file name")
         return v
 
-    @field_validator("viewer_assets", mode="before")
+    @field_validator("viewer_assets", "derive_dir", mode="before")
     @classmethod
     def _no_empty_assets(cls, v: Any) -> Any:
         return None if isinstance(v, str) and not v.strip() else v  # `VAR=` must not mean the current folder
@@ -192,6 +219,11 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_root(cls, v: Path) -> Path:
         return v.expanduser()
+
+    @field_validator("derive_dir")
+    @classmethod
+    def _expand_derive_dir(cls, v: Path | None) -> Path | None:
+        return None if v is None else v.expanduser().absolute()
 
     @classmethod
     def settings_customise_sources(
@@ -207,3 +239,7 @@ class Settings(BaseSettings):
     @property
     def tile_cache_bytes(self) -> int:
         return int(self.tile_cache_mb * 1024 * 1024)
+
+    @property
+    def derive_cache_bytes(self) -> int:
+        return int(self.derive_cache_mb * 1024 * 1024)

@@ -164,7 +164,7 @@ def image_histogram(image: SourceImage, page: int, derived: ByteLRU[Any, Any]) -
     """The image's histogram from its smallest level (as iipsrv 1.3: once per image, not per tile),
     kept in `derived` until the file changes."""
     meta = image.meta
-    key = ("histogram", meta.ident, meta.mtime, meta.file_size, page)
+    key = ("histogram", meta.ident, meta.mtime, meta.file_size, page, meta.provisional)
     found: Histogram | None = derived.get(key)
     if found is None:
         smallest = len(meta.levels) - 1

@@ -46,9 +46,13 @@ def _not_modified(request: Request, etag: str, mtime: float) -> bool:
 
 def send(
     request: Request, body: bytes, media_type: str, meta: ImageMeta, etag: str,
-    headers: Mapping[str, str] | None = None, cache_control: str | None = None,
+    headers: Mapping[str, str] | None = None, cache_control: str | None = None, provisional: bool = False,
 ) -> Response:
-    """A 200 (or 304) response carrying the validators of `meta` and the configured Cache-Control."""
+    """A 200 (or 304) response carrying the validators of `meta` and the configured Cache-Control.
+
+    A `provisional` body (made from a preview while the image's pyramid is being made) is sent with
+    `Cache-Control: no-store` and no validators, so nothing keeps it; a conditional request that
+    matches the final response's validators (`etag`: a client holding the final response) is a 304."""
     cc = request.app.state.settings.cache_control if cache_control is None else cache_control
     out = {"ETag": etag, "Last-Modified": http_date(meta.mtime)}
     if cc:
@@ -57,12 +61,15 @@ def send(
         out.update(headers)
     if request.method in ("GET", "HEAD") and _not_modified(request, etag, meta.mtime):
         return Response(status_code=304, headers=out)
+    if provisional:
+        out = {**(headers or {}), "Cache-Control": "no-store"}
     return Response(body, media_type=media_type, headers=out)
 
 
 def send_image(request: Request, rendered: Rendered, meta: ImageMeta,
                headers: Mapping[str, str] | None = None) -> Response:
-    return send(request, rendered.body, rendered.media_type, meta, rendered.etag, headers)
+    return send(request, rendered.body, rendered.media_type, meta, rendered.etag, headers,
+                provisional=rendered.provisional)
 
 
 async def send_remembered(request: Request, key: str) -> Response | None:
@@ -74,7 +81,8 @@ async def send_remembered(request: Request, key: str) -> Response | None:
         return None
     rendered = await service.render(known.request)
     response = send_image(request, rendered, known.meta, dict(known.headers))
-    replay.mark(request, known.meta, known.request, rendered.body)
+    if not rendered.provisional:
+        replay.mark(request, known.meta, known.request, rendered.body)
     return response
 
 
@@ -84,7 +92,8 @@ def send_tile(request: Request, key: str, meta: ImageMeta, req: TileRequest, ren
     `key` and the response for replay."""
     request.app.state.service.remember(key, meta, req, dict(headers or {}))
     response = send_image(request, rendered, meta, headers)
-    replay.mark(request, meta, req, rendered.body)
+    if not rendered.provisional:
+        replay.mark(request, meta, req, rendered.body)
     return response
 
 
@@ -95,6 +104,8 @@ def send_doc(request: Request, doc: Document) -> Response:
 
 
 def send_document(request: Request, body: bytes, media_type: str, meta: ImageMeta, key: str,
-                  headers: Mapping[str, str] | None = None, cache_control: str | None = None) -> Response:
-    """Info documents (OBJ replies, info.json, .dzi): their ETag covers the body's request key."""
-    return send(request, body, media_type, meta, etag_for(meta, key), headers, cache_control)
+                  headers: Mapping[str, str] | None = None, cache_control: str | None = None,
+                  provisional: bool = False) -> Response:
+    """Info documents (OBJ replies, info.json, .dzi) and tile streams: their ETag covers the body's
+    request key; `provisional` as in `send`."""
+    return send(request, body, media_type, meta, etag_for(meta, key), headers, cache_control, provisional)

@@ -235,12 +235,14 @@ async def _til(request: Request, q: IIPQuery, meta: ImageMeta) -> Response:
     service = request.app.state.service
     parts: list[bytes] = []
     common = _view(q, meta)
+    provisional = False
     for n, tile in til_tiles(meta, q.output):
-        data = (await service.render(TileRequest(tile=tile, **common))).body
+        rendered = await service.render(TileRequest(tile=tile, **common))
+        data, provisional = rendered.body, provisional or rendered.provisional
         parts.append(f"Tile,{q.output.resolution},{n},0/{len(data) + 8}:".encode())
         parts.append(struct.pack("4B", 0x02, 0, 0, 0) + bytes((0x00, 0x11, 0x00, 0x00)) + data + b"\r\n")
     key = f"til:{q.output}:{q.view[0]}:{q.processing}:{q.quality}:{q.encoder_quality}"
-    return send_document(request, b"".join(parts), NETFPX, meta, key)
+    return send_document(request, b"".join(parts), NETFPX, meta, key, provisional=provisional)
 
 
 async def _samples(request: Request, out: ProfileOut | SpectraOut, meta: ImageMeta, vertical: int) -> Response:
