@@ -56,3 +56,21 @@ def test_invalid_setting_is_rejected() -> None:
         Settings(jpeg_quality=0)
     with pytest.raises(ValidationError):
         Settings(protocols="iip,gopher")  # type: ignore[arg-type]
+
+
+def test_derive_dir_is_the_xdg_cache_unless_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("TILESERVER_DERIVE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert Settings().derive_dir == tmp_path / "xdg" / "tileserver" / "derived"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG spec: a relative value is ignored
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert Settings().derive_dir == tmp_path / "home" / ".cache" / "tileserver" / "derived"
+    monkeypatch.setenv("TILESERVER_DERIVE_DIR", "")
+    assert Settings().derive_dir is None  # empty: no derivation
+    monkeypatch.setenv("TILESERVER_DERIVE_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("TILESERVER_DERIVE_CACHE_MB", "10")
+    monkeypatch.setenv("TILESERVER_DERIVE_MIN_MEGAPIXELS", "50")
+    s = Settings()
+    assert (s.derive_dir, s.derive_cache_bytes, s.derive_min_megapixels) == (tmp_path / "d", 10 << 20, 50.0)
+    with pytest.raises(ValidationError):
+        Settings(derive_cache_mb=0)

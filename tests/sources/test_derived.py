@@ -12,6 +12,7 @@ import struct
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,8 @@ async def test_preview_while_converting_then_stored_tiles(root: Path, tmp_path: 
             again = await c.get(url(name, *tiles(original.width, original.height)[0]))
             assert again.headers["cache-control"] == "no-store" and service.replayed == replayed
             assert service.tiles.stats()["entries"] == 0  # nothing provisional in the tile cache
+            holder = {"If-Modified-Since": formatdate((root / name).stat().st_mtime + 1, usegmt=True)}
+            assert (await c.get(url(name, (256, 256, 256, 256), 256), headers=holder)).status_code == 304
             pfl = await c.get(f"/iip?FIF={name}&PFL=0:0,0-10,0")
             assert pfl.status_code == 503 and pfl.headers["retry-after"]
         meta = await final(service, name)

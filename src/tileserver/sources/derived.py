@@ -300,8 +300,11 @@ class DerivedFormat:
             log.warning("the pyramid of %s would not fit in the derivative store (%d MB beside those in use); "
                         "served from its file", meta.ident, self.store.max_bytes >> 20)
             return None
-        if not self._run(original, writer) or self._pyramid(original, writer.temp) is None:
-            if not self._closed:  # a conversion stopped by shutdown is tried again next time
+        outcome = self._run(original, writer)
+        if outcome == "ok" and self._pyramid(original, writer.temp) is None:
+            outcome = "failed"
+        if outcome != "ok":
+            if outcome == "failed":  # not when stopped (a shutdown): it is tried again next time
                 self.store.fail(key, "conversion failed")
                 with self._lock:
                     self.counts["failed"] += 1
@@ -312,8 +315,9 @@ class DerivedFormat:
         self.store.trim()
         return self.store.lease(key)
 
-    def _run(self, original: PyramidImage, writer: Writer) -> bool:
-        """Run the conversion process; True when it wrote `writer.temp`."""
+    def _run(self, original: PyramidImage, writer: Writer) -> str:
+        """Run the conversion process: "ok" when it wrote `writer.temp`, "failed" when it could not (or
+        took too long), "stopped" when a signal ended it (the server is stopping: not the file's fault)."""
         meta = original.meta
         cmd = [sys.executable, "-m", "tileserver.sources.derive_job", original.path, writer.temp,
                "--compression", compression(meta), "--quality", str(self.options.quality),
@@ -323,20 +327,25 @@ class DerivedFormat:
                                 env=env)
         with self._lock:
             self._running.add(proc)
+        timed_out = False
         try:
             _, err = proc.communicate(timeout=120 + meta.width * meta.height / 1e6)
         except subprocess.TimeoutExpired:
             proc.kill()
             _, err = proc.communicate()
+            timed_out = True
             log.error("converting %s took too long; stopped", meta.ident)
         finally:
             with self._lock:
                 self._running.discard(proc)
-        if proc.returncode != 0:
-            log.error("converting %s failed (exit %s): %s", meta.ident, proc.returncode,
-                      err.decode("utf-8", "replace").strip()[-2000:])
-            return False
-        return True
+        if proc.returncode == 0:
+            return "ok"
+        if proc.returncode < 0 and not timed_out:
+            log.warning("converting %s was stopped (signal %d)", meta.ident, -proc.returncode)
+            return "stopped"
+        log.error("converting %s failed (exit %s): %s", meta.ident, proc.returncode,
+                  err.decode("utf-8", "replace").strip()[-2000:])
+        return "failed"
 
     def stats(self) -> dict[str, int]:
         with self._lock:
