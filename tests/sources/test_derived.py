@@ -36,6 +36,7 @@ TWIN = "twin-3001x2049.jpg"
 RGBA = "big-rgba-2303x1601.png"
 GREY16 = "big-grey16-2111x1703.png"
 SMALL = "small-901x601.jpg"
+PAGES = "pages-2401x1601-striped.tif"
 BAD_PNG = "bad-3001x2001.png"
 BAD_TIF = "bad-2001x1501.tif"
 OURS = re.compile(r"[0-9a-f]{32}\.(tif|failed)|\.evict\.lock")
@@ -83,6 +84,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (smooth(2111, 1703, bands=1, seed=5).cast("ushort") * 257).copy(interpretation="grey16").pngsave(
         str(root / GREY16), compression=1)
     smooth(901, 601).jpegsave(str(root / SMALL))
+    pyvips.Image.arrayjoin([smooth(2401, 1601), smooth(2401, 1601, seed=6)], across=1).copy(
+        interpretation="srgb").tiffsave(str(root / PAGES), page_height=1601, compression="deflate")
     (root / BAD_PNG).write_bytes(broken_png(3001, 2001))
     broken_tiff(root / BAD_TIF)
     outside = base / "outside"
@@ -226,7 +229,8 @@ async def test_two_workers_convert_once(root: Path, tmp_path: Path) -> None:
 async def test_the_store_stays_under_its_cap(root: Path, tmp_path: Path) -> None:
     async with serving(settings(root, tmp_path / "probe")) as (_, probe):
         meta = await final(probe, JPEG)
-        size = probe.derivatives.stats()["bytes"]  # type: ignore[union-attr]
+        size = probe.derivatives.store.usage()  # type: ignore[union-attr]
+        assert probe.derivatives.stats()["bytes"] == size  # type: ignore[union-attr]
     folder = tmp_path / "derived"
     cap = max(1.25 * size, 1.05 * estimate(meta))  # room for one of the two same-sized pyramids, not both
     assert cap < 2 * size
@@ -282,3 +286,15 @@ async def test_nothing_outside_the_root_is_read_and_nothing_outside_the_store_wr
         await final(service, JPEG)
     assert all(OURS.fullmatch(p.name) for p in folder.iterdir())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["derived"]
+
+
+async def test_pages_after_the_first_are_read_from_the_file(root: Path, tmp_path: Path) -> None:
+    async with serving(settings(root, tmp_path / "derived")) as (c, service):
+        first = await final(service, PAGES)
+        assert first.compression == "jpeg"  # page 0 derived
+        second = await service.info(f"{PAGES};page=1")
+        assert not second.provisional and second.loader == "tiffload" and second.compression == ""
+        r = await c.get(url(f"{PAGES};page=1", (256, 256, 256, 256), 256, "png"))
+        want = pyvips.Image.new_from_file(str(root / PAGES), page=1).crop(256, 256, 256, 256)
+        assert r.status_code == 200 and max_diff(decode(r.content), want) == 0
+        assert (await c.get(url(f"{PAGES};page=2", (0, 0, 256, 256), 256))).status_code == 404

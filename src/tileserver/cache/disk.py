@@ -141,6 +141,7 @@ class DiskStore:
     def __init__(self, folder: Path, max_bytes: int) -> None:
         self.folder = Path(folder)
         self.max_bytes = max_bytes
+        self.seen = 0  # bytes held when last counted (by an eviction): a figure to show without disk work
 
     def path(self, key: str) -> str:
         return str(self.folder / f"{key}.tif")
@@ -214,7 +215,8 @@ class DiskStore:
     def usage(self) -> int:
         """Bytes the store holds: derivatives, failure markers, and what writers reserved or wrote."""
         entries, pending = self._entries()
-        return pending + sum(size for _, size, _ in entries)
+        self.seen = pending + sum(size for _, size, _ in entries)
+        return self.seen
 
     def evict(self, target: int) -> bool:
         """Delete least recently used derivatives and markers until the store holds at most `target`
@@ -226,6 +228,7 @@ class DiskStore:
                 break
             if self._delete(path):
                 total -= size
+        self.seen = total
         return total <= target
 
     def _delete(self, path: str) -> bool:

@@ -160,7 +160,11 @@ class DerivedImage:
         return self._current.stored_tile(level, col, row, fmt, page)
 
     def select(self, selector: Selector) -> SourceImage:
-        return no_selection(self, selector)
+        """A page other than the first of a multi-page file is read from the file, as before (only the
+        first page is derived)."""
+        if selector.page is None or (selector.page == 0 and not self.meta.pages and not self.meta.stack):
+            return no_selection(self, replace(selector, page=None))
+        return self.original.select(selector)
 
     def switch(self, image: SourceImage, lease: Lease | None) -> None:
         self._lease = lease
@@ -348,9 +352,10 @@ class DerivedFormat:
         return "failed"
 
     def stats(self) -> dict[str, int]:
+        """Counters, and the store's size when last counted (no disk work: /health calls this on the loop)."""
         with self._lock:
             out = {**self.counts, "running": len(self._running)}
-        return {**out, "bytes": self.store.usage(), "max_bytes": self.store.max_bytes}
+        return {**out, "bytes": self.store.seen, "max_bytes": self.store.max_bytes}
 
     def close(self) -> None:
         """Stop: conversions under way are ended (their temporary files go with their lock)."""
