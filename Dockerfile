@@ -5,8 +5,8 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir . && mkdir -p /images
-ENV TILESERVER_CORS="*"
+RUN pip install --no-cache-dir . && mkdir -p /images /cache/derived && chown nobody /cache/derived
+ENV TILESERVER_CORS="*" TILESERVER_DERIVE_DIR=/cache/derived
 EXPOSE 8000
 USER nobody
 CMD ["tileserver", "serve", "/images", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
