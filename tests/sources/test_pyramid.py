@@ -96,3 +96,25 @@ def test_whole_level_reads_keep_the_decoded_level(image_root: Path) -> None:
     tiny = PyramidReader(256, 8, decoded_cache_bytes=1000)
     tiny.read(path, tiny.info(path, RGB_TIF), 1, (0, 0, 501, 350))
     assert len(tiny._decoded) == 0  # over budget: not kept
+
+
+@pytest.mark.parametrize(("fmt", "bands", "interpretation"), [
+    pytest.param("ushort", 1, "grey16", id="grey16"), pytest.param("ushort", 3, "rgb16", id="rgb16"),
+    pytest.param("ushort", 5, "multiband", id="5-band-16"), pytest.param("float", 1, "b-w", id="float"),
+    pytest.param("uchar", 5, "multiband", id="5-band-8"),
+])
+def test_virtual_levels_keep_samples_and_bands(reader: PyramidReader, tmp_path: Path, fmt: str, bands: int,
+                                               interpretation: str) -> None:
+    """Levels made below the stored ones keep the source's sample format and bands (libvips'
+    thumbnail_image would make 8-bit sRGB of them, which a 16-bit image's metadata does not describe)."""
+    xyz = pyvips.Image.xyz(600, 410)
+    planes = [(xyz[0] * (50 + 10 * b) + xyz[1] * 7).cast(fmt) if fmt != "uchar" else (xyz[0] * 0.4).cast(fmt)
+              for b in range(bands)]
+    img = planes[0].bandjoin(planes[1:]) if bands > 1 else planes[0]
+    img.copy(interpretation=interpretation).tiffsave(str(tmp_path / "x.tif"))  # striped: every level below is virtual
+    meta = reader.info(str(tmp_path / "x.tif"), "x.tif")
+    assert [(lv.width, lv.stored) for lv in meta.levels] == [(600, True), (300, False), (150, False)]
+    got = reader.read(str(tmp_path / "x.tif"), meta, 1, (0, 0, 300, 205))
+    assert (got.format, got.bands, got.width, got.height) == (fmt, bands, 300, 205)
+    expected = img.resize(0.5)
+    assert max_diff(got.crop(2, 2, 290, 200), expected.crop(2, 2, 290, 200)) <= 1

@@ -258,8 +258,7 @@ class PyramidReader:
         if meta.loader in SHRINK_ON_LOAD and index == 1 and meta.levels[0].page + page == 0:
             img = pyvips.Image.thumbnail(path, lv.width, height=lv.height, size="force", no_rotate=True)
         else:
-            src = self.level_image(path, meta, index - 1, page)
-            img = src.thumbnail_image(lv.width, height=lv.height, size="force", no_rotate=True)
+            img = shrink(self.level_image(path, meta, index - 1, page), lv.width, lv.height)
         if lv.width * lv.height * meta.bands <= MATERIALISE_PIXELS:
             img = img.copy_memory()
             self._decoded.put(key, img, lv.width * lv.height * meta.bands * max(meta.bits // 8, 1))
@@ -312,6 +311,18 @@ class PyvipsFormat:
 def _decoded_key(path: str, meta: ImageMeta, index: int, page: int) -> tuple[str, float, int, int]:
     """A decoded level's key: file, version, directory of the page's full resolution, level."""
     return path, meta.mtime, meta.levels[0].page + page, index
+
+
+def shrink(src: Any, width: int, height: int) -> Any:
+    """`src` reduced to `width` x `height`. 8-bit colour and grey (alpha premultiplied) through
+    `thumbnail_image`, as libvips makes pyramids; other samples (16-bit, float, more than 4 bands) through
+    `resize`, which keeps their format and bands (`thumbnail_image` makes 8-bit sRGB of them)."""
+    if src.format == "uchar" and src.bands <= 4 and src.interpretation in ("srgb", "b-w", "cmyk", "lab", "labs"):
+        return src.thumbnail_image(width, height=height, size="force", no_rotate=True)
+    out = src.resize(width / src.width, vscale=height / src.height)
+    if (out.width, out.height) != (width, height):
+        out = out.embed(0, 0, width, height, extend="copy")
+    return out
 
 
 def check_page(meta: ImageMeta, page: int) -> None:
