@@ -14,6 +14,7 @@ from . import jpeg
 
 log = logging.getLogger("tileserver.imaging.encode")
 
+DEPTH_FORMATS = (OutputFormat.PNG, OutputFormat.TIFF)  # formats that keep 16-bit samples (`keep_depth`)
 SAVERS = {
     OutputFormat.JPEG: "jpegsave_buffer", OutputFormat.PNG: "pngsave_buffer",
     OutputFormat.WEBP: "webpsave_buffer", OutputFormat.AVIF: "heifsave_buffer",
@@ -68,10 +69,14 @@ def _jpeg(img: Any, quality: int, keep_icc: bool) -> bytes:
     return jpeg.encode(pixels, quality, bytes(icc) if icc else None)
 
 
-def prepare(img: Any, fmt: OutputFormat, background: tuple[int, int, int]) -> Any:
-    """Make the band layout legal for the format: JPEG has no alpha and 1 or 3 bands."""
-    if img.format != "uchar":
+def prepare(img: Any, fmt: OutputFormat, background: tuple[int, int, int], keep_depth: bool = False) -> Any:
+    """Make the band layout legal for the format: JPEG has no alpha and 1 or 3 bands; PNG, WebP, AVIF
+    and GIF have at most 4 (more are cut to the first 3, as iipsrv 1.3's flatten). Samples become 8-bit,
+    but for `keep_depth` 16-bit PNG and TIFF."""
+    if img.format != "uchar" and not (keep_depth and img.format == "ushort" and fmt in DEPTH_FORMATS):
         img = img.cast("uchar")
+    if img.bands > 4 and fmt in (OutputFormat.PNG, OutputFormat.WEBP, OutputFormat.AVIF, OutputFormat.GIF):
+        img = img.extract_band(0, n=3).copy(interpretation="srgb")
     if fmt is OutputFormat.JPEG:
         if img.hasalpha():
             bg = [float(background[0])] if img.bands == 2 else [float(c) for c in background]
@@ -85,11 +90,11 @@ def prepare(img: Any, fmt: OutputFormat, background: tuple[int, int, int]) -> An
 
 def encode(
     img: Any, fmt: OutputFormat, quality: int | None, *, tiff_compression: str = "deflate",
-    keep_icc: bool = True, background: tuple[int, int, int] = (255, 255, 255),
+    keep_icc: bool = True, background: tuple[int, int, int] = (255, 255, 255), keep_depth: bool = False,
 ) -> bytes:
     if fmt not in available_formats():
         raise UnsupportedFormat(f"output format {fmt.suffix} is not available on this server")
-    img = prepare(img, fmt, background)
+    img = prepare(img, fmt, background, keep_depth)
     if not keep_icc and "icc-profile-data" in img.get_fields():
         img = img.copy()
         img.remove("icc-profile-data")

@@ -332,11 +332,12 @@ def orient(img: Any, mirror: bool, rotation: float, corner_fill: tuple[int, int,
         return img.rot({90: "d90", 180: "d180", 270: "d270"}[int(angle)])
     alpha = bool(img.hasalpha())
     colours = img.bands - 1 if alpha else img.bands
+    top = 65535.0 if img.format == "ushort" else 255.0  # 16-bit output keeps its samples (channels.py)
     if transparent:
         if not alpha:
-            img = img.bandjoin_const([255])
+            img = img.bandjoin_const([top])
         fill = [0.0] * img.bands
     else:
-        colour = [float(c) for c in corner_fill] if colours >= 3 else [float(corner_fill[0])] * colours
-        fill = colour[:colours] + [0.0] * (colours - len(colour)) + ([255.0] if alpha else [])
+        colour = [c * top / 255.0 for c in corner_fill] if colours >= 3 else [corner_fill[0] * top / 255.0] * colours
+        fill = colour[:colours] + [0.0] * (colours - len(colour)) + ([top] if alpha else [])
     return img.rotate(angle, background=fill)

@@ -18,6 +18,7 @@ from ..sources.base import SourceImage
 from ..sources.passthrough import scaled_box, stored_tile_of, unscaled_box
 from ..sources.pyramid import check_page, vips_error
 from . import jpeg
+from .channels import composite_histogram, composite_meta, keeps_depth, render_composite, wants_composite
 from .encode import encode
 from .process import Histogram, histogram, needs_histogram, orient, process
 
@@ -149,14 +150,30 @@ def render(image: SourceImage, req: TileRequest, settings: Settings, derived: By
 def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: ByteLRU[Any, Any]) -> Rendered:
     meta = image.meta
     img = read_pixels(image, req, settings.interpolation)
-    hist = image_histogram(image, req.page, derived) if needs_histogram(req.processing, req.quality) else None
+    if keeps_depth(meta, req):
+        return _encode(img.copy(interpretation="grey16"), req, settings, False, depth=True)
+    wanted = needs_histogram(req.processing, req.quality)
+    if wants_composite(meta, req):  # a multi-channel image in its colours (imaging/channels.py)
+        img = render_composite(image, img, req.page, derived)
+        hist = composite_histogram(image, req.page, derived) if wanted else None
+        meta = composite_meta(meta, img.bands)
+    else:
+        hist = image_histogram(image, req.page, derived) if wanted else None
     img = process(img, meta, req.processing, req.quality, hist)
-    img = orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha)
     p = req.processing  # the source profile no longer describes these pixels (iipsrv's View::maxICC)
     recoloured = req.quality in (Quality.GRAY, Quality.BITONAL) or bool(p.colormap or p.twist or p.shade)
+    return _encode(img, req, settings, settings.keep_icc and not recoloured)
+
+
+def _encode(img: Any, req: TileRequest, settings: Settings, keep_icc: bool, depth: bool = False) -> Rendered:
+    """Mirror, rotate and encode; `depth`: keep 16-bit samples (PNG and TIFF, deflate for lossy codecs)."""
+    img = orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha)
     q = req.encoder_quality if req.encoder_quality is not None else default_quality(req.fmt, settings)
-    body = encode(img, req.fmt, q, tiff_compression=req.tiff_compression or settings.tiff_compression,
-                  keep_icc=settings.keep_icc and not recoloured, background=settings.background)
+    codec = req.tiff_compression or settings.tiff_compression
+    if depth and codec in ("jpeg", "webp"):
+        codec = "deflate"  # 8-bit codecs: the samples are kept losslessly instead
+    body = encode(img, req.fmt, q, tiff_compression=codec, keep_icc=keep_icc, background=settings.background,
+                  keep_depth=depth)
     return Rendered(body, req.fmt.media_type, img.width, img.height)
 
 

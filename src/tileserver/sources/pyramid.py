@@ -30,7 +30,8 @@ from ..cache.memory import ByteLRU
 from ..errors import NotFound, SourceError, TileNotFound
 from ..levels import halvings, level_factor
 from ..models import ImageMeta, Level, OutputFormat, Page, StackItem
-from .base import Box4, Selector, SourceImage, no_selection
+from .base import Box4, Selector, SourceImage
+from .channels import select_channels
 from .documents import DocPage, document_pages, stack_items
 from .passthrough import StoredTile, StoredTiles
 from .tiff import (
@@ -284,9 +285,10 @@ class PyramidImage:
 
     def select(self, selector: Selector) -> SourceImage:
         """`;page=N`: page N of a document or a stack (page 0 of a single image is the image), with
-        its own levels; the rest of the selector applies to that page. NotFound past the last page."""
+        its own levels; the rest of the selector applies to that page. NotFound past the last page.
+        `;c=`: the chosen bands of any multi-band image (sources/channels.py)."""
         if selector.page is None:
-            return no_selection(self, selector)
+            return select_channels(self, selector)
         ident = f"{self.meta.ident};page={selector.page}"
         page = PyramidImage(self.reader, self.path, self.reader.info(self.path, ident, selector.page))
         return page.select(replace(selector, page=None))

@@ -1,0 +1,128 @@
+"""The rendering of multi-channel images (`ImageMeta.channels`: OME-TIFF, `;c=` views): the additive
+composite of the channels in their colours, and a single channel at its own depth.
+
+Composite, per output pixel and colour band k (red, green, blue):
+    out_k = min(255, round(sum_c clip((x_c - low_c) / (high_c - low_c), 0, 1) * colour_c,k))
+with x_c the sample of channel c, (low_c, high_c) its window and colour_c its RGB colour (0-255). A
+channel without a colour gets the default sequence by its number (`sources/channels.py`: red, green,
+blue, cyan, magenta, yellow, grey; one channel alone is grey, and then the output has one band). A
+channel without a window gets one from the data: the 0.1 and 99.9 percentiles of its samples in the
+image's smallest level, computed once per image and kept in the core's `derived` cache.
+
+When does an image render this way? When it has channels and the request asks for no processing of
+the raw samples: IIP's MINMAX, CTW, CNT, GAM, INV, CMP, CNV and SHD work on the source's bands as
+iipsrv 1.3 does (`process.float_processing`), so those requests skip the composite. Greyscale and
+binary output and histogram equalisation are applied to the composite. A single channel without a
+colour and a window (`x.ome.tif;c=2`) asked for as PNG or TIFF (default or gray quality, no
+processing) keeps its 16 bits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pyvips
+
+from ..cache.memory import ByteLRU
+from ..models import Channel, ImageMeta, Quality, TileRequest
+from ..sources.base import SourceImage
+from ..sources.channels import GREY, RGB, default_colour
+from .encode import DEPTH_FORMATS
+from .process import Histogram, float_processing, histogram
+
+PERCENTILES = (0.1, 99.9)
+WINDOW_BYTES = 64  # per channel, in the derived cache
+
+
+def wants_composite(meta: ImageMeta, req: TileRequest) -> bool:
+    """Whether `req` renders the channel composite of `meta` (see the module docstring)."""
+    return bool(meta.channels) and not float_processing(req.processing)
+
+
+def keeps_depth(meta: ImageMeta, req: TileRequest) -> bool:
+    """A single 16-bit channel without a colour or window, as PNG or TIFF, unprocessed: its own samples."""
+    return (len(meta.channels) == 1 and meta.bands == 1 and meta.channels[0].color is None
+            and meta.channels[0].window is None and meta.bits == 16 and meta.sample_format == "uint"
+            and req.fmt in DEPTH_FORMATS and req.quality in (Quality.DEFAULT, Quality.GRAY)
+            and req.processing.is_identity)
+
+
+def colours(channels: tuple[Channel, ...]) -> tuple[RGB, ...]:
+    return tuple(ch.color or default_colour(i, len(channels)) for i, ch in enumerate(channels))
+
+
+def composite(img: Any, colours: tuple[RGB, ...], windows: tuple[tuple[float, float], ...]) -> Any:
+    """The additive composite of `img`'s bands (one per colour and window) as 8-bit sRGB, or one grey
+    band when there is one grey channel. Vectorised in libvips: one linear map, one clip, one matrix."""
+    n = img.bands
+    lows = [w[0] for w in windows]
+    scales = [1.0 / (w[1] - w[0]) for w in windows]
+    # in double precision throughout: libvips' float arithmetic rounds differently for one band and for
+    # several, and a channel value exactly between two output levels must map the same way in both
+    x = img.cast("double").linear(scales, [-lo * s for lo, s in zip(lows, scales, strict=True)])
+    x = x.clamp(min=0.0, max=1.0)
+    if n == 1 and colours[0] == GREY:
+        out = x * 255.0 + 0.5
+        interpretation = "b-w"
+    else:
+        matrix = [[float(c[k]) for c in colours] for k in range(3)]
+        out = x.recomb(pyvips.Image.new_from_array(matrix)) + 0.5
+        interpretation = "srgb"
+    return out.clamp(min=0.0, max=255.0).cast("uchar").copy(interpretation=interpretation)
+
+
+def data_windows(img: Any) -> tuple[tuple[float, float], ...]:
+    """Each band's (0.1 %, 99.9 %) percentiles (`PERCENTILES`) of `img`, a small level; a flat band gets a
+    window one sample value wide above its value."""
+    arr = np.asarray(img.numpy(), dtype=np.float64).reshape(img.height * img.width, img.bands)
+    out = []
+    for b in range(img.bands):
+        low, high = (float(v) for v in np.percentile(arr[:, b], PERCENTILES))
+        out.append((low, high) if high > low else (low, low + 1.0))
+    return tuple(out)
+
+
+def channel_windows(image: SourceImage, page: int, derived: ByteLRU[Any, Any]) -> tuple[tuple[float, float], ...]:
+    """Every channel's window: its own when the metadata (or the `c=` spec) gives one, else from the data
+    of the smallest level of `page`, computed once per image and kept in `derived`."""
+    meta = image.meta
+    own = tuple(ch.window for ch in meta.channels)
+    if all(w is not None for w in own):
+        return tuple(w for w in own if w is not None)
+    key = ("windows", meta.ident, meta.mtime, meta.file_size, page)
+    found: tuple[tuple[float, float], ...] | None = derived.get(key)
+    if found is None:
+        smallest = len(meta.levels) - 1
+        lv = meta.levels[smallest]
+        found = data_windows(image.read(smallest, (0, 0, lv.width, lv.height), page))
+        derived.put(key, found, WINDOW_BYTES * meta.bands)
+    return tuple(w if w is not None else d for w, d in zip(own, found, strict=True))
+
+
+def render_composite(image: SourceImage, img: Any, page: int, derived: ByteLRU[Any, Any]) -> Any:
+    """`img` (pixels of `image`, any box and size) as its channel composite."""
+    return composite(img, colours(image.meta.channels), channel_windows(image, page, derived))
+
+
+def composite_meta(meta: ImageMeta, bands: int) -> ImageMeta:
+    """What the composite's pixels are, for the processing that follows it: 8-bit grey or sRGB."""
+    return replace(meta, bands=bands, bits=8, sample_format="uint", colorspace="grey" if bands == 1 else "srgb",
+                   has_alpha=False, has_icc=False, min_values=(0.0,) * bands, max_values=(255.0,) * bands,
+                   channels=())
+
+
+def composite_histogram(image: SourceImage, page: int, derived: ByteLRU[Any, Any]) -> Histogram:
+    """The histogram of the composite of the smallest level (for binary output and equalisation of a
+    composite), kept in `derived` as `render.image_histogram` keeps the raw one."""
+    meta = image.meta
+    key = ("composite-histogram", meta.ident, meta.mtime, meta.file_size, page)
+    found: Histogram | None = derived.get(key)
+    if found is None:
+        smallest = len(meta.levels) - 1
+        lv = meta.levels[smallest]
+        thumb = render_composite(image, image.read(smallest, (0, 0, lv.width, lv.height), page), page, derived)
+        found = histogram(thumb, composite_meta(meta, thumb.bands))
+        derived.put(key, found, 2048)
+    return found
