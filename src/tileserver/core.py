@@ -27,6 +27,7 @@ from .settings import Settings
 from .sources.base import Format, Selector, SourceImage, split_selector
 from .sources.derived import DerivedFormat, DeriveOptions
 from .sources.local import Source
+from .sources.ome import OmeFormat
 from .sources.pyramid import PyramidReader, PyvipsFormat, configure_vips
 from .sources.registry import Registry
 from .sources.slide import SlideFormat, SlideReader
@@ -115,7 +116,7 @@ class TileService:
                                   int(settings.decoded_cache_mb * 1024 * 1024))
         self.derivatives = self._derivatives(settings)
         libvips: Format = self.derivatives or PyvipsFormat(self.reader)
-        self.formats = Registry([SlideFormat(self.slides), libvips])
+        self.formats = Registry([OmeFormat(self.reader), SlideFormat(self.slides), libvips])
         # small values derived from a whole image (render's histograms), kept while its file is unchanged
         self.derived: ByteLRU[Hashable, object] = ByteLRU(8 << 20)
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)

@@ -16,7 +16,7 @@ DOCUMENT_NAME, IMAGE_DESCRIPTION, MAKE, MODEL, SAMPLES = 269, 270, 271, 272, 277
 SOFTWARE, DATETIME, ARTIST = 305, 306, 315
 TILE_WIDTH, TILE_LENGTH, TILE_OFFSETS, TILE_BYTECOUNTS = 322, 323, 324, 325
 SUBIFDS, JPEG_TABLES, NEW_SUBFILE_TYPE, COPYRIGHT = 330, 347, 254, 33432
-SMIN, SMAX, YCBCR_SUBSAMPLING = 340, 341, 530
+SMIN, SMAX, YCBCR_SUBSAMPLING, SAMPLE_FORMAT = 340, 341, 530, 339
 X_RESOLUTION, Y_RESOLUTION, PAGE_NAME, RESOLUTION_UNIT, XMP = 282, 283, 285, 296, 700
 STONITS = 37439  # physical value of one sample unit (a stack page's scale)
 REDUCED_IMAGE, MULTI_PAGE = 1, 2  # NewSubfileType bits
@@ -58,13 +58,17 @@ class Ifd:
         return COMPRESSIONS.get(self.num(COMPRESSION, 1), "other")
 
 
+MAX_IFDS = 4096
+
+
 class TiffFile:
     """Parse the IFD chain (and first-level SubIFDs) of an open binary file."""
 
-    MAX_IFDS = 4096
+    MAX_IFDS = MAX_IFDS
     MAX_TABLE = 1 << 20  # tile offsets kept in memory per directory (8 MB at most for BigTIFF)
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, max_ifds: int = MAX_IFDS) -> None:
+        """`max_ifds`: read no more top-level directories than this (1 for a probe of the first)."""
         self.f = f
         head = f.read(16)
         if head[:2] == b"II":
@@ -86,7 +90,7 @@ class TiffFile:
         seen: set[int] = set()
         offset = first
         try:
-            while offset and offset not in seen and len(self.pages) < self.MAX_IFDS:
+            while offset and offset not in seen and len(self.pages) < min(max_ifds, self.MAX_IFDS):
                 seen.add(offset)
                 ifd, offset = self._read_ifd(offset)
                 self.pages.append(ifd)
