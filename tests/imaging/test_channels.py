@@ -16,6 +16,8 @@ from tileserver.imaging.channels import (
     channel_windows,
     colours,
     composite,
+    composite_block,
+    composite_stream,
     data_windows,
     keeps_depth,
     wants_composite,
@@ -57,24 +59,35 @@ RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
                  [(0, 4000), (100, 7000), (1e3, 9e3), (-50, 50), (0.5, 15000.5)], id="five-saturating"),
 ])
 @pytest.mark.parametrize("dtype", [np.uint16, np.uint8, np.float32, np.int16])
+@pytest.mark.parametrize("way", [composite_block, composite_stream, composite], ids=["block", "stream", "either"])
 def test_composite_is_the_formula(channels: int, palette: list[tuple[int, int, int]],
-                                  windows: list[tuple[float, float]], dtype: Any) -> None:
+                                  windows: list[tuple[float, float]], dtype: Any, way: Any) -> None:
+    """Both implementations (numpy blocks for tiles, a libvips pipeline for large outputs) give exactly
+    the formula's pixels."""
     data = channel_data(173, 91, channels, seed=channels)
     if dtype == np.uint8:
         data = data >> 6
     data = data.astype(dtype)
-    got = composite(as_vips(data), tuple(palette), tuple(windows))
+    got = way(as_vips(data), tuple(palette), tuple(windows))
     expected = composite_reference(data, palette, windows)
     assert got.format == "uchar"
     assert got.interpretation == ("b-w" if expected.ndim == 2 else "srgb")
     assert np.array_equal(as_numpy(got), expected[..., None] if expected.ndim == 2 else expected)
 
 
-def test_composite_edges() -> None:
+@pytest.mark.parametrize("way", [composite_block, composite_stream], ids=["block", "stream"])
+def test_composite_edges(way: Any) -> None:
     """Below the window: black; above: full colour; two full channels add up and clip at 255."""
     data = np.array([[[0, 100, 200, 300]], [[300, 300, 300, 0]]], np.uint16)  # 2 channels, 1 x 4 pixels
-    got = as_numpy(composite(as_vips(data), ((200, 0, 0), (100, 50, 0)), ((100, 200), (0, 300))))
+    got = as_numpy(way(as_vips(data), ((200, 0, 0), (100, 50, 0)), ((100, 200), (0, 300))))
     assert got[0].tolist() == [[100, 50, 0], [100, 50, 0], [255, 50, 0], [200, 0, 0]]
+
+
+def test_large_composites_stream() -> None:
+    """Above BLOCK_PIXELS the composite is a lazy libvips pipeline (bounded memory), with the same pixels."""
+    data = channel_data(1100, 960, 2, seed=4)
+    img = composite(as_vips(data), (RED, GREEN), ((300.0, 2500.0), (500.0, 5000.0)))
+    assert np.array_equal(as_numpy(img), composite_reference(data, [RED, GREEN], [(300, 2500), (500, 5000)]))
 
 
 def test_data_windows_are_percentiles() -> None:

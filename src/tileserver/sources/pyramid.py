@@ -47,6 +47,8 @@ log = logging.getLogger("tileserver.sources.pyramid")
 
 BITS = {"uchar": 8, "char": 8, "ushort": 16, "short": 16, "uint": 32, "int": 32, "float": 32,
         "double": 64, "complex": 64, "dpcomplex": 128}
+NUMPY_TYPES = {"uchar": "u1", "char": "i1", "ushort": "u2", "short": "i2", "uint": "u4", "int": "i4", "float": "f4",
+               "double": "f8", "complex": "c8", "dpcomplex": "c16"}  # libvips sample format -> numpy dtype
 SAMPLE = {"uchar": "uint", "ushort": "uint", "uint": "uint", "char": "int", "short": "int", "int": "int"}
 RANGES = {"uchar": 255.0, "char": 127.0, "ushort": 65535.0, "short": 32767.0, "uint": 4294967295.0,
           "int": 2147483647.0}
