@@ -140,6 +140,12 @@ def test_tiffdata_planes(xml: bytes, planes: dict[tuple[int, int, int], int]) ->
     assert parse_ome(xml).planes == planes
 
 
+def test_huge_declared_sizes_stay_bounded() -> None:
+    """SizeZ and SizeT of a billion, PlaneCount of a billion: only the planes a TIFF can hold are listed."""
+    xml = pixels_xml('<TiffData PlaneCount="1000000000"/>', z=10**9, t=10**9)
+    assert len(parse_ome(xml).planes) == 4096
+
+
 @pytest.mark.parametrize("xml", [
     pytest.param(b"<OME><Image><Pixels", id="not-well-formed"),
     pytest.param(b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><OME/>', id="doctype"),
@@ -147,6 +153,7 @@ def test_tiffdata_planes(xml: bytes, planes: dict[tuple[int, int, int], int]) ->
     pytest.param(pixels_xml("").replace(b'Type="uint16"', b'Type="bit16"'), id="unknown-type"),
     pytest.param(pixels_xml("").replace(b'SizeX="10"', b'SizeX="0"'), id="zero-width"),
     pytest.param(pixels_xml("<Channel/>"), id="channels-not-sizec"),
+    pytest.param(pixels_xml("", c=10**9), id="a-billion-channels"),
 ])
 def test_bad_ome_xml(xml: bytes) -> None:
     with pytest.raises(ValueError):
@@ -479,3 +486,21 @@ async def test_selector_on_a_one_band_image(ome_client: httpx.AsyncClient, ome_r
     assert np.array_equal(got[0], data)
     r = await ome_client.get("/iiif/3/grey16.tif%3Bc%3D2/info.json")
     assert r.status_code == 400
+
+
+@pytest.mark.parametrize("page", [0, 4, 5])
+async def test_z_t_pages_through_the_protocols(ome_client: httpx.AsyncClient, ome_root: Path, page: int) -> None:
+    """A Z/T plane as `;page=<n>` (IIIF) and as stack page `SDS=<n>` (IIP): that plane's composite (its
+    default windows from its own smallest level, the same on both)."""
+    data = reference(ome_root, ZT, 0, page)
+    windows = [(200.0, 3000.0), (400.0, 6000.0)]
+    expected = np.moveaxis(composite_reference(data, RGB_COLOURS[:2], windows), -1, 0)
+    spec = ",".join(f"{c + 1}:{lo:g}-{hi:g}" for c, (lo, hi) in enumerate(windows))
+    got = await get_image(ome_client, iiif(f"{ZT.name};page={page};c={spec}", "full/max/0/default.png"))
+    assert np.array_equal(got, expected)
+    default = await get_image(ome_client, iiif(f"{ZT.name};page={page}", "full/max/0/default.png"))
+    assert np.array_equal(await get_image(ome_client, f"/iip?FIF={ZT.name}&SDS={page}&CVT=png"), default)
+    other = await get_image(ome_client, iiif(f"{ZT.name};page={(page + 1) % 6}", "full/max/0/default.png"))
+    assert not np.array_equal(default, other)
+    stack = (await ome_client.get(f"/iip?FIF={ZT.name}&OBJ=stack")).json()
+    assert [item["name"] for item in stack][page] == f"z={page % 3} t={page // 3}"

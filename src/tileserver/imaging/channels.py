@@ -3,9 +3,10 @@ composite of the channels in their colours, and a single channel at its own dept
 
 Composite, per output pixel and colour band k (red, green, blue):
     out_k = floor(min(255, sum_c clip((x_c - low_c) / (high_c - low_c), 0, 1) * colour_c,k + 0.5))
-(in double precision) with x_c the sample of channel c, (low_c, high_c) its window and colour_c its RGB colour (0-255). A
-channel without a colour gets the default sequence by its number (`sources/channels.py`: red, green,
-blue, cyan, magenta, yellow, grey; one channel alone is grey, and then the output has one band). A
+in double precision, with x_c the sample of channel c, (low_c, high_c) its window and colour_c its RGB
+colour (0-255). A channel without a colour gets the default sequence by its number
+(`sources/channels.py`: red, green, blue, cyan, magenta, yellow, grey; one channel alone is grey, and
+then the output has one band). A
 channel without a window gets one from the data: the 0.1 and 99.9 percentiles of its samples in the
 image's smallest level, computed once per image and kept in the core's `derived` cache.
 

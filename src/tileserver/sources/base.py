@@ -8,7 +8,7 @@ pipeline see only this; the registry (`registry.py`) tries the formats in order.
 
 An identifier may end in selectors, `;key=value` each, after the name of a file:
 `doc.tif;page=2` (a page of a multi-page document, from 0), `slide.svs;associated=label` (an associated
-image of a slide), `cells.ome.tif;c=...` (channels of a multi-channel image, `imaging/channels.py`).
+image of a slide), `cells.ome.tif;c=...` (channels of a multi-channel image, `sources/channels.py`).
 A file whose own name holds a `;` is still found: the whole identifier is tried as a file name first.
 Selectors are part of the identifier, so every URL a viewer builds from an info document keeps them.
 """
@@ -35,7 +35,7 @@ class Selector:
 
     page: int | None = None
     associated: str | None = None
-    channels: str | None = None  # the `c=` spec as written; parsed by the rendering that uses it
+    channels: str | None = None  # the `c=` spec as written; parsed by `channels.parse_spec` in `select`
 
     @property
     def empty(self) -> bool:

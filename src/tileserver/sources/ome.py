@@ -156,6 +156,8 @@ def parse_ome(xml: bytes) -> OmePixels:
                      for c in _children(pixels, "Channel"))
     spp = channels[0].samples if channels else 1
     planes_c = max(sc // spp, 1)
+    if planes_c > TiffFile.MAX_IFDS:
+        raise ValueError(f"SizeC {sc}: more channels than a TIFF of {TiffFile.MAX_IFDS} directories holds")
     if not channels:
         channels = (OmeChannel(),) * planes_c
     elif len(channels) != planes_c:
@@ -243,8 +245,8 @@ class _Layout:
     """The pixel layout of an OME-TIFF: levels, samples per directory, directories per plane."""
 
     def __init__(self, tf: TiffFile, ome: OmePixels, tile: int) -> None:
-        complete = [(z, t) for t in range(ome.size_t) for z in range(ome.size_z)
-                    if all((c, z, t) in ome.planes for c in range(len(ome.channels)))]
+        found = sorted({(t, z) for _, z, t in ome.planes})  # at most MAX_IFDS planes, whatever the sizes say
+        complete = [(z, t) for t, z in found if all((c, z, t) in ome.planes for c in range(len(ome.channels)))]
         if (0, 0) not in complete:
             raise SourceError("this OME-TIFF keeps its first plane in other files")
         if len(complete) < ome.size_z * ome.size_t:
