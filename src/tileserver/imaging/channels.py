@@ -6,16 +6,16 @@ Composite, per output pixel and colour band k (red, green, blue):
 in double precision, with x_c the sample of channel c, (low_c, high_c) its window and colour_c its RGB
 colour (0-255). A channel without a colour gets the default sequence by its number
 (`sources/channels.py`: red, green, blue, cyan, magenta, yellow, grey; one channel alone is grey, and
-then the output has one band). A
-channel without a window gets one from the data: the 0.1 and 99.9 percentiles of its samples in the
-image's smallest level, computed once per image and kept in the core's `derived` cache.
+then the output has one band). A channel without a window gets one from the data: the 0.1 and 99.9
+percentiles of its samples in the image's smallest level, computed once per image and kept in the
+core's `derived` cache.
 
 When does an image render this way? When it has channels and the request asks for no processing of
 the raw samples: IIP's MINMAX, CTW, CNT (a factor, or st), GAM, INV, CMP, CNV and SHD work on the
 source's bands as iipsrv 1.3 does (`process.float_processing`), so those requests skip the composite.
-Greyscale and binary output and histogram equalisation (CNT=eq) are applied to the composite. A single channel without a
-colour and a window (`x.ome.tif;c=2`) asked for as PNG or TIFF (default or gray quality, no
-processing) keeps its 16 bits.
+Greyscale and binary output and histogram equalisation (CNT=eq) are applied to the composite. A single
+channel without a colour and a window (`x.ome.tif;c=2`) asked for as PNG or TIFF (default or gray
+quality, no processing) keeps its 16 bits.
 """
 
 from __future__ import annotations
