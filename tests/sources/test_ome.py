@@ -198,6 +198,7 @@ def test_meta(fmt: OmeFormat, ome_root: Path, f: OmeFixture) -> None:
     props = dict(meta.properties)
     assert props["ome.SizeC"] == str(f.channels) and props["ome.Type"] == "uint16"
     assert props["ome.PhysicalSizeX"] == "0.325"
+    assert meta.microns_per_pixel == pytest.approx((0.325, 0.325))
     assert len(meta.stack) == (f.z * f.t if f.z * f.t > 1 else 0)
     assert meta.compression == ""  # channels are rendered, never passed through
 
@@ -350,6 +351,8 @@ async def test_info_id_carries_the_spec(ome_client: httpx.AsyncClient, ome_root:
     ident = f"{FOUR.name};c=2:500-4000:ff00ff,4"
     info = (await ome_client.get(iiif(ident, "info.json"))).json()
     assert info["id"] == "http://t" + iiif(ident, "")[:-1]
+    physdim = [s for s in info.get("service", []) if s.get("type") == "PhysicalDimensions"]
+    assert physdim and physdim[0]["physicalScale"] == pytest.approx(0.325e-3) and physdim[0]["physicalUnits"] == "mm"
     assert (info["width"], info["height"]) == (1003, 701)
     tile = await get_image(ome_client, info["id"].removeprefix("http://t") + "/0,0,512,512/256,/0/default.png")
     full = composite_reference(reference(ome_root, FOUR)[[1, 3]], [(255, 0, 255), (255, 255, 255)],

@@ -373,6 +373,15 @@ class OmeImage:
         return OmeImage(self.reader, self.path, meta, self.inner, pages, bands, False)
 
 
+def _mpp(ome: OmePixels) -> tuple[tuple[str, str], ...]:
+    """The pixel size in micrometres under OpenSlide's standard names (`ImageMeta.microns_per_pixel`,
+    which IIIF's physical dimensions service reads), when the OME-XML gives it in units of length."""
+    res = ome.resolution
+    if res is None:
+        return ()
+    return ("openslide.mpp-x", f"{1e4 / res[0]:.9g}"), ("openslide.mpp-y", f"{1e4 / res[1]:.9g}")
+
+
 class OmeFormat:
     """OME-TIFF, claimed by content: a TIFF whose first ImageDescription is OME-XML."""
 
@@ -427,5 +436,5 @@ class OmeFormat:
             inner, bands=n, colorspace="srgb" if rgb else ("grey" if n == 1 else "multiband"),
             min_values=(low,) * n, max_values=(high,) * n, loader="ome-tiff", stack=layout.stack,
             compression=layout.first.compression if rgb and layout.first.tiled else "",
-            resolution=ome.resolution, properties=ome.properties, channels=channels)
+            resolution=ome.resolution, properties=ome.properties + _mpp(ome), channels=channels)
         return meta, inner, bands
