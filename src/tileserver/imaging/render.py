@@ -29,7 +29,7 @@ HISTOGRAM_BYTES = 2048
 
 def read_pixels(image: SourceImage, req: TileRequest, kernel: str) -> Any:
     level, box = source_box(image.meta, req)
-    img = image.read(level, box, req.page)
+    img = image.read(level, box, req.page, layers=req.layers)
     return img if req.size is None else resize_exact(img, req.size, kernel)
 
 
