@@ -24,6 +24,7 @@ from .imaging.render import render, samples
 from .models import ImageMeta, OutputFormat, Rendered, Samples, TileRequest
 from .settings import Settings
 from .sources.base import Selector, SourceImage, split_selector
+from .sources.jp2 import Jp2Format
 from .sources.local import Source
 from .sources.pyramid import PyramidReader, PyvipsFormat, configure_vips
 from .sources.registry import Registry
@@ -85,7 +86,9 @@ class TileService:
                                      int(settings.decoded_cache_mb * 1024 * 1024))
         self.slides = SlideReader(settings.virtual_tile_size, int(settings.slide_cache_mb * 1024 * 1024),
                                   int(settings.decoded_cache_mb * 1024 * 1024))
-        self.formats = Registry([SlideFormat(self.slides), PyvipsFormat(self.reader)])
+        self.jp2 = Jp2Format(int(settings.jp2_cache_mb * 1024 * 1024), settings.virtual_tile_size,
+                             settings.jp2_threads)
+        self.formats = Registry([self.jp2, SlideFormat(self.slides), PyvipsFormat(self.reader)])
         # small values derived from a whole image (render's histograms), kept while its file is unchanged
         self.derived: ByteLRU[Hashable, object] = ByteLRU(8 << 20)
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)
