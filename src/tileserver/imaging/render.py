@@ -47,6 +47,7 @@ def default_quality(fmt: OutputFormat, settings: Settings) -> int | None:
     return {
         OutputFormat.JPEG: settings.jpeg_quality, OutputFormat.PNG: settings.png_compression,
         OutputFormat.WEBP: settings.webp_quality, OutputFormat.AVIF: settings.avif_quality,
+        OutputFormat.JP2: settings.jpeg_quality,
     }.get(fmt)
 
 
