@@ -9,6 +9,7 @@ samples wrongly in tiles narrower than the image, so the 16-bit file is tiled in
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -39,6 +40,14 @@ class Jp2Spec:
     @property
     def layers(self) -> int:
         return max(len(self.rates), 1)
+
+    @property
+    def offered(self) -> int:
+        """Resolutions served: down to the first that fits one 256-px tile (as iipsrv 1.3)."""
+        for r in range(self.resolutions):
+            if max(self.width >> r, self.height >> r) <= 256:
+                return r + 1
+        return self.resolutions
 
 
 SPECS = (
@@ -120,3 +129,35 @@ def pillow_level(spec: Jp2Spec, path: Path, reduce: int, layers: int = 0) -> np.
         a = np.asarray(im)
     a = a if a.ndim == 3 else a[:, :, None]
     return a[: spec.height >> reduce, : spec.width >> reduce]
+
+
+def box(kind: bytes, content: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(content), kind) + content
+
+
+def with_boxes(jp2: bytes, *, icc: bytes | None = None, ppm: tuple[float, float] | None = None,
+               xmp: bytes | None = None, xml: bytes | None = None) -> bytes:
+    """A JP2 file rewritten with what Pillow does not write: an ICC colour specification (method 2), a
+    capture resolution box (grid points per metre), an XMP uuid box and an XML box (ISO 15444-1 I.5)."""
+    out, pos = [], 0
+    while pos < len(jp2):
+        length, kind = struct.unpack(">I4s", jp2[pos: pos + 8])
+        length = length or len(jp2) - pos
+        content = jp2[pos + 8: pos + length]
+        if kind == b"jp2h":
+            ihdr = content[: struct.unpack(">I", content[:4])[0]]
+            colr = box(b"colr", b"\x02\x00\x00" + icc) if icc else content[len(ihdr):]
+            res = b""
+            if ppm:
+                res = box(b"res ", box(b"resc", struct.pack(">HHHHbb", round(ppm[1]), 1, round(ppm[0]), 1, 0, 0)))
+            out.append(box(b"jp2h", ihdr + colr + res))
+        elif kind == b"jp2c":
+            if xmp:
+                out.append(box(b"uuid", bytes.fromhex("be7acfcb97a942e89c71999491e3afac") + xmp))
+            if xml:
+                out.append(box(b"xml ", xml))
+            out.append(jp2[pos: pos + length])
+        else:
+            out.append(jp2[pos: pos + length])
+        pos += length
+    return b"".join(out)

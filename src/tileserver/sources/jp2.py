@@ -1,9 +1,10 @@
 """JPEG 2000 sources (`.jp2`, `.jpx`, raw `.j2k`/`.j2c` codestreams, HTJ2K), decoded with OpenJPEG.
 
-Levels are the codestream's resolution levels, sized as iipsrv 1.3 sizes them (each halving rounds
-down: `W >> r`, one pixel less than OpenJPEG's own `ceil(W / 2**r)` where that is odd; the grid is the
-same, the last partial pixel is dropped), then virtual levels halving down to one tile, as for
-TIFF pyramids. Tiles are `virtual_tile_size` (256) at every level, as iipsrv 1.3 serves JPEG 2000.
+Levels are the codestream's resolution levels as iipsrv 1.3 offers them: each halving rounds down
+(`W >> r`, one pixel less than OpenJPEG's own `ceil(W / 2**r)` where that is odd; the grid is the
+same, the last partial pixel is dropped), down to the first level that fits one tile, then virtual
+levels halving down to one tile when the codestream has too few, as for TIFF pyramids. Tiles are
+`virtual_tile_size` (256) at every level, as iipsrv 1.3 serves JPEG 2000.
 
 Pixels are decoded in units, each decoded once and kept in a byte-bounded LRU shared by every
 image of the process (`jp2_cache_mb`), single-flight (a thread that needs a unit another is
@@ -115,11 +116,12 @@ class Jp2Image:
         self.codec = CODEC_J2K if header.raw else CODEC_JP2
         cs = header.codestream
         self.grids = tuple(Grid.of(cs, r) for r in range(cs.resolutions))
+        self.stored_levels = sum(lv.stored for lv in meta.levels)
         self._interpretation = _interpretation(meta)
 
     # -- SourceImage ----------------------------------------------------------------------------
     def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
-        stored = self.header.codestream.resolutions
+        stored = self.stored_levels
         x, y, w, h = box
         if level < stored:
             return self._vips(self.pixels(level, box, layers))
@@ -290,10 +292,16 @@ class Jp2Format:
         )
 
     def _levels(self, cs: Codestream) -> tuple[Level, ...]:
+        """The codestream's resolutions down to the first that fits one tile (as iipsrv 1.3 counts them:
+        smaller ones are not offered), then virtual halvings when even the smallest does not fit."""
         t = self.tile_size
         full = (cs.width, cs.height)
-        stored = [Level(max(cs.width >> r, 1), max(cs.height >> r, 1), t, t, level_factor(full, (cs.width >> r,
-                        cs.height >> r)) if r else 1.0, True) for r in range(cs.resolutions)]
+        stored: list[Level] = []
+        for r in range(cs.resolutions):
+            w, h = max(cs.width >> r, 1), max(cs.height >> r, 1)
+            stored.append(Level(w, h, t, t, level_factor(full, (w, h)) if r else 1.0, True))
+            if w <= t and h <= t:
+                break
         last = stored[-1]
         extra = halvings(last.width, last.height, t, floor=True)[1:]
         return tuple(stored + [Level(w, h, t, t, level_factor(full, (w, h)), False) for w, h in extra])
