@@ -1,5 +1,6 @@
 """JPEG 2000 test files, written at test time: Pillow (OpenJPEG) for JP2 and raw codestreams, lossless
-(5/3) unless named lossy; imagecodecs (OpenJPH) for HTJ2K. Each is named by its properties. Sizes are
+(5/3) unless named lossy; imagecodecs for HTJ2K (OpenJPH) and for more than 4 components (its own
+OpenJPEG build; it writes no tiles). Each is named by its properties. Sizes are
 odd and rarely fit the 256-px output tiles; most are of the form 2**k * m - 1, because Pillow's
 JPEG 2000 reader (the independent decoder of the tests) sizes a reduction by rounding `w / 2**r` to
 nearest, not up as OpenJPEG does, and fails when the two differ. Pillow's writer packs 16-bit
@@ -61,6 +62,7 @@ SPECS = (
     Jp2Spec("jp2-rgb8-lossy-3layers-767x511.jp2", 767, 511, tile=(256, 256), rates=(80.0, 20.0, 5.0), seed=8),
     Jp2Spec("jp2-rgb8-ht-tiled128-517x301.j2c", 517, 301, tile=(128, 128), ht=True, seed=9),
     Jp2Spec("jp2-grey8-ht-untiled-300x211.j2c", 300, 211, bands=1, ht=True, resolutions=3, seed=10),
+    Jp2Spec("jp2-5bands16-untiled-331x223.jp2", 331, 223, bands=5, bits=16, resolutions=3, seed=11),
 )
 BY_NAME = {s.name: s for s in SPECS}
 TILED_RGB = SPECS[0].name
@@ -87,6 +89,12 @@ def source(spec: Jp2Spec) -> np.ndarray[Any, Any]:
 
 def write(spec: Jp2Spec, path: Path) -> None:
     px = source(spec)
+    if spec.bands > 4:
+        import imagecodecs
+
+        path.write_bytes(imagecodecs.jpeg2k_encode(px, level=0, codecformat="jp2", reversible=True, mct=False,
+                                                   resolutions=spec.resolutions, numthreads=1))
+        return
     if spec.ht:
         import imagecodecs
 
@@ -120,7 +128,7 @@ def pillow_level(spec: Jp2Spec, path: Path, reduce: int, layers: int = 0) -> np.
     from PIL import Image
 
     p = 1 << reduce
-    if spec.offset != (0, 0) or any(n % p and n % p < p // 2 for n in (spec.width, spec.height)):
+    if spec.bands > 4 or spec.offset != (0, 0) or any(n % p and n % p < p // 2 for n in (spec.width, spec.height)):
         return None
     with Image.open(path) as im:
         im.reduce = reduce

@@ -102,6 +102,8 @@ def prepare(img: Any, fmt: OutputFormat, background: tuple[int, int, int]) -> An
     if img.format != "uchar":
         img = img.cast("uchar")
     if fmt is OutputFormat.JPEG:
+        if img.bands > 4:  # multi-band: the first three (libvips would take band 4 of 5 for an alpha)
+            img = img.extract_band(0, n=3)
         if img.hasalpha():
             bg = [float(background[0])] if img.bands == 2 else [float(c) for c in background]
             img = img.flatten(background=bg)
