@@ -87,7 +87,7 @@ class TileService:
         self.slides = SlideReader(settings.virtual_tile_size, int(settings.slide_cache_mb * 1024 * 1024),
                                   int(settings.decoded_cache_mb * 1024 * 1024))
         self.jp2 = Jp2Format(int(settings.jp2_cache_mb * 1024 * 1024), settings.virtual_tile_size,
-                             settings.jp2_threads)
+                             settings.jp2_threads, share=settings.jp2_share)
         self.formats = Registry([self.jp2, SlideFormat(self.slides), PyvipsFormat(self.reader)])
         # small values derived from a whole image (render's histograms), kept while its file is unchanged
         self.derived: ByteLRU[Hashable, object] = ByteLRU(8 << 20)

@@ -139,7 +139,11 @@ class Settings(BaseSettings):
     slide_cache_mb: float = Field(64.0, ge=0, description="OpenSlide's decoded-tile cache, shared by the whole-slide "
                                   "images of a process, in MB")
     jp2_cache_mb: float = Field(256.0, ge=0, description="Decoded JPEG 2000 codestream tiles (and blocks of "
-                                "untiled codestreams) kept per process, in MB; each is decoded once")
+                                "untiled codestreams) kept per process, in MB, and as many again shared by the "
+                                "processes of one server (`jp2_share`); each is decoded once")
+    jp2_share: Path | None = Field(None, description="Folder where the worker processes of one server share "
+                                   "decoded JPEG 2000 tiles; `tileserver serve --workers N` (N > 1) makes one in "
+                                   "/dev/shm and removes it at exit; None: each process decodes its own")
     jp2_threads: int = Field(1, ge=1, le=64, description="OpenJPEG threads per JPEG 2000 decode (the pool's "
                              "threads already decode in parallel)")
     metadata_cache_size: int = Field(1000, ge=0, description="Image metadata entries cached per process")

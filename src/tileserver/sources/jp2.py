@@ -30,6 +30,7 @@ import threading
 from bisect import bisect_right
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ from ..levels import halvings, level_factor
 from ..models import ImageMeta, Level, OutputFormat
 from .base import Box4, Selector, SourceImage, no_selection
 from .jp2header import J2K_SIGNATURE, JP2_SIGNATURE, Codestream, Header, HeaderError, read_header
+from .jp2share import SharedUnits
 from .openjpeg import CODEC_J2K, CODEC_JP2, Decoded, DecodeError, Library, library
 from .passthrough import StoredTile
 
@@ -55,10 +57,12 @@ UnitKey = tuple[str, float, int, int, int, int, int]  # path, mtime, reduction, 
 
 
 class Units:
-    """Decoded units of every open JPEG 2000 image: an LRU bounded in bytes, filled single-flight."""
+    """Decoded units of every open JPEG 2000 image: an LRU bounded in bytes, filled single-flight; with
+    `shared`, filled from (and into) the units the server's other processes decoded (jp2share.py)."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, shared: SharedUnits | None = None) -> None:
         self.cache: ByteLRU[UnitKey, Decoded] = ByteLRU(max_bytes)
+        self.shared = shared
         self._pending: dict[UnitKey, Future[Decoded]] = {}
         self._lock = threading.Lock()
         self.decodes = 0
@@ -77,8 +81,8 @@ class Units:
         try:
             found = self.cache.get(key)  # finished by another thread between the miss and the lock
             if found is None:
-                found = decode()
-                self.decodes += 1
+                mine_only = functools.partial(self._decode, decode)
+                found = mine_only() if self.shared is None else self.shared.get(key, mine_only)
                 self.cache.put(key, found, found.pixels.nbytes + 200)
             mine.set_result(found)
             return found
@@ -88,6 +92,11 @@ class Units:
         finally:
             with self._lock:
                 del self._pending[key]
+
+    def _decode(self, decode: Any) -> Decoded:
+        self.decodes += 1  # decodes made in this process (not those found in the shared folder)
+        found: Decoded = decode()
+        return found
 
 
 @dataclass(frozen=True)
@@ -219,8 +228,8 @@ class Jp2Format:
     name = "jpeg2000"
 
     def __init__(self, cache_bytes: int, tile_size: int = 256, threads: int = 1, *, block: int = BLOCK,
-                 whole: int = WHOLE) -> None:
-        self.units = Units(cache_bytes)
+                 whole: int = WHOLE, share: Path | None = None) -> None:
+        self.units = Units(cache_bytes, SharedUnits(share, cache_bytes) if share is not None else None)
         self.tile_size, self.threads, self.block, self.whole = tile_size, threads, block, whole
 
     def probe(self, path: str, head: bytes) -> bool:
