@@ -86,8 +86,9 @@ class TileService:
                                      int(settings.decoded_cache_mb * 1024 * 1024))
         self.slides = SlideReader(settings.virtual_tile_size, int(settings.slide_cache_mb * 1024 * 1024),
                                   int(settings.decoded_cache_mb * 1024 * 1024))
-        self.jp2 = Jp2Format(int(settings.jp2_cache_mb * 1024 * 1024), settings.virtual_tile_size,
-                             settings.jp2_threads, share=settings.jp2_share)
+        jp2_bytes = int(settings.jp2_cache_mb * 1024 * 1024)  # the shared folder holds every worker's share
+        self.jp2 = Jp2Format(jp2_bytes, settings.virtual_tile_size, settings.jp2_threads, share=settings.jp2_share,
+                             share_bytes=jp2_bytes * settings.workers)
         self.formats = Registry([self.jp2, SlideFormat(self.slides), PyvipsFormat(self.reader)])
         # small values derived from a whole image (render's histograms), kept while its file is unchanged
         self.derived: ByteLRU[Hashable, object] = ByteLRU(8 << 20)

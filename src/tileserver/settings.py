@@ -139,8 +139,8 @@ class Settings(BaseSettings):
     slide_cache_mb: float = Field(64.0, ge=0, description="OpenSlide's decoded-tile cache, shared by the whole-slide "
                                   "images of a process, in MB")
     jp2_cache_mb: float = Field(256.0, ge=0, description="Decoded JPEG 2000 codestream tiles (and blocks of "
-                                "untiled codestreams) kept per process, in MB, and as many again shared by the "
-                                "processes of one server (`jp2_share`); each is decoded once")
+                                "untiled codestreams) kept per process, in MB; with `jp2_share`, the worker "
+                                "processes share one store of `workers` times that; each is decoded once")
     jp2_share: Path | None = Field(None, description="Folder where the worker processes of one server share "
                                    "decoded JPEG 2000 tiles; `tileserver serve --workers N` (N > 1) makes one in "
                                    "/dev/shm and removes it at exit; None: each process decodes its own")

@@ -228,8 +228,9 @@ class Jp2Format:
     name = "jpeg2000"
 
     def __init__(self, cache_bytes: int, tile_size: int = 256, threads: int = 1, *, block: int = BLOCK,
-                 whole: int = WHOLE, share: Path | None = None) -> None:
-        self.units = Units(cache_bytes, SharedUnits(share, cache_bytes) if share is not None else None)
+                 whole: int = WHOLE, share: Path | None = None, share_bytes: int = 0) -> None:
+        shared = SharedUnits(share, share_bytes or cache_bytes) if share is not None else None
+        self.units = Units(cache_bytes, shared)
         self.tile_size, self.threads, self.block, self.whole = tile_size, threads, block, whole
 
     def probe(self, path: str, head: bytes) -> bool:
