@@ -90,3 +90,19 @@ async def test_lyr(iipsrv13: httpx.Client, client: httpx.AsyncClient) -> None:
         assert np.abs(pixels(iipsrv13.get(url(lyr)).content) - mine[None]).mean() < 1.0, lyr
     assert np.abs(mine[None] - mine[3]).mean() < 0.01
     assert np.abs(mine[1] - mine[3]).mean() > 2.0 and np.abs(mine[2] - mine[3]).mean() > 0.5
+
+
+@pytest.mark.parametrize("spec", JP2)
+async def test_iiif_and_zoomify_documents_describe_the_same_levels(iipsrv13: httpx.Client, client: httpx.AsyncClient,
+                                                                   spec: Jp2Spec) -> None:
+    """info.json: the same size, tiles and scale factors; `sizes` the same but for the full size, which
+    ours lists too (as for every format). Zoomify ImageProperties.xml: the same attributes."""
+    import xml.etree.ElementTree as ET
+
+    theirs = iipsrv13.get(f"?IIIF={spec.name}/info.json").json()
+    mine = (await client.get(f"/iiif/3/{spec.name}/info.json")).json()
+    assert (mine["width"], mine["height"], mine["tiles"]) == (theirs["width"], theirs["height"], theirs["tiles"])
+    assert mine["sizes"] == [*theirs["sizes"], {"width": spec.width, "height": spec.height}]
+    z_theirs = ET.fromstring(iipsrv13.get(f"?Zoomify={spec.name}/ImageProperties.xml").content)
+    z_mine = ET.fromstring((await client.get(f"/zoomify/{spec.name}/ImageProperties.xml")).content)
+    assert z_mine.attrib == z_theirs.attrib

@@ -69,11 +69,14 @@ def app_from_env() -> Any:
 def _info(args: argparse.Namespace) -> int:
     from .imaging.encode import available_formats
     from .settings import Settings
+    from .sources.openjpeg import library
     from .sources.pyramid import libvips_version
 
     settings = Settings()
+    lib = library()
     print(json.dumps({
         "version": __version__, "libvips": libvips_version(),
+        "openjpeg": {"version": lib.version, "library": lib.path} if lib else None,
         "output_formats": [f.suffix for f in available_formats()],
         "settings": json.loads(settings.model_dump_json()),
     }, indent=2))

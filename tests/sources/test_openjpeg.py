@@ -62,3 +62,14 @@ def test_missing_and_garbage_files(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00\x00\x00\x0cjP  \r\n\x87\n" + os.urandom(600))
     with pytest.raises(DecodeError):
         lib().decode(str(bad), CODEC_JP2, 0, 0, tile=0)
+
+
+def test_tileserver_info_names_the_decoder(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from tileserver.cli import main
+
+    assert main(["info"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["openjpeg"] == {"version": lib().version, "library": lib().path}
+    assert "jp2" in info["output_formats"]
