@@ -8,14 +8,15 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 
+if TYPE_CHECKING:
+    from .settings import Settings
+
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from .settings import Settings
 
     overrides: dict[str, Any] = {}
@@ -27,6 +28,24 @@ def _serve(args: argparse.Namespace) -> int:
     if not settings.root.is_dir():
         print(f"tileserver: image root {settings.root} is not a folder", file=sys.stderr)
         return 2
+    share = None
+    if settings.workers > 1 and settings.jp2_share is None:  # the workers decode each JPEG 2000 tile once
+        from .sources.jp2share import share_folder
+
+        share = share_folder()
+        settings = settings.model_copy(update={"jp2_share": share})
+    try:
+        return _run(settings, args)
+    finally:
+        if share is not None:
+            from .sources.jp2share import remove_folder
+
+            remove_folder(share)
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
     # worker processes rebuild the app from the environment: hand them the resolved settings
     os.environ["TILESERVER_SETTINGS_JSON"] = settings.model_dump_json()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -50,11 +69,14 @@ def app_from_env() -> Any:
 def _info(args: argparse.Namespace) -> int:
     from .imaging.encode import available_formats
     from .settings import Settings
+    from .sources.openjpeg import library
     from .sources.pyramid import libvips_version
 
     settings = Settings()
+    lib = library()
     print(json.dumps({
         "version": __version__, "libvips": libvips_version(),
+        "openjpeg": {"version": lib.version, "library": lib.path} if lib else None,
         "output_formats": [f.suffix for f in available_formats()],
         "settings": json.loads(settings.model_dump_json()),
     }, indent=2))

@@ -26,6 +26,7 @@ from .models import ImageMeta, OutputFormat, Rendered, Samples, Sequence, TileRe
 from .settings import Settings
 from .sources.base import Format, Selector, SourceImage, split_selector
 from .sources.derived import DerivedFormat, DeriveOptions
+from .sources.jp2 import Jp2Format
 from .sources.local import Source
 from .sources.ome import OmeFormat
 from .sources.pyramid import PyramidReader, PyvipsFormat, configure_vips
@@ -116,7 +117,10 @@ class TileService:
                                   int(settings.decoded_cache_mb * 1024 * 1024))
         self.derivatives = self._derivatives(settings)
         libvips: Format = self.derivatives or PyvipsFormat(self.reader)
-        self.formats = Registry([OmeFormat(self.reader), SlideFormat(self.slides), libvips])
+        jp2_bytes = int(settings.jp2_cache_mb * 1024 * 1024)  # the shared folder holds every worker's share
+        self.jp2 = Jp2Format(jp2_bytes, settings.virtual_tile_size, settings.jp2_threads, share=settings.jp2_share,
+                             share_bytes=jp2_bytes * settings.workers)
+        self.formats = Registry([self.jp2, OmeFormat(self.reader), SlideFormat(self.slides), libvips])
         # small values derived from a whole image (render's histograms), kept while its file is unchanged
         self.derived: ByteLRU[Hashable, object] = ByteLRU(8 << 20)
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)

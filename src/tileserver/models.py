@@ -22,6 +22,7 @@ class OutputFormat(enum.Enum):
     AVIF = ("avif", "image/avif", ".avif")
     TIFF = ("tif", "image/tiff", ".tif")
     GIF = ("gif", "image/gif", ".gif")
+    JP2 = ("jp2", "image/jp2", ".jp2")  # written by OpenJPEG through Pillow, not libvips
 
     def __init__(self, suffix: str, media_type: str, vips_suffix: str) -> None:
         self.suffix = suffix
@@ -31,7 +32,7 @@ class OutputFormat(enum.Enum):
     @property
     def has_alpha(self) -> bool:
         return self in (OutputFormat.PNG, OutputFormat.WEBP, OutputFormat.AVIF, OutputFormat.TIFF,
-                        OutputFormat.GIF)
+                        OutputFormat.GIF, OutputFormat.JP2)
 
 
 class Quality(enum.Enum):

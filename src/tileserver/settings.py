@@ -152,6 +152,14 @@ class Settings(BaseSettings):
     decoded_cache_mb: float = Field(256.0, ge=0, description="Decoded small levels kept per process, in MB")
     slide_cache_mb: float = Field(64.0, ge=0, description="OpenSlide's decoded-tile cache, shared by the whole-slide "
                                   "images of a process, in MB")
+    jp2_cache_mb: float = Field(256.0, ge=0, description="Decoded JPEG 2000 codestream tiles (and blocks of "
+                                "untiled codestreams) kept per process, in MB; with `jp2_share`, the worker "
+                                "processes share one store of `workers` times that; each is decoded once")
+    jp2_share: Path | None = Field(None, description="Folder where the worker processes of one server share "
+                                   "decoded JPEG 2000 tiles; `tileserver serve --workers N` (N > 1) makes one in "
+                                   "/dev/shm and removes it at exit; None: each process decodes its own")
+    jp2_threads: int = Field(1, ge=1, le=64, description="OpenJPEG threads per JPEG 2000 decode (the pool's "
+                             "threads already decode in parallel)")
     metadata_cache_size: int = Field(1000, ge=0, description="Image metadata entries cached per process")
     stat_interval: float = Field(1.0, ge=0, description="Seconds between file mtime re-checks")
     open_images: int = Field(64, ge=1, description="Open image handles kept per thread")

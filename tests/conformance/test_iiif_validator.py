@@ -61,6 +61,10 @@ FIXED = [pytest.param("rot_full_non90", [angle], id=f"rot_full_non90-{angle}") f
 EXTRAS = {"format_gif", "format_tif", "format_webp", "rot_mirror", "rot_mirror_180", "http_linkheader_profile",
           "http_linkheader_canonical", "quality_bitonal"}
 EXTRAS_V3 = {"size_up"}  # 2.x has no `sizeUpscaling` feature name, so the validator runs size_up for 3.0 only
+# format_jp2 names the format of the response by the libvips loader that opens it, and the validator's
+# pyvips-binary has no JPEG 2000 loader: it cannot tell a JP2 file from garbage there. Our `jp2` output
+# is decoded and compared by tests/sources/test_jp2.py (test_jp2_output) and tests/imaging/test_encode.py.
+SKIPPED = ("format_jp2",)
 
 
 def validator_python() -> Path:
@@ -109,7 +113,8 @@ def run_validator(base_url: str, v2: bool, *args: str) -> tuple[list[dict[str, A
 ])
 def test_validator(server: str, version: str, prefix: str, extras: set[str]) -> None:
     """Zero failures at level 2, with the extras our info.json advertises."""
-    results, summary = run_validator(f"{server}/{prefix}", v2=version != "3.0")
+    skips = [arg for test in SKIPPED for arg in ("--skip", test)]
+    results, summary = run_validator(f"{server}/{prefix}", version != "3.0", *skips)
     failures = {r["test"]: r["failures"] for r in results if not r["ok"]}
     assert not failures, json.dumps(failures, indent=1)
     assert summary["failed"] == 0 and summary["version"] == version and summary["level"] == "LEVEL_2"
@@ -145,7 +150,8 @@ def test_validator_on_a_slide(slide_server: str, version: str, prefix: str) -> N
 
     info = httpx.get(f"{slide_server}/{prefix}/{IDENT}/info.json").json()
     assert info["service"][0]["physicalScale"] == pytest.approx(0.25 / 1000)
-    results, summary = run_validator(f"{slide_server}/{prefix}", v2=version != "3.0")
+    skips = [arg for test in SKIPPED for arg in ("--skip", test)]
+    results, summary = run_validator(f"{slide_server}/{prefix}", version != "3.0", *skips)
     failures = {r["test"]: r["failures"] for r in results if not r["ok"]}
     assert not failures, json.dumps(failures, indent=1)
     assert summary["failed"] == 0 and summary["version"] == version and summary["level"] == "LEVEL_2"

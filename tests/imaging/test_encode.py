@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import pyvips
 
@@ -50,3 +51,28 @@ async def test_icc_reported_and_embedded_per_settings(tmp_path: Path) -> None:
             grey = await c.get("/iip?FIF=icc.tif&WID=100&COL=grey&CVT=jpeg")
             assert "icc-profile-data" not in decode(grey.content).get_fields()
         app.state.service.stop()
+
+
+@pytest.mark.parametrize("bands", [1, 2, 3, 4])
+@pytest.mark.parametrize("size", [(301, 203), (1, 1), (7, 300)], ids=["301x203", "1x1", "7x300"])
+def test_jp2_lossless_at_quality_100(bands: int, size: tuple[int, int]) -> None:
+    """JP2 output (OpenJPEG through Pillow): Q 100 is reversible 5/3, the pixels come back exactly,
+    grey, grey + alpha, RGB and RGBA, down to one pixel (as many resolutions as the size allows)."""
+    import io
+
+    from PIL import Image
+
+    img = pattern(*size, bands=bands).copy(interpretation="srgb" if bands >= 3 else "b-w")
+    data = encode(img, OutputFormat.JP2, 100)
+    assert data.startswith(b"\x00\x00\x00\x0cjP  \r\n\x87\n")
+    with Image.open(io.BytesIO(data)) as im:
+        back = np.asarray(im)
+    want = np.ndarray(buffer=img.write_to_memory(), dtype=np.uint8, shape=(size[1], size[0], bands))
+    assert np.array_equal(back.reshape(want.shape), want)
+
+
+def test_jp2_quality_sets_the_rate() -> None:
+    img = pattern(400, 300)
+    sizes = [len(encode(img, OutputFormat.JP2, q)) for q in (10, 50, 90, 100)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1] / 5  # Q 10: 38:1; Q 100: lossless
+    assert OutputFormat.JP2 in available_formats()

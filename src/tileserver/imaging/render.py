@@ -30,7 +30,7 @@ HISTOGRAM_BYTES = 2048
 
 def read_pixels(image: SourceImage, req: TileRequest, kernel: str) -> Any:
     level, box = source_box(image.meta, req)
-    img = image.read(level, box, req.page)
+    img = image.read(level, box, req.page, layers=req.layers)
     return img if req.size is None else resize_exact(img, req.size, kernel)
 
 
@@ -48,6 +48,7 @@ def default_quality(fmt: OutputFormat, settings: Settings) -> int | None:
     return {
         OutputFormat.JPEG: settings.jpeg_quality, OutputFormat.PNG: settings.png_compression,
         OutputFormat.WEBP: settings.webp_quality, OutputFormat.AVIF: settings.avif_quality,
+        OutputFormat.JP2: settings.jpeg_quality,
     }.get(fmt)
 
 

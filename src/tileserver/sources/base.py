@@ -79,9 +79,11 @@ class SourceImage(Protocol):
 
     meta: ImageMeta
 
-    def read(self, level: int, box: Box4, page: int = 0) -> Any:
+    def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
         """The pixels of `box` at level `level` (0 = full resolution) of stack page `page`, as a pyvips
-        image of `meta.bands` bands in the source's own sample format. May be lazy."""
+        image of `meta.bands` bands in the source's own sample format. May be lazy. `layers`: the
+        quality layers to decode (IIP `LYR`, for sources with `meta.layers`), None for all; formats
+        without layers ignore it."""
         ...
 
     def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:

@@ -143,8 +143,9 @@ class ChannelView:
         self.bands = bands
         self.meta = meta
 
-    def read(self, level: int, box: Box4, page: int = 0) -> Any:
-        return pick_bands(self.image.read(level, box, page), self.bands)  # lazy: errors surface in render
+    def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
+        # lazy: errors surface in render
+        return pick_bands(self.image.read(level, box, page, layers=layers), self.bands)
 
     def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
         return None

@@ -123,7 +123,7 @@ class ProvisionalImage:
         self.meta = replace(meta, provisional=True)
         self._levels: dict[int, Any] = {}
 
-    def read(self, level: int, box: Box4, page: int = 0) -> Any:
+    def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
         check_page(self.meta, page)
         img = self._levels.get(level)
         if img is None:
@@ -153,8 +153,8 @@ class DerivedImage:
         """The file pixels come from now (the derivative once it is ready)."""
         return self._lease.path if self._lease is not None else self.original.path
 
-    def read(self, level: int, box: Box4, page: int = 0) -> Any:
-        return self._current.read(level, box, page)
+    def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
+        return self._current.read(level, box, page, layers=layers)
 
     def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
         return self._current.stored_tile(level, col, row, fmt, page)

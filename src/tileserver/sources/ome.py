@@ -299,7 +299,7 @@ class OmeImage:
         self.reader, self.path, self.meta, self.inner = reader, path, meta, inner
         self.pages, self.bands, self.whole = pages, bands, whole
 
-    def read(self, level: int, box: Box4, page: int = 0) -> Any:
+    def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
         """The bands of `box`: a tile-sized box fetched now into one block of memory (one synchronous
         region fetch per directory, no per-band pipeline: what makes a composite tile cheap), a larger
         one as a lazy join of each directory's crop."""

@@ -277,7 +277,7 @@ class PyramidImage:
         self.path = path
         self.meta = meta
 
-    def read(self, level: int, box: Box4, page: int = 0) -> Any:
+    def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
         return self.reader.read(self.path, self.meta, level, box, page)
 
     def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:

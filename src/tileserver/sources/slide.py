@@ -129,7 +129,7 @@ class _Pyramid:
     def _stored(self, level: int, box: Box4) -> Any:
         raise NotImplementedError
 
-    def read(self, level: int, box: Box4, page: int = 0) -> Any:
+    def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
         if box[2] * box[3] > MAX_READ_PIXELS:
             raise ImageTooLarge("region too large to read from this slide at this size")
         return _to_vips(self._pixels(level, box), self.icc)

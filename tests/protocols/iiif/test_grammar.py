@@ -315,7 +315,7 @@ def test_format(fmt: OutputFormat) -> None:
 @pytest.mark.parametrize(
     ("text", "available", "error"),
     [
-        pytest.param("jp2", ALL, UnsupportedFormat, id="jp2-not-written"),
+        pytest.param("jp2", (OutputFormat.JPEG,), UnsupportedFormat, id="jp2-without-openjpeg"),
         pytest.param("pdf", ALL, UnsupportedFormat, id="pdf-not-written"),
         pytest.param("avif", (OutputFormat.JPEG,), UnsupportedFormat, id="avif-without-libheif"),
         pytest.param("jpeg", ALL, BadRequest, id="jpeg-is-not-iiif"),

@@ -143,6 +143,9 @@ async def test_formats(client: httpx.AsyncClient, app: Starlette, fmt: OutputFor
     assert r.headers["content-type"] == fmt.media_type
     got = decode(r.content)
     assert (got.width, got.height) == (64, 45)
+    if fmt is OutputFormat.JP2:  # Pillow decodes it (see conftest.decode): no libvips loader to name
+        assert r.content.startswith(b"\x00\x00\x00\x0cjP  \r\n\x87\n") and got.bands == 3
+        return
     loader = got.get("vips-loader")
     assert loader.startswith({"jpg": "jpeg", "tif": "tiff", "avif": "heif"}.get(fmt.suffix, fmt.suffix))
 

@@ -35,7 +35,7 @@ _PCT4 = re.compile(rf"pct:({DECIMAL}),({DECIMAL}),({DECIMAL}),({DECIMAL})")
 _ROT = re.compile(rf"(!?)({DECIMAL})")
 
 FORMATS: dict[str, OutputFormat] = {f.suffix: f for f in OutputFormat}  # jpg png webp avif tif gif
-IIIF_ONLY_FORMATS = {"jp2", "pdf"}  # valid IIIF formats this server cannot write
+IIIF_ONLY_FORMATS = {"pdf"}  # valid IIIF formats this server cannot write
 QUALITIES: dict[str, Quality] = {q.value: q for q in Quality}  # default color gray bitonal
 
 
@@ -279,8 +279,8 @@ def parse_quality(text: str) -> Quality:
 
 
 def parse_format(text: str, available: tuple[OutputFormat, ...]) -> OutputFormat:
-    """`jpg`, `png`, `webp`, `gif`, `tif`, `avif` when libvips writes it (§4.5). A valid IIIF format
-    this server cannot write (`jp2`, `pdf`, `avif` without libheif) and garbage are both 400.
+    """`jpg`, `png`, `webp`, `gif`, `tif`, `avif`, `jp2` when this server writes it (§4.5). A valid IIIF
+    format this server cannot write (`pdf`, `avif` without libheif) and garbage are both 400.
     `parse_format("png", (OutputFormat.PNG,)) is OutputFormat.PNG`."""
     fmt = FORMATS.get(text)
     if fmt is not None and fmt in available:

@@ -44,7 +44,7 @@ TILE_FORMATS = {"jtl": OutputFormat.JPEG, "ptl": OutputFormat.PNG, "wtl": Output
                 "atl": OutputFormat.AVIF, "ttl": OutputFormat.TIFF}
 CVT_FORMATS = {"jpeg": OutputFormat.JPEG, "jpg": OutputFormat.JPEG, "png": OutputFormat.PNG,
                "webp": OutputFormat.WEBP, "avif": OutputFormat.AVIF, "tiff": OutputFormat.TIFF,
-               "tif": OutputFormat.TIFF}
+               "tif": OutputFormat.TIFF, "jp2": OutputFormat.JP2}
 TIFF_CODECS = {"none", "lzw", "deflate", "jpeg", "webp", "zstd"}
 ENTRY_COMMANDS = {"iiif", "deepzoom", "zoomify"}  # handed to other protocols (issues #3, #4)
 
