@@ -25,6 +25,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 IMAGE = "sample.tif"
 SLIDE = "sample.svs"  # the same scene as an Aperio SVS (tests/slide_images.py), read through OpenSlide
+JP2 = "sample.jp2"  # the same scene as a JPEG 2000 (1024-px codestream tiles, lossy, RPCL), read through OpenJPEG
 DOCUMENT = "document.tif"  # tests/document_images.py: three pages of different sizes
 SIZE = (3001, 2003)  # odd, not near 256·2ⁿ (where OpenSeadragon's Zoomify tiers differ; README)
 
@@ -59,18 +60,33 @@ def browser_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     scene = mp.sample_image(*SIZE)
     mp.make_pyramid(scene, root / IMAGE, 256, 85, "jpeg")
     write_slide(scene, root / SLIDE)
+    write_jp2(scene, root / JP2)
     write_document(root / DOCUMENT)
     return root
 
 
-def write_slide(scene: Any, path: Path) -> None:
-    """`scene` as a three-level Aperio SVS (levels 1/4 apart, RGB JPEG tiles at Q85)."""
+def write_jp2(scene: Any, path: Path) -> None:
+    """`scene` as a JPEG 2000 the way digital libraries write their masters: 1024-px codestream tiles, 6
+    resolutions, RPCL progression, irreversible wavelet at about 20:1 (Pillow's OpenJPEG writer)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(scene.numpy()[..., :3]).save(
+        buf, "JPEG2000", tile_size=(1024, 1024), num_resolutions=6, progression="RPCL", irreversible=True,
+        quality_mode="rates", quality_layers=[20])
+    path.write_bytes(buf.getvalue())
+
+
+def write_slide(scene: Any, path: Path, levels: int = 3) -> None:
+    """`scene` as an Aperio SVS of `levels` levels (1/4 apart, RGB JPEG tiles at Q85)."""
     import numpy as np
 
     from ..slide_images import array_source, write_svs
 
     pixels = np.ascontiguousarray(scene.numpy()[..., :3], dtype=np.uint8)
-    write_svs(path, scene.width, scene.height, array_source(pixels, 3), levels=3, quality=85)
+    write_svs(path, scene.width, scene.height, array_source(pixels, 3), levels=levels, quality=85)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""IIPMooViewer 2.0, IIPImage's own client, in headless chromium on every generated test image over IIP
+"""IIPMooViewer 2.0, IIPImage's own client, in headless chromium on every generated test image (JPEG 2000
+tiled and untiled, and an Aperio SVS among them) over IIP
 (at `/iip` and `/fcgi-bin/iipsrv.fcgi`), IIIF 3 and 2, Zoomify and DeepZoom. Its code is unpacked at
 test time from `../shared/vendor/iipmooviewer-2.0-c2f6695.tar.gz` (GPL-3.0, never committed) next to
 `examples/iipmooviewer.html`, and both are served from a second loopback port: the page's origin is
@@ -28,13 +29,15 @@ import pytest
 import pyvips
 
 from ..conftest import ALPHA_PNG, GREY16_TIF, PLAIN_JPG, RGB_1000, RGB_TIF, STRIPED_TIF, SUBIFD_TIF, make_images
+from ..jp2_images import TILED_RGB, UNTILED_RGB
 from ..live import clean_env, live_tileserver
-from .conftest import ARTIFACTS, REPO
+from .conftest import ARTIFACTS, REPO, make_pyramid_module, write_slide
 from .harness import TileLog
 from .tile_grid import Expect, Grid, dzi_grid, expect, iiif_grid, iip_grid, zoomify_grid
 
 TARBALL = REPO.parent / "shared" / "vendor" / "iipmooviewer-2.0-c2f6695.tar.gz"
-IMAGES = [RGB_TIF, RGB_1000, GREY16_TIF, STRIPED_TIF, PLAIN_JPG, SUBIFD_TIF, ALPHA_PNG]
+SLIDE = "slide-1531x1013.svs"  # an Aperio SVS (two levels), read through OpenSlide
+IMAGES = [RGB_TIF, RGB_1000, GREY16_TIF, STRIPED_TIF, PLAIN_JPG, SUBIFD_TIF, ALPHA_PNG, TILED_RGB, UNTILED_RGB, SLIDE]
 # name -> the example page's query for it
 PROTOCOLS = {
     "iip": "protocol=iip&path=/iip",
@@ -90,7 +93,8 @@ def page_origin(site: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("iipmooviewer-images") / "root"
-    make_images(root)
+    make_images(root)  # JPEG 2000 files included (tests/jp2_images.py)
+    write_slide(make_pyramid_module().sample_image(1531, 1013), root / SLIDE, levels=2)
     return root
 
 

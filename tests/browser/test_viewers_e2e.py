@@ -1,6 +1,7 @@
-"""Every supported viewer against a live `tileserver serve`, in headless chromium, on a pyramid TIFF and
-on the same scene as a whole-slide image (an Aperio SVS read through OpenSlide): the page loads, is
-zoomed in with the mouse wheel until full-resolution tiles arrive, and panned by dragging. Every
+"""Every supported viewer against a live `tileserver serve`, in headless chromium, on a pyramid TIFF, on
+the same scene as a whole-slide image (an Aperio SVS read through OpenSlide) and as a JPEG 2000 (read
+through OpenJPEG): the page loads, is zoomed in with the mouse wheel until full-resolution tiles arrive,
+and panned by dragging. Every
 request is recorded: none may fail, tiles of at least three levels must arrive, and the drawn image
 must match the source's colour statistics (home view) and not be blank (zoomed in). Screenshots go
 to test-artifacts/, tile counts per level to test-artifacts/browser-summary.txt."""
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ARTIFACTS, IMAGE, REPO, SIZE, SLIDE
+from .conftest import ARTIFACTS, IMAGE, JP2, REPO, SIZE, SLIDE
 from .harness import TileLog, blank_share, compare_with_source, deepest, rgb
 
 EXAMPLES = REPO / "examples"
@@ -34,7 +35,7 @@ VIEWERS = {
     "builtin-viewer-zoomify": ("/viewer/{image}?source=zoomify", "zoomify", "#viewer"),
     "builtin-mirador": ("/mirador/{image}", "iiif", ".openseadragon-container"),
 }
-IMAGES = {"tiff": IMAGE, "slide": SLIDE}  # the same scene, the same size
+IMAGES = {"tiff": IMAGE, "slide": SLIDE, "jp2": JP2}  # the same scene, the same size
 
 
 def page_url(spec: str, server: str, image: str = IMAGE) -> str:
