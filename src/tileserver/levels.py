@@ -59,6 +59,16 @@ def virtual_levels(width: int, height: int, tile: int) -> tuple[Level, ...]:
     )
 
 
+def with_virtual(stored: list[Level], full: tuple[int, int]) -> tuple[Level, ...]:
+    """`stored` levels followed by the virtual levels below the smallest: halvings rounding down
+    (iipsrv's rule for JPEG and JPEG 2000) until one tile of that level's size holds the image."""
+    last = stored[-1]
+    tile = max(last.tile_width, last.tile_height)
+    extra = halvings(last.width, last.height, tile, floor=True)[1:]
+    return tuple(stored + [Level(w, h, last.tile_width, last.tile_height, level_factor(full, (w, h)), False)
+                           for w, h in extra])
+
+
 def iip_resolution_to_level(meta: ImageMeta, resolution: int) -> int:
     """IIP resolution r (0 = smallest) -> level index (0 = full)."""
     n = len(meta.levels)

@@ -38,7 +38,7 @@ import pyvips
 
 from ..cache.memory import ByteLRU
 from ..errors import NotFound, NotImplementedFeature, SourceError
-from ..levels import halvings, level_factor
+from ..levels import level_factor, with_virtual
 from ..models import ImageMeta, Level, OutputFormat
 from .base import Box4, Selector, SourceImage, no_selection
 from .jp2header import J2K_SIGNATURE, JP2_SIGNATURE, Codestream, Header, HeaderError, read_header
@@ -312,9 +312,7 @@ class Jp2Format:
             stored.append(Level(w, h, t, t, level_factor(full, (w, h)) if r else 1.0, True))
             if w <= t and h <= t:
                 break
-        last = stored[-1]
-        extra = halvings(last.width, last.height, t, floor=True)[1:]
-        return tuple(stored + [Level(w, h, t, t, level_factor(full, (w, h)), False) for w, h in extra])
+        return with_virtual(stored, full)
 
 
 def _text(data: bytes | None) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 import pyvips
 
 from ..errors import NotFound, SourceError
-from ..levels import level_factor
+from ..levels import level_factor, with_virtual
 from ..models import Channel, ImageMeta, Level, OutputFormat, StackItem
 from .base import Box4, Selector, SourceImage
 from .channels import chosen, selection_ident
@@ -426,7 +426,7 @@ class OmeFormat:
             Channel(ch.name if spp == 1 or not ch.name else f"{ch.name} {s + 1}", ch.color if spp == 1 else None)
             for ch in ome.channels for s in range(spp))
         n = len(bands)
-        levels = self.reader._with_virtual(layout.levels, ome.size_x, ome.size_y)
+        levels = with_virtual(layout.levels, (ome.size_x, ome.size_y))
         inner = ImageMeta(
             ident=ident, width=ome.size_x, height=ome.size_y, levels=levels, bands=spp, bits=bits,
             sample_format=sample, colorspace="srgb" if spp >= 3 else "grey", has_alpha=False, has_icc=False,

@@ -28,7 +28,7 @@ import pyvips
 
 from ..cache.memory import ByteLRU
 from ..errors import NotFound, SourceError, TileNotFound
-from ..levels import halvings, level_factor
+from ..levels import with_virtual
 from ..models import ImageMeta, Level, OutputFormat, Page, StackItem
 from .base import Box4, Selector, SourceImage
 from .channels import select_channels
@@ -129,7 +129,7 @@ class PyramidReader:
         mins, maxs = layout.limits or ((low,) * img.bands, (top,) * img.bands)
         return ImageMeta(
             ident=ident, width=img.width, height=img.height,
-            levels=self._with_virtual(layout.levels, img.width, img.height),
+            levels=with_virtual(layout.levels, (img.width, img.height)),
             bands=img.bands, bits=BITS.get(fmt, 8), sample_format=SAMPLE.get(fmt, "float"),
             colorspace=COLORSPACES.get(img.interpretation, "multiband" if img.bands > 4 else "srgb"),
             has_alpha=bool(img.hasalpha()), has_icc="icc-profile-data" in img.get_fields(),
@@ -178,14 +178,6 @@ class PyramidReader:
             return first.width, first.height
         img = pyvips.Image.new_from_file(path, page=n)  # a header read: pixels are decoded on demand
         return img.width, img.height
-
-    def _with_virtual(self, stored: list[Level], width: int, height: int) -> tuple[Level, ...]:
-        last = stored[-1]
-        tile = max(last.tile_width, last.tile_height)
-        extra = halvings(last.width, last.height, tile, floor=True)[1:]  # iipsrv's rounding (JPEG, JPEG 2000)
-        virtual = [Level(w, h, last.tile_width, last.tile_height, level_factor((width, height), (w, h)),
-                         False) for w, h in extra]
-        return tuple(stored + virtual)
 
     # -- pixels -------------------------------------------------------------------------------
     # `page` selects one image of a stack (ImageMeta.stack): a stored level `lv` of it is TIFF page

@@ -39,7 +39,7 @@ import pyvips
 
 from ..cache.memory import ByteLRU
 from ..errors import ImageTooLarge, NotFound, SourceError
-from ..levels import halvings, level_factor
+from ..levels import level_factor, with_virtual
 from ..models import ImageMeta, Level, OutputFormat
 from . import slidelib
 from .base import Box4, Selector, SourceImage, no_selection
@@ -108,13 +108,6 @@ def _halve(src: Any, w: int, h: int) -> Any:
         src = np.pad(src, ((0, 2 * h - sh), (0, 2 * w - sw), (0, 0)), mode="edge")
     blocks = src.reshape(h, 2, w, 2, BANDS).astype(np.uint16)
     return ((blocks.sum(axis=(1, 3)) + 2) // 4).astype(np.uint8)
-
-
-def _virtual(stored: list[Level], full: tuple[int, int]) -> list[Level]:
-    last = stored[-1]
-    tile = max(last.tile_width, last.tile_height)
-    return [Level(w, h, last.tile_width, last.tile_height, level_factor(full, (w, h)), False)
-            for w, h in halvings(last.width, last.height, tile, floor=True)[1:]]
 
 
 class _Pyramid:
@@ -199,7 +192,7 @@ class SlideImage(_Pyramid):
                         self.tiff_dirs.get(i, 0)) for i, lv in enumerate(stored)]
         full = (dims[0][0], dims[0][1])
         self.meta = ImageMeta(
-            ident=ident, width=full[0], height=full[1], levels=tuple(stored + _virtual(stored, full)),
+            ident=ident, width=full[0], height=full[1], levels=with_virtual(stored, full),
             bands=BANDS, bits=8, sample_format="uint", colorspace="srgb", has_alpha=False,
             has_icc=self.icc is not None, mtime=st.st_mtime, file_size=st.st_size,
             min_values=(0.0,) * BANDS, max_values=(255.0,) * BANDS, loader="openslide",
@@ -319,7 +312,7 @@ class AssociatedImage(_Pyramid):
         stored = [Level(w, h, t, t, 1.0, True)]
         m = slide.meta
         self.meta = ImageMeta(
-            ident=f"{m.ident};associated={name}", width=w, height=h, levels=tuple(stored + _virtual(stored, (w, h))),
+            ident=f"{m.ident};associated={name}", width=w, height=h, levels=with_virtual(stored, (w, h)),
             bands=BANDS, bits=8, sample_format="uint", colorspace="srgb", has_alpha=False,
             has_icc=self.icc is not None, mtime=m.mtime, file_size=m.file_size, min_values=m.min_values,
             max_values=m.max_values, loader="openslide", metadata=(("title", f"{m.ident} ({name})"),),
