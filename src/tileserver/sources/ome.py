@@ -35,6 +35,7 @@ from .base import Box4, Selector, SourceImage
 from .channels import chosen, selection_ident
 from .passthrough import StoredTile
 from .pyramid import NUMPY_TYPES, PyramidReader, check_page, vips_error
+from .rawtiles import TiffTiles
 from .tiff import IMAGE_DESCRIPTION, PHOTOMETRIC, SAMPLES, TILE_LENGTH, TILE_WIDTH, Ifd, TiffFile
 
 log = logging.getLogger("tileserver.sources.ome")
@@ -57,6 +58,7 @@ PIXELS_KEYS = ("SizeX", "SizeY", "SizeC", "SizeZ", "SizeT", "DimensionOrder", "T
                "PhysicalSizeX", "PhysicalSizeXUnit", "PhysicalSizeY", "PhysicalSizeYUnit", "PhysicalSizeZ",
                "PhysicalSizeZUnit", "TimeIncrement", "TimeIncrementUnit")
 FETCH_PIXELS = 1 << 20  # reads of at most this many pixels are fetched into memory (`OmeImage.read`)
+VIPS_TYPES = {v: k for k, v in NUMPY_TYPES.items()}  # numpy dtype (kind and size) -> libvips format
 ORDERS = {"XYZCT", "XYZTC", "XYCTZ", "XYCZT", "XYTCZ", "XYTZC"}
 
 
@@ -295,19 +297,25 @@ class OmeImage:
     from directory `pages[page][channel plane]` of each stack page."""
 
     def __init__(self, reader: PyramidReader, path: str, meta: ImageMeta, inner: ImageMeta,
-                 pages: tuple[tuple[int, ...], ...], bands: tuple[tuple[int, int], ...], whole: bool) -> None:
+                 pages: tuple[tuple[int, ...], ...], bands: tuple[tuple[int, int], ...], whole: bool,
+                 tiles: TiffTiles) -> None:
         self.reader, self.path, self.meta, self.inner = reader, path, meta, inner
-        self.pages, self.bands, self.whole = pages, bands, whole
+        self.pages, self.bands, self.whole, self.tiles = pages, bands, whole, tiles
 
     def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
         """The bands of `box`: a tile-sized box fetched now into one block of memory (one synchronous
         region fetch per directory, no per-band pipeline: what makes a composite tile cheap), a larger
         one as a lazy join of each directory's crop."""
         check_page(self.meta, page)
+        small = box[2] * box[3] <= FETCH_PIXELS
+        if small:
+            found = self._stored(level, box, page)
+            if found is not None:
+                return found
         if self._whole_directory():
             return self.reader.read(self.path, self.inner, level, box, self.pages[page][self.bands[0][0]])
         try:
-            if box[2] * box[3] <= FETCH_PIXELS:
+            if small:
                 return self._fetched(level, box, page)
             return self._joined(level, box, page)
         except pyvips.Error as exc:
@@ -317,6 +325,38 @@ class OmeImage:
         """Whether the bands are every sample of one directory, in order (one interleaved plane)."""
         planes = {p for p, _ in self.bands}
         return len(planes) == 1 and self.bands == tuple((p, s) for p in planes for s in range(self.inner.bands))
+
+    def _stored(self, level: int, box: Box4, page: int) -> Any:
+        """`box` decoded from the stored tiles without libvips (`sources/rawtiles.py`), as `_fetched`
+        gives it; None when a directory is stored otherwise, the level is virtual or the box large."""
+        lv = self.inner.levels[level]
+        if not lv.stored:
+            return None
+        dirs = self.pages[page]
+        arrays: dict[int, np.ndarray] = {}
+        for plane, _ in self.bands:
+            if plane not in arrays:
+                found = self.tiles.read(dirs[plane], lv.subifd, box)
+                if found is None:
+                    return None
+                arrays[plane] = found
+        w, h = box[2], box[3]
+        if len(arrays) == 1:
+            block = next(iter(arrays.values()))
+            if self.bands != tuple((p, s) for p in arrays for s in range(block.shape[2])):
+                block = np.ascontiguousarray(block[..., [s for _, s in self.bands]])
+        else:
+            block = np.empty((h, w, len(self.bands)), next(iter(arrays.values())).dtype)
+            for b, (plane, sample) in enumerate(self.bands):
+                block[..., b] = arrays[plane][..., sample]
+        fmt = VIPS_TYPES[block.dtype.str[1:]]
+        out = pyvips.Image.new_from_memory(block.data, w, h, block.shape[2], fmt)
+        if self._whole_directory():  # as libvips loads it (RGB brightfield: srgb)
+            plane = dirs[self.bands[0][0]]
+            interpretation = self.reader.level_image(self.path, self.inner, level, plane).interpretation
+        else:
+            interpretation = "multiband" if len(self.bands) > 1 else "b-w" if fmt == "uchar" else "grey16"
+        return out.copy(interpretation=interpretation)
 
     def _fetched(self, level: int, box: Box4, page: int) -> Any:
         x, y, w, h = box
@@ -370,7 +410,7 @@ class OmeImage:
         if selector.empty:
             return self
         meta = replace(meta, ident=selection_ident(self.meta.ident, selector))
-        return OmeImage(self.reader, self.path, meta, self.inner, pages, bands, False)
+        return OmeImage(self.reader, self.path, meta, self.inner, pages, bands, False, self.tiles)
 
 
 def _mpp(ome: OmePixels) -> tuple[tuple[str, str], ...]:
@@ -414,7 +454,7 @@ class OmeFormat:
             log.error("cannot read OME-TIFF %s: %s", ident, exc)
             raise SourceError("the OME-TIFF could not be read") from exc
         meta, inner, bands = self._meta(ident, st, ome, layout)
-        return OmeImage(self.reader, path, meta, inner, layout.pages, bands, True)
+        return OmeImage(self.reader, path, meta, inner, layout.pages, bands, True, TiffTiles(path, tf))
 
     def _meta(self, ident: str, st: os.stat_result, ome: OmePixels, layout: _Layout
               ) -> tuple[ImageMeta, ImageMeta, tuple[tuple[int, int], ...]]:
