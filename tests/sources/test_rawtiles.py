@@ -161,3 +161,23 @@ def test_damaged_tile_goes_to_libvips(tmp_path: Path, monkeypatch: pytest.Monkey
             libvips_read(image, 0, (0, 0, 256, 256), monkeypatch)
     else:
         assert np.array_equal(got, libvips_read(image, 0, (0, 0, 256, 256), monkeypatch))
+
+
+@pytest.mark.parametrize(("channels", "interleaved", "predictor"), [(3, False, 2), (4, False, 1), (5, False, 2),
+                                                                     (3, True, 1), (4, True, 2)])
+def test_composite_from_arrays(tmp_path: Path, channels: int, interleaved: bool, predictor: int) -> None:
+    """The composite made from `read_array` (render's shortcut) is the one made from the libvips image."""
+    from tileserver.cache.memory import ByteLRU
+    from tileserver.imaging.channels import composite_read, render_composite
+
+    path = tmp_path / "x.ome.tif"
+    write(path, channels, interleaved, "zlib", predictor)
+    image = open_image(path)
+    derived: ByteLRU[Any, Any] = ByteLRU(1 << 20)
+    for box in BOXES:
+        got = composite_read(image, 0, box, 0, derived)
+        assert got is not None
+        expected = render_composite(image, image.read(0, box), 0, derived)
+        assert (got.bands, got.interpretation) == (expected.bands, expected.interpretation)
+        assert np.array_equal(pixels(got), pixels(expected))
+    assert composite_read(image, 2, (0, 0, 75, 52), 0, derived) is None  # a virtual level: libvips

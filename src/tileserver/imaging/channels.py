@@ -20,6 +20,7 @@ quality, no processing) keeps its 16 bits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -76,12 +77,19 @@ def composite_block(img: Any, colours: tuple[RGB, ...], windows: tuple[tuple[flo
     w, h, n = img.width, img.height, img.bands
     data = pyvips.Region.new(img).fetch(0, 0, w, h)
     samples = np.frombuffer(data, NUMPY_TYPES[img.format]).reshape(h, w, n)
+    return composite_planes([samples[..., c] for c in range(n)], colours, windows)
+
+
+def composite_planes(planes: Sequence[np.ndarray], colours: tuple[RGB, ...],
+                     windows: tuple[tuple[float, float], ...]) -> Any:
+    """`composite_block` of channels given as (height, width) arrays, one per channel."""
+    h, w = planes[0].shape
     grey = _grey(colours)
     out = np.zeros((1 if grey else 3, h, w), np.float64)
     v = np.empty((h, w), np.float64)
     for c, (low, high) in enumerate(windows):
         scale = 1.0 / (high - low)
-        np.multiply(samples[..., c], scale, out=v, dtype=np.float64)
+        np.multiply(planes[c], scale, out=v, dtype=np.float64)
         v += -low * scale
         np.clip(v, 0.0, 1.0, out=v)
         for k, weight in enumerate((255,) if grey else colours[c]):
@@ -141,6 +149,17 @@ def channel_windows(image: SourceImage, page: int, derived: ByteLRU[Any, Any]) -
 def render_composite(image: SourceImage, img: Any, page: int, derived: ByteLRU[Any, Any]) -> Any:
     """`img` (pixels of `image`, any box and size) as its channel composite."""
     return composite(img, colours(image.meta.channels), channel_windows(image, page, derived))
+
+
+def composite_read(image: SourceImage, level: int, box: tuple[int, int, int, int], page: int,
+                   derived: ByteLRU[Any, Any]) -> Any:
+    """The composite of `box` of `level` (unscaled) from the source's own arrays, when it gives them
+    (`read_array`: OME-TIFF tiles decoded without libvips), else None."""
+    read_array = getattr(image, "read_array", None)
+    planes = read_array(level, box, page) if read_array is not None else None
+    if planes is None:
+        return None
+    return composite_planes(list(planes), colours(image.meta.channels), channel_windows(image, page, derived))
 
 
 def composite_meta(meta: ImageMeta, bands: int) -> ImageMeta:

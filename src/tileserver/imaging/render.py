@@ -18,7 +18,14 @@ from ..sources.base import SourceImage
 from ..sources.passthrough import scaled_box, stored_tile_of, unscaled_box
 from ..sources.pyramid import check_page, vips_error
 from . import jpeg
-from .channels import composite_histogram, composite_meta, keeps_depth, render_composite, wants_composite
+from .channels import (
+    composite_histogram,
+    composite_meta,
+    composite_read,
+    keeps_depth,
+    render_composite,
+    wants_composite,
+)
 from .encode import encode
 from .process import Histogram, histogram, needs_histogram, orient, process
 
@@ -150,12 +157,17 @@ def render(image: SourceImage, req: TileRequest, settings: Settings, derived: By
 
 def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: ByteLRU[Any, Any]) -> Rendered:
     meta = image.meta
-    img = read_pixels(image, req, settings.interpolation)
+    level, box = source_box(meta, req)
+    composite = wants_composite(meta, req) and not keeps_depth(meta, req)
+    unscaled = req.size is None or req.size == box[2:]
+    composited = composite_read(image, level, box, req.page, derived) if composite and unscaled else None
+    img = composited if composited is not None else read_pixels(image, req, settings.interpolation)
     if keeps_depth(meta, req):
         return _encode(img.copy(interpretation="grey16"), req, settings, False, depth=True)
     wanted = needs_histogram(req.processing, req.quality)
-    if wants_composite(meta, req):  # a multi-channel image in its colours (imaging/channels.py)
-        img = render_composite(image, img, req.page, derived)
+    if composite:  # a multi-channel image in its colours (imaging/channels.py)
+        if composited is None:
+            img = render_composite(image, img, req.page, derived)
         hist = composite_histogram(image, req.page, derived) if wanted else None
         meta = composite_meta(meta, img.bands)
     else:

@@ -326,11 +326,13 @@ class OmeImage:
         planes = {p for p, _ in self.bands}
         return len(planes) == 1 and self.bands == tuple((p, s) for p in planes for s in range(self.inner.bands))
 
-    def _stored(self, level: int, box: Box4, page: int) -> Any:
-        """`box` decoded from the stored tiles without libvips (`sources/rawtiles.py`), as `_fetched`
-        gives it; None when a directory is stored otherwise, the level is virtual or the box large."""
+    def read_array(self, level: int, box: Box4, page: int = 0) -> np.ndarray | None:
+        """The bands of `box` as a (bands, height, width) array decoded from the stored tiles without
+        libvips (`sources/rawtiles.py`), for a tile-sized box of a stored level whose directories are
+        stored simply (else None): what the channel composite takes (`imaging/channels.py`)."""
+        check_page(self.meta, page)
         lv = self.inner.levels[level]
-        if not lv.stored:
+        if not lv.stored or box[2] * box[3] > FETCH_PIXELS:
             return None
         dirs = self.pages[page]
         arrays: dict[int, np.ndarray] = {}
@@ -340,19 +342,19 @@ class OmeImage:
                 if found is None:
                     return None
                 arrays[plane] = found
+        return np.stack([arrays[p][..., s] for p, s in self.bands])
+
+    def _stored(self, level: int, box: Box4, page: int) -> Any:
+        """`read_array`'s pixels as the image `_fetched` gives, or None."""
+        planes = self.read_array(level, box, page)
+        if planes is None:
+            return None
         w, h = box[2], box[3]
-        if len(arrays) == 1:
-            block = next(iter(arrays.values()))
-            if self.bands != tuple((p, s) for p in arrays for s in range(block.shape[2])):
-                block = np.ascontiguousarray(block[..., [s for _, s in self.bands]])
-        else:
-            block = np.empty((h, w, len(self.bands)), next(iter(arrays.values())).dtype)
-            for b, (plane, sample) in enumerate(self.bands):
-                block[..., b] = arrays[plane][..., sample]
+        block = np.ascontiguousarray(np.moveaxis(planes, 0, -1))
         fmt = VIPS_TYPES[block.dtype.str[1:]]
         out = pyvips.Image.new_from_memory(block.data, w, h, block.shape[2], fmt)
         if self._whole_directory():  # as libvips loads it (RGB brightfield: srgb)
-            plane = dirs[self.bands[0][0]]
+            plane = self.pages[page][self.bands[0][0]]
             interpretation = self.reader.level_image(self.path, self.inner, level, plane).interpretation
         else:
             interpretation = "multiband" if len(self.bands) > 1 else "b-w" if fmt == "uchar" else "grey16"
