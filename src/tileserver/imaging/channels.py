@@ -96,8 +96,10 @@ def composite_planes(planes: Sequence[np.ndarray], colours: tuple[RGB, ...],
             if weight:  # a zero weight adds exactly nothing
                 out[k] += v * float(weight)
     out += 0.5
-    np.clip(out, 0.0, 255.0, out=out)
-    pixels = np.ascontiguousarray(np.moveaxis(out.astype(np.uint8), 0, -1))
+    np.minimum(out, 255.0, out=out)  # every term is at least 0
+    pixels = np.empty((h, w, out.shape[0]), np.uint8)
+    for k in range(out.shape[0]):  # truncating casts, straight into the interleaved bands
+        np.copyto(pixels[..., k], out[k], casting="unsafe")
     block = pyvips.Image.new_from_memory(pixels.data, w, h, pixels.shape[2], "uchar")
     return block.copy(interpretation="b-w" if grey else "srgb")
 
@@ -159,7 +161,7 @@ def composite_read(image: SourceImage, level: int, box: tuple[int, int, int, int
     planes = read_array(level, box, page) if read_array is not None else None
     if planes is None:
         return None
-    return composite_planes(list(planes), colours(image.meta.channels), channel_windows(image, page, derived))
+    return composite_planes(planes, colours(image.meta.channels), channel_windows(image, page, derived))
 
 
 def composite_meta(meta: ImageMeta, bands: int) -> ImageMeta:

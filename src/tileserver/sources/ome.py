@@ -326,8 +326,8 @@ class OmeImage:
         planes = {p for p, _ in self.bands}
         return len(planes) == 1 and self.bands == tuple((p, s) for p in planes for s in range(self.inner.bands))
 
-    def read_array(self, level: int, box: Box4, page: int = 0) -> np.ndarray | None:
-        """The bands of `box` as a (bands, height, width) array decoded from the stored tiles without
+    def read_array(self, level: int, box: Box4, page: int = 0) -> list[np.ndarray] | None:
+        """The bands of `box` as (height, width) arrays (views) decoded from the stored tiles without
         libvips (`sources/rawtiles.py`), for a tile-sized box of a stored level whose directories are
         stored simply (else None): what the channel composite takes (`imaging/channels.py`)."""
         check_page(self.meta, page)
@@ -342,7 +342,7 @@ class OmeImage:
                 if found is None:
                     return None
                 arrays[plane] = found
-        return np.stack([arrays[p][..., s] for p, s in self.bands])
+        return [arrays[p][..., s] for p, s in self.bands]
 
     def _stored(self, level: int, box: Box4, page: int) -> Any:
         """`read_array`'s pixels as the image `_fetched` gives, or None."""
@@ -350,7 +350,7 @@ class OmeImage:
         if planes is None:
             return None
         w, h = box[2], box[3]
-        block = np.ascontiguousarray(np.moveaxis(planes, 0, -1))
+        block = np.stack(planes, axis=-1)
         fmt = VIPS_TYPES[block.dtype.str[1:]]
         out = pyvips.Image.new_from_memory(block.data, w, h, block.shape[2], fmt)
         if self._whole_directory():  # as libvips loads it (RGB brightfield: srgb)
