@@ -86,15 +86,19 @@ def composite_planes(planes: Sequence[np.ndarray], colours: tuple[RGB, ...],
     h, w = planes[0].shape
     grey = _grey(colours)
     out = np.zeros((1 if grey else 3, h, w), np.float64)
-    v = np.empty((h, w), np.float64)
+    v, term = np.empty((h, w), np.float64), np.empty((h, w), np.float64)
     for c, (low, high) in enumerate(windows):
         scale = 1.0 / (high - low)
         np.multiply(planes[c], scale, out=v, dtype=np.float64)
         v += -low * scale
         np.clip(v, 0.0, 1.0, out=v)
+        last = 0
         for k, weight in enumerate((255,) if grey else colours[c]):
             if weight:  # a zero weight adds exactly nothing
-                out[k] += v * float(weight)
+                if weight != last:  # the same weight gives the same term (white: one product for three bands)
+                    np.multiply(v, float(weight), out=term)
+                    last = weight
+                out[k] += term
     out += 0.5
     np.minimum(out, 255.0, out=out)  # every term is at least 0
     pixels = np.empty((h, w, out.shape[0]), np.uint8)
