@@ -79,8 +79,8 @@ def plan(tf: TiffFile, ifd: Ifd) -> Plan | None:
 
 def read_box(path: str, tf: TiffFile, ifd: Ifd, p: Plan, box: tuple[int, int, int, int]) -> np.ndarray | None:
     """The samples of `box` (x, y, w, h, inside the directory's image) as a (h, w, samples) array in
-    native byte order, or None when the box covers more than `MAX_TILES` tiles or a tile is damaged
-    (short, or not inflating to its size)."""
+    native byte order (a read-only view when the box lies in one tile), or None when the box covers
+    more than `MAX_TILES` tiles or a tile is damaged (short, or not inflating to its size)."""
     x, y, w, h = box
     if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > ifd.size[0] or y + h > ifd.size[1]:
         return None
@@ -88,10 +88,14 @@ def read_box(path: str, tf: TiffFile, ifd: Ifd, p: Plan, box: tuple[int, int, in
     r0, r1 = y // p.tile_height, (y + h - 1) // p.tile_height
     if (c1 - c0 + 1) * (r1 - r0 + 1) > MAX_TILES or c1 >= p.columns or r1 >= p.rows:
         return None
-    out = np.empty((h, w, p.samples), p.dtype.newbyteorder("="))
     size = p.tile_width * p.tile_height * p.samples * p.dtype.itemsize
     fd = os.open(path, os.O_RDONLY)
     try:
+        if c0 == c1 and r0 == r1:  # within one tile (what a tile request reads): a view of it, no copy
+            tile = _tile(fd, tf, ifd, p, r0 * p.columns + c0, size)
+            tx, ty = c0 * p.tile_width, r0 * p.tile_height
+            return None if tile is None else tile[y - ty : y - ty + h, x - tx : x - tx + w]
+        out = np.empty((h, w, p.samples), p.dtype.newbyteorder("="))
         for r in range(r0, r1 + 1):
             for c in range(c0, c1 + 1):
                 tile = _tile(fd, tf, ifd, p, r * p.columns + c, size)
