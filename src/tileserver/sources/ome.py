@@ -12,6 +12,9 @@ directory's ImageDescription holds OME-XML), described by that XML and read thro
 - Planes are found through TiffData (IFD, FirstC/Z/T, PlaneCount, in DimensionOrder); planes kept in
   other files of a multi-file set are not read. Beyond one Z and T the planes are the pages of an image
   stack (page = z + SizeZ * t, page 0 the first plane), each addressable as `x.ome.tif;page=<n>`.
+- Tile-sized reads of stored levels whose directories are tiled, uncompressed or deflate, predictor
+  1 or 2 are decoded here (`sources/rawtiles.py`, libdeflate), and the channel composite takes them
+  as arrays (`read_array`); anything else is read through libvips.
 - Only the first Image of the file is served. Physical pixel sizes in length units become the
   resolution (pixels per centimetre); the OME keys worth showing are `ImageMeta.properties`.
 """
@@ -303,9 +306,10 @@ class OmeImage:
         self.pages, self.bands, self.whole, self.tiles = pages, bands, whole, tiles
 
     def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
-        """The bands of `box`: a tile-sized box fetched now into one block of memory (one synchronous
-        region fetch per directory, no per-band pipeline: what makes a composite tile cheap), a larger
-        one as a lazy join of each directory's crop."""
+        """The bands of `box`: a tile-sized box of a stored level decoded from its stored tiles without
+        libvips when they are stored simply (`read_array`), else fetched now into one block of memory
+        (one synchronous region fetch per directory, no per-band pipeline); a larger one as a lazy join
+        of each directory's crop."""
         check_page(self.meta, page)
         small = box[2] * box[3] <= FETCH_PIXELS
         if small:
