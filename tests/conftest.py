@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,18 @@ def app(settings: Settings) -> Iterator[Starlette]:
 async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as c:
         yield c
+
+
+@asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process app for `settings` with its service started, and a client for it; stopped after."""
+    application = create_app(settings)
+    application.state.service.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://t") as c:
+            yield c
+    finally:
+        application.state.service.stop()
 
 
 def decode(body: bytes) -> Any:

@@ -9,10 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tileserver.app import create_app
 from tileserver.settings import Settings
 
-from .conftest import RGB_TIF
+from .conftest import RGB_TIF, served
 
 BAD_FILES = {
     "empty.tif": b"",
@@ -52,13 +51,8 @@ def bad_root(tmp_path_factory: pytest.TempPathFactory, image_root: Path) -> Path
 
 @pytest.fixture(scope="module")
 async def bad_client(bad_root: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(root=bad_root))
-    app.state.service.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            yield c
-    finally:
-        app.state.service.stop()
+    async with served(Settings(root=bad_root)) as c:
+        yield c
 
 
 @pytest.mark.parametrize("name", [*BAD_FILES, "truncated.tif"])

@@ -21,7 +21,7 @@ from tileserver.sources import jp2 as jp2_module
 from tileserver.sources.jp2 import Jp2Format, Jp2Image, Units
 from tileserver.sources.openjpeg import Decoded, library
 
-from ..conftest import RGB_TIF, decode
+from ..conftest import RGB_TIF, decode, served
 from ..iipsrv_ref import unavailable
 from ..jp2_images import BY_NAME, LAYERED, SPECS, TILED_RGB, UNTILED_RGB, Jp2Spec, pillow_level, source
 
@@ -433,7 +433,6 @@ BAD = ["jp2-garbage.jp2", "jp2-header-cut.jp2", "j2k-header-cut.j2k", "jp2-no-co
 
 @pytest.fixture(scope="module")
 async def bad_jp2_client(image_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tileserver.app import create_app
     from tileserver.settings import Settings
 
     root = tmp_path_factory.mktemp("badjp2")
@@ -441,13 +440,8 @@ async def bad_jp2_client(image_root: Path, tmp_path_factory: pytest.TempPathFact
         (root / name).write_bytes(data)
     good = (image_root / TILED_RGB).read_bytes()
     (root / "cut.jp2").write_bytes(good[: len(good) * 2 // 3])
-    app = create_app(Settings(root=root))
-    app.state.service.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            yield c
-    finally:
-        app.state.service.stop()
+    async with served(Settings(root=root)) as c:
+        yield c
 
 
 @pytest.mark.parametrize("name", BAD)

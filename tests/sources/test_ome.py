@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import pyvips
 
-from tileserver.app import create_app
 from tileserver.errors import NotFound, SourceError
 from tileserver.levels import halvings
 from tileserver.models import Channel
@@ -25,6 +24,7 @@ from tileserver.sources.base import HEAD_BYTES, Selector
 from tileserver.sources.ome import OmeFormat, ome_color, parse_ome
 from tileserver.sources.pyramid import PyramidReader
 
+from ..conftest import served
 from ..ome_images import (
     ALL,
     FIVE,
@@ -76,11 +76,8 @@ def fmt() -> OmeFormat:
 
 @pytest.fixture(scope="module")
 async def ome_client(ome_root: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(root=ome_root))
-    app.state.service.start()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+    async with served(Settings(root=ome_root)) as c:
         yield c
-    app.state.service.stop()
 
 
 def head(path: Path) -> bytes:

@@ -24,7 +24,6 @@ import numpy as np
 import openslide
 import pytest
 
-from tileserver.app import create_app
 from tileserver.errors import NotFound, SourceError
 from tileserver.levels import dz_max_level, halvings
 from tileserver.settings import Settings
@@ -33,7 +32,7 @@ from tileserver.sources.registry import Registry
 from tileserver.sources.slide import SlideFormat, SlideImage, SlideReader
 from tileserver.sources.tiff import JPEG_TABLES, TiffFile
 
-from ..conftest import RGB_TIF, decode
+from ..conftest import RGB_TIF, decode, served
 from ..slide_images import make_svs
 from ..test_bad_files import urls
 
@@ -117,13 +116,8 @@ def real_root(slide_root: Path, real_slides: Path) -> Path:
 
 @pytest.fixture(scope="session")
 async def slide_client(slide_root: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(Settings(root=slide_root))
-    app.state.service.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            yield c
-    finally:
-        app.state.service.stop()
+    async with served(Settings(root=slide_root)) as c:
+        yield c
 
 
 @pytest.fixture
@@ -333,29 +327,24 @@ async def test_the_same_tile_through_every_protocol(slide_client: httpx.AsyncCli
     pytest.param("boxes_0.dcm", "dicom", "20", 0.499, id="real-dicom"),
 ])
 async def test_slide_properties_everywhere(root_for: Path, name: str, vendor: str, power: str, mpp: float) -> None:
-    app = create_app(Settings(root=root_for))
-    app.state.service.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            obj = await c.get(f"/iip?FIF={name}&OBJ=openslide.vendor&OBJ=openslide.objective-power&OBJ=dpi")
-            lines = obj.text.split("\r\n")
-            assert lines[:2] == [vendor, power]
-            per_metre = float(np.float32(np.float32(1e4 / mpp) * np.float32(100)))  # iipsrv's single precision
-            assert lines[2] == f"DPI:{per_metre:f} {per_metre:f}"
-            meta = (await c.get(f"/iip?FIF={name}&OBJ=metadata")).json()
-            assert meta["openslide.vendor"] == vendor and float(meta["openslide.mpp-x"]) == mpp
-            for version in (2, 3):
-                info = (await c.get(f"/iiif/{version}/{name}/info.json")).json()
-                (physdim,) = info["service"]
-                assert physdim["profile"] == "http://iiif.io/api/annex/services/physdim"
-                assert physdim["physicalUnits"] == "mm" and physdim["physicalScale"] == pytest.approx(mpp / 1000)
-            manifest = (await c.get(f"/iiif/manifests/{name}.json")).json()
-            entries = {e["label"].get("en", e["label"].get("none"))[0]: e["value"]["none"][0]
-                       for e in manifest["metadata"]}
-            assert entries["Slide format"] == vendor and entries["Objective power"] == power
-            assert entries["Microns per pixel"] == f"{mpp:g} x {mpp:g}"
-    finally:
-        app.state.service.stop()
+    async with served(Settings(root=root_for)) as c:
+        obj = await c.get(f"/iip?FIF={name}&OBJ=openslide.vendor&OBJ=openslide.objective-power&OBJ=dpi")
+        lines = obj.text.split("\r\n")
+        assert lines[:2] == [vendor, power]
+        per_metre = float(np.float32(np.float32(1e4 / mpp) * np.float32(100)))  # iipsrv's single precision
+        assert lines[2] == f"DPI:{per_metre:f} {per_metre:f}"
+        meta = (await c.get(f"/iip?FIF={name}&OBJ=metadata")).json()
+        assert meta["openslide.vendor"] == vendor and float(meta["openslide.mpp-x"]) == mpp
+        for version in (2, 3):
+            info = (await c.get(f"/iiif/{version}/{name}/info.json")).json()
+            (physdim,) = info["service"]
+            assert physdim["profile"] == "http://iiif.io/api/annex/services/physdim"
+            assert physdim["physicalUnits"] == "mm" and physdim["physicalScale"] == pytest.approx(mpp / 1000)
+        manifest = (await c.get(f"/iiif/manifests/{name}.json")).json()
+        entries = {e["label"].get("en", e["label"].get("none"))[0]: e["value"]["none"][0]
+                   for e in manifest["metadata"]}
+        assert entries["Slide format"] == vendor and entries["Objective power"] == power
+        assert entries["Microns per pixel"] == f"{mpp:g} x {mpp:g}"
 
 
 async def test_images_without_a_pixel_size_have_no_physdim(slide_client: httpx.AsyncClient) -> None:
@@ -406,17 +395,12 @@ def test_select(slide_root: Path) -> None:
 # -- bad slides -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["truncated.svs", *REAL_BAD])
 async def test_bad_slides_are_415_everywhere(root_for: Path, name: str) -> None:
-    app = create_app(Settings(root=root_for))
-    app.state.service.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            for url in [*urls(name), f"/iiif/manifests/{name}.json", f"/iiif/3/{name};associated=label/info.json"]:
-                r = await c.get(url)
-                assert r.status_code == 415, (url, r.status_code, r.text)
-                assert str(root_for) not in r.text
-            assert (await c.get(f"/iip?FIF={THREE}&JTL=0,0")).status_code == 200
-    finally:
-        app.state.service.stop()
+    async with served(Settings(root=root_for)) as c:
+        for url in [*urls(name), f"/iiif/manifests/{name}.json", f"/iiif/3/{name};associated=label/info.json"]:
+            r = await c.get(url)
+            assert r.status_code == 415, (url, r.status_code, r.text)
+            assert str(root_for) not in r.text
+        assert (await c.get(f"/iip?FIF={THREE}&JTL=0,0")).status_code == 200
 
 
 async def test_a_corrupt_tile_is_415_and_the_slide_still_serves(slide_client: httpx.AsyncClient,
