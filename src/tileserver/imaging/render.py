@@ -35,8 +35,9 @@ RECODE_TILES = 4  # stored tiles one recoded response may be cut from (a DeepZoo
 HISTOGRAM_BYTES = 2048
 
 
-def read_pixels(image: SourceImage, req: TileRequest, kernel: str) -> Any:
-    level, box = source_box(image.meta, req)
+def read_pixels(image: SourceImage, req: TileRequest, level: int, box: tuple[int, int, int, int], kernel: str
+                ) -> Any:
+    """`box` of `level` (`levels.source_box` of `req`), resized to the asked size."""
     img = image.read(level, box, req.page, layers=req.layers)
     return img if req.size is None else resize_exact(img, req.size, kernel)
 
@@ -90,13 +91,11 @@ def recode(image: SourceImage, req: TileRequest, settings: Settings) -> Rendered
     if req.fmt is not OutputFormat.JPEG or meta.compression != "jpeg":
         return None
     found = unscaled_box(meta, req)
-    scaled = scaled_box(meta, req) if found is None else None
     if found is not None:
         cut = _cut_stored(image, *found, req.page)
-    elif scaled is not None:
-        cut = _cut_stored(image, *scaled[:2], req.page, scaled[2])
     else:
-        cut = None
+        scaled = scaled_box(meta, req)
+        cut = _cut_stored(image, scaled[0], scaled[1], req.page, scaled[2]) if scaled is not None else None
     if cut is None:
         return None
     pixels, icc = cut
@@ -158,11 +157,12 @@ def render(image: SourceImage, req: TileRequest, settings: Settings, derived: By
 def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: ByteLRU[Any, Any]) -> Rendered:
     meta = image.meta
     level, box = source_box(meta, req)
-    composite = wants_composite(meta, req) and not keeps_depth(meta, req)
+    deep = keeps_depth(meta, req)
+    composite = wants_composite(meta, req) and not deep
     unscaled = req.size is None or req.size == box[2:]
     composited = composite_read(image, level, box, req.page, derived) if composite and unscaled else None
-    img = composited if composited is not None else read_pixels(image, req, settings.interpolation)
-    if keeps_depth(meta, req):
+    img = composited if composited is not None else read_pixels(image, req, level, box, settings.interpolation)
+    if deep:
         return _encode(img.copy(interpretation="grey16"), req, settings, False, depth=True)
     wanted = needs_histogram(req.processing, req.quality)
     if composite:  # a multi-channel image in its colours (imaging/channels.py)
