@@ -62,8 +62,9 @@ RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 @pytest.mark.parametrize("way", [composite_block, composite_stream, composite], ids=["block", "stream", "either"])
 def test_composite_is_the_formula(channels: int, palette: list[tuple[int, int, int]],
                                   windows: list[tuple[float, float]], dtype: Any, way: Any) -> None:
-    """Both implementations (numpy blocks for tiles, a libvips pipeline for large outputs) give exactly
-    the formula's pixels."""
+    """Both implementations give the formula's pixels: the libvips pipeline for large outputs exactly (double
+    precision), the numpy blocks of tiles (single precision) within 1, and exactly for all but a few pixels
+    whose sum lies within float32's rounding of a half."""
     data = channel_data(173, 91, channels, seed=channels)
     if dtype == np.uint8:
         data = data >> 6
@@ -72,7 +73,13 @@ def test_composite_is_the_formula(channels: int, palette: list[tuple[int, int, i
     expected = composite_reference(data, palette, windows)
     assert got.format == "uchar"
     assert got.interpretation == ("b-w" if expected.ndim == 2 else "srgb")
-    assert np.array_equal(as_numpy(got), expected[..., None] if expected.ndim == 2 else expected)
+    expected = expected[..., None] if expected.ndim == 2 else expected
+    if way is composite_stream:
+        assert np.array_equal(as_numpy(got), expected)
+    else:
+        diff = np.abs(as_numpy(got).astype(int) - expected.astype(int))
+        assert diff.max() <= 1
+        assert np.count_nonzero(diff) <= diff.size // 200
 
 
 @pytest.mark.parametrize("way", [composite_block, composite_stream], ids=["block", "stream"])

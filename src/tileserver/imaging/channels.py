@@ -3,12 +3,12 @@ composite of the channels in their colours, and a single channel at its own dept
 
 Composite, per output pixel and colour band k (red, green, blue):
     out_k = floor(min(255, sum_c clip((x_c - low_c) / (high_c - low_c), 0, 1) * colour_c,k + 0.5))
-in double precision, with x_c the sample of channel c, (low_c, high_c) its window and colour_c its RGB
-colour (0-255). A channel without a colour gets the default sequence by its number
-(`sources/channels.py`: red, green, blue, cyan, magenta, yellow, grey; one channel alone is grey, and
-then the output has one band). A channel without a window gets one from the data: the 0.1 and 99.9
-percentiles of its samples in the image's smallest level, computed once per image and kept in the
-core's `derived` cache.
+with x_c the sample of channel c, (low_c, high_c) its window and colour_c its RGB colour (0-255), in
+double precision for large outputs and in single precision for tiles (where a pixel may differ by 1).
+A channel without a colour gets the default sequence by its number (`sources/channels.py`: red, green,
+blue, cyan, magenta, yellow, grey; one channel alone is grey, and then the output has one band). A
+channel without a window gets one from the data: the 0.1 and 99.9 percentiles of its samples in the
+image's smallest level, computed once per image and kept in the core's `derived` cache.
 
 When does an image render this way? When it has channels and the request asks for no processing of
 the raw samples: IIP's MINMAX, CTW, CNT (a factor, or st), GAM, INV, CMP, CNV and SHD work on the
@@ -85,37 +85,43 @@ _local = threading.local()
 
 
 def _scratch(bands: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """This thread's work arrays for a composite of that size (the last size used is kept: 2.5 MB for a
+    """This thread's work arrays for a composite of that size (the last size used is kept: 1.3 MB for a
     256-px tile of three bands), so that tile after tile reuses memory already mapped."""
     found: tuple[tuple[int, int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] | None = getattr(
         _local, "scratch", None)
     if found is not None and found[0] == (bands, h, w):
         return found[1]
-    arrays = np.empty((bands, h, w), np.float64), np.empty((h, w), np.float64), np.empty((h, w), np.float64)
+    arrays = np.empty((bands, h, w), np.float32), np.empty((h, w), np.float32), np.empty((h, w), np.float32)
     _local.scratch = ((bands, h, w), arrays)
     return arrays
 
 
 def composite_planes(planes: Sequence[np.ndarray], colours: tuple[RGB, ...],
                      windows: tuple[tuple[float, float], ...]) -> Any:
-    """`composite_block` of channels given as (height, width) arrays, one per channel."""
+    """`composite_block` of channels given as (height, width) arrays, one per channel.
+
+    In single precision, half the memory traffic of double (a 4-channel 256-px tile: 0.45 ms instead of
+    0.9): each channel is mapped straight to 0-255 (`x * 255 / (high - low) - low * 255 / (high - low)`,
+    clipped), then scaled by colour / 255, which a full colour (255) skips. A pixel may then differ
+    by 1 from the double-precision formula, where its sum lies within float32's rounding of a half."""
     h, w = planes[0].shape
     grey = _grey(colours)
     out, v, term = _scratch(1 if grey else 3, h, w)
-    out.fill(0.0)
+    out.fill(0.5)  # the rounding half first: one pass fewer
     for c, (low, high) in enumerate(windows):
-        scale = 1.0 / (high - low)
-        np.multiply(planes[c], scale, out=v, dtype=np.float64)
-        v += -low * scale
-        np.clip(v, 0.0, 1.0, out=v)
+        scale = 255.0 / (high - low)
+        np.multiply(planes[c], np.float32(scale), out=v, dtype=np.float32)
+        np.add(v, np.float32(-low * scale), out=v)
+        np.clip(v, 0.0, 255.0, out=v)
         last = 0
         for k, weight in enumerate((255,) if grey else colours[c]):
-            if weight:  # a zero weight adds exactly nothing
-                if weight != last:  # the same weight gives the same term (white: one product for three bands)
-                    np.multiply(v, float(weight), out=term)
+            if weight == 255:
+                out[k] += v
+            elif weight:  # a zero weight adds exactly nothing
+                if weight != last:  # the same weight gives the same term
+                    np.multiply(v, np.float32(weight / 255.0), out=term)
                     last = weight
                 out[k] += term
-    out += 0.5
     np.minimum(out, 255.0, out=out)  # every term is at least 0
     pixels = np.empty((h, w, out.shape[0]), np.uint8)
     for k in range(out.shape[0]):  # truncating casts, straight into the interleaved bands
