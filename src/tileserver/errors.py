@@ -3,7 +3,8 @@
 Protocols and the core raise these; `install_handlers` turns them into responses. The status is
 decided here for every protocol; the body format is the protocol's choice (IIP answers in its
 `Error/...` syntax, the others in plain text), picked through `ERROR_BODY_KEY` in the ASGI scope.
-Messages must never contain a server path: they may echo the client's identifier, nothing more.
+Messages must never contain a server path: they may echo the client's identifier, nothing more, and
+at most a short prefix of it (`echo`; `shorten` cuts every message as it is sent or logged).
 """
 
 from __future__ import annotations
@@ -18,8 +19,15 @@ from starlette.responses import PlainTextResponse, Response
 log = logging.getLogger("tileserver")
 
 
+ECHO_LIMIT = 64  # characters of one client value an error message repeats
+MESSAGE_LIMIT = 300  # characters of an error message sent or logged
+
+
 class TileServerError(Exception):
-    """Base class; `message` is safe to show to the client."""
+    """Base class; `message` is safe to show to the client. `close_connection`: the answer ends the
+    connection (the rest of the request was not read)."""
+
+    close_connection = False
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message)
@@ -66,6 +74,22 @@ class Busy(TileServerError):
     retry_after = 5
 
 
+class RequestTimeout(TileServerError):
+    """The client did not send its request body within `body_timeout` (408)."""
+
+    close_connection = True
+
+
+class PayloadTooLarge(TileServerError):
+    """A request body past `max_body_bytes` (413)."""
+
+    close_connection = True
+
+
+class URITooLong(TileServerError):
+    """A request target past `max_url_bytes` (414, RFC 9110 section 15.5.15)."""
+
+
 STATUS_CODES: dict[type[TileServerError], int] = {
     TileServerError: 500,
     BadRequest: 400,
@@ -76,6 +100,9 @@ STATUS_CODES: dict[type[TileServerError], int] = {
     Forbidden: 403,
     SourceError: 415,
     Busy: 503,
+    RequestTimeout: 408,
+    PayloadTooLarge: 413,
+    URITooLong: 414,
 }
 
 ErrorBody = Callable[[TileServerError, int], Response]
@@ -89,22 +116,44 @@ def status_for(exc: TileServerError) -> int:
     return 500
 
 
+def echo(value: str, limit: int = ECHO_LIMIT) -> str:
+    """A client's value as an error message may repeat it: at most `limit` characters, then `...`.
+    `echo("a" * 100, 4) == "aaaa..."`."""
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def shorten(message: str) -> str:
+    """An error message as it is sent or logged: every run of more than ECHO_LIMIT non-blank characters
+    (an identifier, a parameter: input echoed whole) cut by `echo`, and the whole at most MESSAGE_LIMIT."""
+    if len(message) <= ECHO_LIMIT:
+        return message
+    words = [echo(w) for w in message.split(" ")]
+    return echo(" ".join(words), MESSAGE_LIMIT)
+
+
 def plain_error(exc: TileServerError, status: int) -> Response:
-    return PlainTextResponse(exc.message or "error", status_code=status)
+    return PlainTextResponse(shorten(exc.message) or "error", status_code=status)
 
 
 async def _handle(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TileServerError)
     status = status_for(exc)
+    path, message = echo(request.url.path, MESSAGE_LIMIT), shorten(exc.message)
     if isinstance(exc, Busy):
-        log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc.message)
+        log.warning("%s %s -> %d: %s", request.method, path, status, message)
     elif status >= 500:
-        log.error("%s %s -> %d: %s", request.method, request.url.path, status, exc.message, exc_info=exc)
+        log.error("%s %s -> %d: %s", request.method, path, status, message, exc_info=exc)
     else:
-        log.info("%s %s -> %d: %s", request.method, request.url.path, status, exc.message)
-    render: ErrorBody = request.scope.get(ERROR_BODY_KEY, plain_error)
-    response = render(exc, status)
+        log.info("%s %s -> %d: %s", request.method, path, status, message)
+    return error_response(exc, request.scope.get(ERROR_BODY_KEY, plain_error))
+
+
+def error_response(exc: TileServerError, render: ErrorBody = plain_error) -> Response:
+    """The answer to `exc`: its status, the body `render` makes, `Cache-Control: no-cache`."""
+    response = render(exc, status_for(exc))
     response.headers["Cache-Control"] = "no-cache"
+    if exc.close_connection:
+        response.headers["Connection"] = "close"
     if isinstance(exc, Busy):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response

@@ -8,7 +8,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from ...errors import BadRequest
+from ...errors import BadRequest, echo
 from ...models import OutputFormat, Processing, Quality
 
 INT = re.compile(r"\d{1,9}")
@@ -17,7 +17,8 @@ NUM = re.compile(FLOAT)
 
 
 class IIPError(BadRequest):
-    """An IIP protocol error, answered as `Error/<len>:<class> <number> <arg>` (400)."""
+    """An IIP protocol error, answered as `Error/<len>:<class> <number> <arg>` (400). iipsrv repeats the
+    argument whole; here at most its first `errors.ECHO_LIMIT` characters (`errors.echo`)."""
 
     def __init__(self, code: str, arg: str, message: str = "") -> None:
         super().__init__(message or f"IIP error {code} {arg}")
@@ -26,7 +27,7 @@ class IIPError(BadRequest):
 
     @property
     def body(self) -> str:
-        text = f"{self.code} {self.arg}"
+        text = f"{self.code} {echo(self.arg)}"
         return f"Error/{len(text)}:{text}\r\n"
 
 
