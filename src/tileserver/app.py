@@ -16,6 +16,7 @@ from .errors import install_handlers
 from .pages import index as pages
 from .pages import manifests, viewers
 from .settings import Settings
+from .web.limits import RequestLimitMiddleware
 from .web.replay import ReplayMiddleware
 
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     manifest_routes = manifests.ROUTES if "iiif" in settings.protocols else []
     routes = (manifest_routes + protocols.routes(settings.protocols) + pages.ROUTES + viewers.ROUTES
               + viewers.asset_mounts(settings))
+    middleware += [Middleware(RequestLimitMiddleware, settings=settings)]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.service = service

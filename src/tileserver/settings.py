@@ -8,6 +8,7 @@ environment is read when `Settings()` is constructed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -178,6 +179,32 @@ class Settings(BaseSettings):
     derive_jobs: int = Field(1, ge=1, le=16, description="Conversions running at once per process")
     derive_preview_size: int = Field(2048, ge=64, le=8192, description="Longest side of the preview that answers "
                                      "an image's requests while its pyramid is made")
+    # -- request and connection limits, trusted proxies, shutdown (web/limits.py, web/proxies.py, web/server.py) --
+    max_url_bytes: int = Field(8192, ge=256, description="Longest request target (path and query string) in "
+                               "bytes; longer is a 414")
+    max_header_bytes: int = Field(32768, ge=1024, description="Largest request head (request line and headers) "
+                                  "`tileserver serve` reads, in bytes; larger is a 431 (a 414 when the URL "
+                                  "alone is too long) and the connection is closed")
+    max_body_bytes: int = Field(65536, ge=0, description="Largest request body (an IIP POST form) in bytes; "
+                                "larger is a 413, refused from its Content-Length before it is read, or as "
+                                "soon as a chunked body passes the limit")
+    header_timeout: float = Field(10.0, gt=0, description="Seconds a client has to send a request's headers, "
+                                  "from connecting (or from the request's first byte on a kept-alive "
+                                  "connection); then `tileserver serve` closes the connection (after a 408 "
+                                  "when part of a request came)")
+    body_timeout: float = Field(10.0, gt=0, description="Seconds a client has to send a request body, from "
+                                "its first read; then 408 and the connection is closed")
+    keep_alive_timeout: int = Field(5, ge=1, description="Seconds an idle kept-alive connection stays open "
+                                    "(uvicorn's `timeout_keep_alive`)")
+    max_connections: int | None = Field(2048, ge=1, description="Open connections per process; past it, "
+                                        "requests are answered 503 (uvicorn's `limit_concurrency`); None: no cap")
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("127.0.0.1", "::1"), description="Addresses or networks (comma-separated, e.g. `10.0.0.0/8,::1`) whose "
+        "`Forwarded` and `X-Forwarded-*` headers count (public URLs, client address, scheme); from any other "
+        "client they are dropped; `*`: trust every client; empty: none")
+    shutdown_timeout: int = Field(8, ge=0, description="Seconds `tileserver serve` waits, after SIGTERM or "
+                                  "SIGINT, for the requests in flight to finish before it cancels them and exits "
+                                  "(new connections are refused at once)")
     rights: str = Field("", description="Rights URI / copyright when the image carries none")
     iiif_version: Literal[2, 3] = Field(3, description="IIIF version answered at `/iiif/{id}`")
     iiif_delimiter: str = Field("", description="Separator of a page index in IIIF identifiers: with `;`, "
@@ -203,6 +230,18 @@ class Settings(BaseSettings):
         unknown = set(names) - set(PROTOCOL_NAMES)
         if unknown:
             raise ValueError(f"unknown protocols {sorted(unknown)}; choose from {', '.join(PROTOCOL_NAMES)}")
+        return names
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, v: Any) -> Any:
+        names = tuple(p.strip() for p in v.split(",") if p.strip()) if isinstance(v, str) else tuple(v)
+        for name in names:
+            if name != "*":
+                try:
+                    ipaddress.ip_network(name, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"trusted_proxies: {name!r} is not an address, a network or *") from exc
         return names
 
     @model_validator(mode="after")
