@@ -17,6 +17,7 @@ from .pages import index as pages
 from .pages import manifests, viewers
 from .settings import Settings
 from .web.limits import RequestLimitMiddleware
+from .web.options import OptionsMiddleware
 from .web.replay import ReplayMiddleware
 
 
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     manifest_routes = manifests.ROUTES if "iiif" in settings.protocols else []
     routes = (manifest_routes + protocols.routes(settings.protocols) + pages.ROUTES + viewers.ROUTES
               + viewers.asset_mounts(settings))
-    middleware += [Middleware(RequestLimitMiddleware, settings=settings)]
+    middleware += [Middleware(RequestLimitMiddleware, settings=settings), Middleware(OptionsMiddleware, routes=routes)]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.service = service

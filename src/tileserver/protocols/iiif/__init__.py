@@ -36,8 +36,6 @@ from .urls import (
     split_page,
 )
 
-ALLOW = "GET, HEAD, OPTIONS"
-
 
 # -- pure translation -------------------------------------------------------------------------------
 def to_tile_request(p: ImageParams, meta: ImageMeta, limits: Limits, version: Version, page: int = 0
@@ -84,8 +82,6 @@ def base_of(request: Request, path: str) -> str:
 async def answer(request: Request, target: Target, base: str, version: Version) -> Response:
     """`base` is the image's public base URI (its `id`, page index included), without a trailing slash."""
     target = split_page(target, request.app.state.settings.iiif_delimiter)
-    if request.method == "OPTIONS":
-        return Response(status_code=204, headers={"Allow": ALLOW})
     if target.kind == "redirect":
         return Response(status_code=303, headers={"Location": f"{base}/info.json"})
     if target.kind == "info":
@@ -159,8 +155,8 @@ def _reencode(arg: str) -> str:
 
 
 ROUTES: list[BaseRoute] = [
-    Route("/iiif/3/{rest:path}", iiif3, methods=["GET", "HEAD", "OPTIONS"]),
-    Route("/iiif/2/{rest:path}", iiif2, methods=["GET", "HEAD", "OPTIONS"]),
-    Route("/iiif/{rest:path}", iiif_default, methods=["GET", "HEAD", "OPTIONS"]),
+    Route("/iiif/3/{rest:path}", iiif3, methods=["GET", "HEAD"]),
+    Route("/iiif/2/{rest:path}", iiif2, methods=["GET", "HEAD"]),
+    Route("/iiif/{rest:path}", iiif_default, methods=["GET", "HEAD"]),
 ]
 QUERY_COMMANDS = {"iiif": iiif_query}
