@@ -18,6 +18,7 @@ from .pages import manifests, viewers
 from .settings import Settings
 from .web.limits import RequestLimitMiddleware
 from .web.options import OptionsMiddleware
+from .web.proxies import TrustedProxyMiddleware
 from .web.replay import ReplayMiddleware
 
 
@@ -33,7 +34,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             service.stop()
 
-    middleware = [Middleware(ReplayMiddleware, service=service)]  # outermost: repeats skip the rest
+    # forwarded headers dropped from untrusted clients first, as replay keys include them; then repeats
+    # answered at once, skipping the rest
+    middleware = [Middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies),
+                  Middleware(ReplayMiddleware, service=service)]
     if settings.cors:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=[o.strip() for o in settings.cors.split(",")],
