@@ -44,10 +44,10 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
 
 
 @contextmanager
-def live_tileserver(root: Path, log: Path, *, workers: int = 2, ready_path: str = "/health",
-                    env: dict[str, str] | None = None) -> Iterator[str]:
-    """`tileserver serve root` on loopback, its output in `log`; yields the base URL once
-    `ready_path` answers 200, and stops the process (and its workers) on exit."""
+def live_process(root: Path, log: Path, *, workers: int = 2, ready_path: str = "/health",
+                 env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`tileserver serve root` on loopback, its output in `log`; yields the base URL and the process
+    once `ready_path` answers 200, and stops the process (and its workers) on exit, if it still runs."""
     port = free_port()
     cmd = [sys.executable, "-m", "tileserver", "serve", str(root), "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers)]
@@ -56,7 +56,7 @@ def live_tileserver(root: Path, log: Path, *, workers: int = 2, ready_path: str 
         base = f"http://127.0.0.1:{port}"
         try:
             wait_ready(base + ready_path, proc)
-            yield base
+            yield base, proc
         finally:
             proc.terminate()
             try:
@@ -64,3 +64,11 @@ def live_tileserver(root: Path, log: Path, *, workers: int = 2, ready_path: str 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@contextmanager
+def live_tileserver(root: Path, log: Path, *, workers: int = 2, ready_path: str = "/health",
+                    env: dict[str, str] | None = None) -> Iterator[str]:
+    """`live_process`, yielding the base URL only."""
+    with live_process(root, log, workers=workers, ready_path=ready_path, env=env) as (base, _):
+        yield base

@@ -44,16 +44,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
+    from .web.server import serve
 
     # worker processes rebuild the app from the environment: hand them the resolved settings
     os.environ["TILESERVER_SETTINGS_JSON"] = settings.model_dump_json()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run("tileserver.cli:app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level="info" if args.verbose else "warning",
-                access_log=args.verbose, proxy_headers=True, server_header=False)
-    return 0
+    return serve(settings, verbose=args.verbose)
 
 
 def app_from_env() -> Any:

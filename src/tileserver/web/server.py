@@ -1,0 +1,180 @@
+"""`tileserver serve`: uvicorn, with the connection limits it lacks.
+
+uvicorn's httptools protocol reads a request head of any size (it appends the URL and each header as
+they come) and puts no time limit on it: its keep-alive timer is armed only after a response and
+disarmed by the next byte, so a connection that never sends anything, or sends its headers a byte at
+a time (slowloris), is kept for ever. `GuardedProtocol` adds, per connection:
+
+- a header timeout (`Settings.header_timeout`), armed when the connection is made and when the first
+  byte of a request comes on a kept-alive one, disarmed when the request's headers are complete; when
+  it fires the connection is closed, after a 408 when part of a request came;
+- a bound on the request head (`max_url_bytes` for the URL, `max_header_bytes` for the request line
+  and headers together): past it a 414 or 431 and the connection is closed, having held at most the
+  limit plus one read of the socket.
+
+The rest are uvicorn's own options: `max_connections` -> `limit_concurrency` (503 past it),
+`keep_alive_timeout` -> `timeout_keep_alive`, `shutdown_timeout` -> `timeout_graceful_shutdown` (after
+SIGTERM: stop accepting, finish the requests in flight, cancel what is left at the timeout).
+`Supervisor` is uvicorn's worker supervisor that also closes its copy of the listening socket when it
+is told to stop, so that new connections are refused while the workers drain (else the kernel queues
+them on that socket until the supervisor exits, then resets them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import http
+import logging
+from dataclasses import dataclass
+from typing import Any, cast
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors.multiprocess import Multiprocess
+
+from ..settings import Settings
+
+log = logging.getLogger("tileserver")
+
+
+@dataclass(frozen=True)
+class HeadLimits:
+    timeout: float
+    max_bytes: int
+    max_url: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> HeadLimits:
+        return cls(settings.header_timeout, settings.max_header_bytes, settings.max_url_bytes)
+
+
+class Refused(Exception):
+    """Raised in a parser callback to stop parsing a refused request (`GuardedProtocol.refusal`)."""
+
+
+REFUSALS = {414: "the request target is too long", 431: "the request's headers are too large"}
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a header timeout and a bounded request head."""
+
+    def __init__(self, *args: Any, limits: HeadLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.head_begun = False  # a byte of the request being read has come
+        self.head_raw = 0  # bytes received while this request's head is incomplete
+        self.head_fields = 0  # bytes of its complete header lines
+        self.refusal = 0  # the status of a request refused in a parser callback
+
+    # -- the header timeout --------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_begun, self.head_raw, self.head_fields = True, 0, 0
+        if self.head_timer is None:
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        self.head_begun = False
+        super().on_headers_complete()
+
+    def _arm(self) -> None:
+        self.head_timer = self.loop.call_later(self.limits.timeout, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        if self.transport.is_closing():
+            return
+        if self.head_begun:
+            self.answer_and_close(408, "the request's headers did not come in time")
+        else:
+            self.transport.close()
+
+    # -- the bounded head ----------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # parses; the callbacks below may refuse
+        if self.head_timer is not None and self.head_begun and not self.transport.is_closing():
+            self.head_raw += len(data)  # an unfinished line is buffered by the parser: count it here
+            if self.head_raw > self.limits.max_bytes:
+                self.answer_and_close(431, REFUSALS[431])
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > self.limits.max_url:
+            self.refusal = 414
+            raise Refused
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self.head_fields += len(name) + len(value) + 4
+        if self.head_fields + len(self.url) > self.limits.max_bytes:
+            self.refusal = 431
+            raise Refused
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a parser error, which `Refused` raised in a callback becomes."""
+        if self.refusal:
+            self.answer_and_close(self.refusal, REFUSALS[self.refusal])
+        else:
+            super().send_400_response(msg)
+
+    def answer_and_close(self, status: int, text: str) -> None:
+        body = text.encode()
+        head = [f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}".encode()]
+        head += [name + b": " + value for name, value in self.server_state.default_headers]
+        head += [b"content-type: text/plain; charset=utf-8", b"content-length: %d" % len(body),
+                 b"connection: close"]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.transport.close()
+        self._disarm()
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's worker supervisor; on stopping, it closes its listening socket before it signals
+    the workers, so new connections are refused at once."""
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        super().terminate_all()
+
+
+def config_for(settings: Settings, *, verbose: bool) -> uvicorn.Config:
+    protocol = functools.partial(GuardedProtocol, limits=HeadLimits.of(settings))
+    return uvicorn.Config(
+        "tileserver.cli:app_from_env", factory=True, host=settings.host, port=settings.port,
+        workers=settings.workers, http=cast("type[asyncio.Protocol]", protocol), ws="none",
+        log_level="info" if verbose else "warning", access_log=verbose, server_header=False,
+        proxy_headers=False,  # web/proxies.py decides which clients' forwarded headers count
+        limit_concurrency=settings.max_connections, timeout_keep_alive=settings.keep_alive_timeout,
+        timeout_graceful_shutdown=settings.shutdown_timeout)
+
+
+def serve(settings: Settings, *, verbose: bool = False) -> int:
+    """Run the server until SIGTERM or SIGINT; the exit status (uvicorn's 3: it did not start)."""
+    config = config_for(settings, verbose=verbose)
+    server = uvicorn.Server(config)
+    try:
+        if config.workers > 1:
+            Supervisor(config, sockets=[config.bind_socket()]).run()
+            return 0
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    return 0 if server.started or config.workers > 1 else STARTUP_FAILURE
