@@ -5,6 +5,7 @@ generated image root with no TILESERVER_* variable (the checkout's defaults), ru
 probe client fetches `/health` on a new connection every 50 ms, and stops the server (the process it
 started, by pid) at the end:
 
+- `baseline`: no attack for 5 s: the probe's worst latency on this machine at the time, to read the others by.
 - `post64`: a 64 MB IIP POST form body: the answer, how much of the body the server took, the rise of
   its RSS, and the probe's worst latency while it lasted.
 - `slowloris`: 300 connections sending a header line every second, never ending their headers, for
@@ -311,9 +312,10 @@ def main() -> int:
     p.add_argument("--port", type=int, default=18231)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--hold", type=float, default=20.0, help="seconds slowloris and silent connections are held")
-    p.add_argument("--only", default="post64,slowloris,silent,bighead,longerr")
+    p.add_argument("--only", default="baseline,post64,slowloris,silent,bighead,longerr")
     args = p.parse_args()
     attacks: dict[str, Callable[[], str]] = {
+        "baseline": lambda: (time.sleep(5), "no attack, 5 s")[1],
         "post64": lambda: post64(args.port),
         "slowloris": lambda: hold(args.port, 300, args.hold, trickle=True),
         "silent": lambda: hold(args.port, 2000, args.hold, trickle=False),
