@@ -178,6 +178,21 @@ class Settings(BaseSettings):
     derive_jobs: int = Field(1, ge=1, le=16, description="Conversions running at once per process")
     derive_preview_size: int = Field(2048, ge=64, le=8192, description="Longest side of the preview that answers "
                                      "an image's requests while its pyramid is made")
+    # -- pixel budget (sources/budget.py) --
+    max_image_megapixels: float = Field(100_000.0, gt=0, description="Largest image (or level of one) served, "
+                                        "in declared megapixels (100000: 316228 x 316228, past every slide "
+                                        "scanner and most gigapixel panoramas); larger ones are refused (422) "
+                                        "when their metadata is read")
+    max_untiled_megapixels: float = Field(1_000.0, gt=0, description="Largest image, in megapixels, read whole "
+                                          "to be served: an untiled file (JPEG, PNG, WebP, striped TIFF, ...), "
+                                          "converted to a pyramid in the background (derive_dir), or the stored "
+                                          "level that smaller levels are shrunk from (a one-level tiled TIFF); "
+                                          "larger ones are refused (422)")
+    max_decode_megapixels: float = Field(100.0, gt=0, description="Most pixels one decode may hold in memory "
+                                         "at once, in megapixels: a stored tile or strip, or a whole file libvips "
+                                         "cannot read in pieces (GIF, WebP, HEIF/AVIF, progressive JPEG, "
+                                         "interlaced PNG, and every untiled file when no pyramid is derived); "
+                                         "an image needing more is refused (422)")
     rights: str = Field("", description="Rights URI / copyright when the image carries none")
     iiif_version: Literal[2, 3] = Field(3, description="IIIF version answered at `/iiif/{id}`")
     iiif_delimiter: str = Field("", description="Separator of a page index in IIIF identifiers: with `;`, "

@@ -36,9 +36,10 @@ from typing import Any
 import pyvips
 
 from ..cache.disk import DiskStore, Lease, Writer, key_for
-from ..errors import NotFound, SourceError
+from ..errors import NotFound, SourceError, SourceTooLarge
 from ..models import ImageMeta, Level, OutputFormat
 from .base import Box4, Selector, SourceImage, no_selection
+from .budget import PixelBudget
 from .passthrough import StoredTile
 from .pyramid import PyramidImage, PyvipsFormat, check_page, libvips_version
 
@@ -102,6 +103,37 @@ def make_preview(path: str, meta: ImageMeta, size: int) -> Any:
     if scale < 1:
         img = img.resize(scale)
     return img.copy_memory()
+
+
+def streamed_pixels(path: str, meta: ImageMeta) -> int:
+    """The pixels a top-to-bottom read of the file (the preview, the conversion) holds at once: a few rows
+    of a baseline JPEG or a PNG, a strip of a TIFF; the whole image for what libvips decodes in one piece
+    (progressive JPEG, interlaced PNG: their decoders keep every coefficient or pass; WebP)."""
+    if meta.loader == "tiffload":
+        return meta.decode_pixels
+    if meta.loader in ("jpegload", "pngload"):
+        header = pyvips.Image.new_from_file(path)  # header only
+        if "interlaced" not in header.get_fields() or not header.get("interlaced"):
+            return meta.width * 16  # one row of 16-pixel JPEG blocks (a PNG: one row)
+    return meta.width * meta.height
+
+
+class TooLargeImage:
+    """An image whose pyramid could not be made and which is too large to read from its file
+    (the pixel budget): its description stays, its reads are refused (422)."""
+
+    def __init__(self, meta: ImageMeta, reason: str) -> None:
+        self.meta = meta
+        self.reason = reason
+
+    def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
+        raise SourceTooLarge(self.reason)
+
+    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
+        return None
+
+    def select(self, selector: Selector) -> SourceImage:
+        return no_selection(self, selector)
 
 
 def exact_size(img: Any, width: int, height: int) -> Any:
@@ -177,8 +209,10 @@ class DerivedFormat:
 
     name = "libvips"
 
-    def __init__(self, inner: PyvipsFormat, store: DiskStore, options: DeriveOptions) -> None:
+    def __init__(self, inner: PyvipsFormat, store: DiskStore, options: DeriveOptions,
+                 budget: PixelBudget | None = None) -> None:
         self.inner = inner
+        self.budget = budget
         self.reader = inner.reader
         self.store = store
         self.options = options
@@ -207,6 +241,8 @@ class DerivedFormat:
         original = self.inner.open(path, ident)
         if not self.eligible(original.meta):
             return original
+        if self.budget is not None:  # before the preview decodes anything
+            self.budget.check(original.meta, held=streamed_pixels(path, original.meta))
         key = self.key(path, original.meta)
         try:
             found = self._existing(original, key)
@@ -233,7 +269,17 @@ class DerivedFormat:
         reason = self.store.failure(key)
         if reason == UNREADABLE:
             raise SourceError("the image could not be decoded")
-        return original if reason is not None else None
+        return self._fallback(original) if reason is not None else None
+
+    def _fallback(self, original: PyramidImage) -> SourceImage:
+        """What answers an image whose pyramid will not be made: its file, read whole as before, when
+        the pixel budget allows that read; else an image whose reads are refused."""
+        if self.budget is not None:
+            try:
+                self.budget.check(original.meta)
+            except SourceTooLarge as exc:
+                return TooLargeImage(original.meta, exc.message)
+        return original
 
     def _preview(self, original: PyramidImage, key: str) -> Any:
         try:
@@ -262,7 +308,8 @@ class DerivedFormat:
         if geometry(derived.levels) != geometry(meta.levels):
             log.error("the pyramid derived from %s has other levels than the file; not used", meta.ident)
             return None
-        final = replace(meta, levels=derived.levels, compression=derived.compression, loader=derived.loader)
+        final = replace(meta, levels=derived.levels, compression=derived.compression, loader=derived.loader,
+                        decode_pixels=derived.decode_pixels)
         return PyramidImage(self.reader, path, final)
 
     # -- conversion, in the background ----------------------------------------------------------
@@ -279,7 +326,7 @@ class DerivedFormat:
             final, lease = self._produce(image.original, key)
         except Exception:  # the store failed under us (disk, permissions): serve the file as before
             log.exception("deriving a pyramid from %s failed", image.original.meta.ident)
-            final, lease = image.original, None
+            final, lease = self._fallback(image.original), None
         image.switch(final, lease)
 
     def _produce(self, original: PyramidImage, key: str) -> tuple[SourceImage, Lease | None]:
@@ -291,11 +338,11 @@ class DerivedFormat:
             elif self.store.failure(key) is None:
                 lease = self._write(original, key, writer)
         if lease is None:
-            return original, None
+            return self._fallback(original), None
         final = self._pyramid(original, lease.path)
         if final is None:
             lease.release()
-            return original, None
+            return self._fallback(original), None
         return final, lease
 
     def _write(self, original: PyramidImage, key: str, writer: Writer) -> Lease | None:
