@@ -42,6 +42,7 @@ from .base import Box4, Selector, SourceImage, no_selection
 from .budget import PixelBudget
 from .passthrough import StoredTile
 from .pyramid import PyramidImage, PyvipsFormat, check_page, libvips_version
+from .tiff import TiffFile
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ def streamed_pixels(path: str, meta: ImageMeta) -> int:
     of a baseline JPEG or a PNG, a strip of a TIFF; the whole image for what libvips decodes in one piece
     (progressive JPEG, interlaced PNG: their decoders keep every coefficient or pass; WebP)."""
     if meta.loader == "tiffload":
-        return meta.decode_pixels
+        with open(path, "rb") as f:
+            return TiffFile(f, max_ifds=1).pages[0].decode_pixels  # a strip
     if meta.loader in ("jpegload", "pngload"):
         header = pyvips.Image.new_from_file(path)  # header only
         if "interlaced" not in header.get_fields() or not header.get("interlaced"):

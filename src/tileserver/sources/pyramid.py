@@ -239,7 +239,7 @@ class PyramidReader:
             return None
 
     def _open(self, path: str, meta: ImageMeta, lv: Level, page: int) -> Any:
-        if meta.loader != "tiffload":
+        if meta.loader != "tiffload" or not meta.compression:  # not a tiled TIFF directory
             return self._whole(path, meta, lv.page + page)
         handles: OrderedDict[tuple[str, float, int, int], Any] | None = getattr(self._local, "h", None)
         if handles is None:
@@ -256,8 +256,9 @@ class PyramidReader:
         return img
 
     def _whole(self, path: str, meta: ImageMeta, page: int) -> Any:
-        """Page `page` of a file libvips reads only from top to bottom (JPEG, PNG, WebP, GIF, HEIF, ...),
-        decoded whole into memory in one sequential pass and kept with the decoded levels while it fits.
+        """Page `page` of a file libvips reads only from top to bottom (JPEG, PNG, WebP, GIF, HEIF, a
+        striped TIFF, ...), decoded whole into memory in one sequential pass and kept with the decoded
+        levels while it fits.
         Never opened for random access: libvips would decode such a file past VIPS_DISC_THRESHOLD (100 MB)
         into a temporary file on disc, kept open (and its disc space taken) as long as the handle. The
         pixel budget (budget.py) has bounded its size (`ImageMeta.decode_pixels`) before this runs."""
@@ -364,14 +365,15 @@ def _page_list(doc: tuple[DocPage, ...]) -> tuple[Page, ...]:
 
 
 def _decode_pixels(tf: TiffFile, stored: list[Level], pages: int) -> int:
-    """The largest tile or strip of the directories holding `stored` (in each of a stack's `pages`)."""
+    """The largest tile of the directories holding `stored` (in each of a stack's `pages`), or the whole
+    level of a striped one: libvips reads strips only in order, so a striped level is decoded whole."""
     out = 0
     for lv in stored:
         for p in range(lv.page, min(lv.page + pages, len(tf.pages))):
             subs = tf.subifds[p]
             ifd = tf.pages[p] if lv.subifd < 0 else subs[lv.subifd] if lv.subifd < len(subs) else None
             if ifd is not None:
-                out = max(out, ifd.decode_pixels)
+                out = max(out, ifd.decode_pixels if ifd.tiled else ifd.size[0] * ifd.size[1])
     return out
 
 
