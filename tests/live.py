@@ -48,6 +48,20 @@ def live_tileserver(root: Path, log: Path, *, workers: int = 2, ready_path: str 
                     env: dict[str, str] | None = None) -> Iterator[str]:
     """`tileserver serve root` on loopback, its output in `log`; yields the base URL once
     `ready_path` answers 200, and stops the process (and its workers) on exit."""
+    with live_process(root, log, workers=workers, ready_path=ready_path, env=env) as (base, _):
+        yield base
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of process `pid` in kB: its resident memory now and at its peak."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+@contextmanager
+def live_process(root: Path, log: Path, *, workers: int = 2, ready_path: str = "/health",
+                 env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`live_tileserver`, yielding the process too (with `workers=1` it is the one serving)."""
     port = free_port()
     cmd = [sys.executable, "-m", "tileserver", "serve", str(root), "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(workers)]
@@ -56,7 +70,7 @@ def live_tileserver(root: Path, log: Path, *, workers: int = 2, ready_path: str 
         base = f"http://127.0.0.1:{port}"
         try:
             wait_ready(base + ready_path, proc)
-            yield base
+            yield base, proc
         finally:
             proc.terminate()
             try:
