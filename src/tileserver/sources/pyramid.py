@@ -62,6 +62,9 @@ SHRINK_ON_LOAD = {"jpegload", "webpload", "heifload"}
 SAME_SIZE_PAGES = {"gifload", "webpload"}  # frames of an animation: every page has the first one's size
 MAX_PAGES = 4096  # pages listed (and addressable) in a file other than TIFF (a TIFF's: TiffFile.MAX_IFDS)
 MATERIALISE_PIXELS = 64 * 1024 * 1024
+# pixel reads fail on broken or missing data (a 415), where libvips would fill it in grey; warnings
+# (an unknown tag, extra bytes between markers) still decode
+FAIL_ON = "error"
 
 
 BLOCKED_LOADERS = ("VipsForeignLoadCsv", "VipsForeignLoadMatrix")  # text parsed whole into memory: not images
@@ -249,7 +252,7 @@ class PyramidReader:
         if img is not None:
             handles.move_to_end(key)
             return img
-        img = pyvips.Image.tiffload(path, page=lv.page + page, subifd=lv.subifd, access="random")
+        img = pyvips.Image.tiffload(path, page=lv.page + page, subifd=lv.subifd, access="random", fail_on=FAIL_ON)
         handles[key] = img
         while len(handles) > self.open_images:
             handles.popitem(last=False)
@@ -266,7 +269,7 @@ class PyramidReader:
         img = self._decoded.get(key)
         if img is None:
             options = {"page": page} if page else {}
-            img = pyvips.Image.new_from_file(path, access="sequential", **options).copy_memory()
+            img = pyvips.Image.new_from_file(path, access="sequential", fail_on=FAIL_ON, **options).copy_memory()
             self._decoded.put(key, img, img.width * img.height * img.bands * max(BITS.get(img.format, 8) // 8, 1))
         return img
 
@@ -277,7 +280,8 @@ class PyramidReader:
             return img
         lv = meta.levels[index]
         if meta.loader in SHRINK_ON_LOAD and index == 1 and meta.levels[0].page + page == 0:
-            img = pyvips.Image.thumbnail(path, lv.width, height=lv.height, size="force", no_rotate=True)
+            img = pyvips.Image.thumbnail(path, lv.width, height=lv.height, size="force", no_rotate=True,
+                                         fail_on=FAIL_ON)
         else:
             img = shrink(self.level_image(path, meta, index - 1, page), lv.width, lv.height)
         if lv.width * lv.height * meta.bands <= MATERIALISE_PIXELS:
