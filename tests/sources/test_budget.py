@@ -18,8 +18,7 @@ from tileserver.errors import SourceTooLarge
 from tileserver.levels import virtual_levels, with_virtual
 from tileserver.models import ImageMeta, Level, OutputFormat
 from tileserver.settings import Settings
-from tileserver.sources.budget import PixelBudget, shrunk_level
-from tileserver.sources.derived import TooLargeImage, streamed_pixels
+from tileserver.sources.budget import PixelBudget, TooLargeImage, shrunk_level, streamed_pixels
 from tileserver.sources.jp2 import Jp2Format
 from tileserver.sources.ome import OmeFormat
 from tileserver.sources.pyramid import PyramidReader

@@ -16,16 +16,24 @@ Three caps, from the settings:
   for random access); for a file read top to bottom (a conversion), what that read holds (`held`).
 
 Past any of them the image is a `SourceTooLarge` (422), whose message names the setting, not the file.
+`streamed_pixels` is what a top-to-bottom read (a derived pyramid's preview and conversion) holds, and
+`TooLargeImage` answers an image whose pyramid could not be made and whose file is too large to read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import pyvips
 
 from ..errors import SourceTooLarge
-from ..models import ImageMeta, Level
+from ..models import ImageMeta, Level, OutputFormat
 from ..settings import Settings
+from .base import Box4, Selector, SourceImage, no_selection
+from .passthrough import StoredTile
+from .tiff import TiffFile
 
 MEGA = 1_000_000
 
@@ -77,3 +85,35 @@ def shrunk_level(levels: Sequence[Level]) -> Level | None:
 
 def _mp(pixels: int) -> str:
     return f"{pixels / MEGA:g} megapixels"
+
+
+def streamed_pixels(path: str, meta: ImageMeta) -> int:
+    """The pixels a top-to-bottom read of the file (the preview, the conversion) holds at once: a few rows
+    of a baseline JPEG or a PNG, a strip of a TIFF; the whole image for what libvips decodes in one piece
+    (progressive JPEG, interlaced PNG: their decoders keep every coefficient or pass; WebP)."""
+    if meta.loader == "tiffload":
+        with open(path, "rb") as f:
+            return TiffFile(f, max_ifds=1).pages[0].decode_pixels  # a strip
+    if meta.loader in ("jpegload", "pngload"):
+        header = pyvips.Image.new_from_file(path)  # header only
+        if "interlaced" not in header.get_fields() or not header.get("interlaced"):
+            return meta.width * 16  # one row of 16-pixel JPEG blocks (a PNG: one row)
+    return meta.width * meta.height
+
+
+class TooLargeImage:
+    """An image whose pyramid could not be made and which is too large to read from its file
+    (the pixel budget): its description stays, its reads are refused (422)."""
+
+    def __init__(self, meta: ImageMeta, reason: str) -> None:
+        self.meta = meta
+        self.reason = reason
+
+    def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
+        raise SourceTooLarge(self.reason)
+
+    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
+        return None
+
+    def select(self, selector: Selector) -> SourceImage:
+        return no_selection(self, selector)

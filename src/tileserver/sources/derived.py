@@ -39,10 +39,9 @@ from ..cache.disk import DiskStore, Lease, Writer, key_for
 from ..errors import NotFound, SourceError, SourceTooLarge
 from ..models import ImageMeta, Level, OutputFormat
 from .base import Box4, Selector, SourceImage, no_selection
-from .budget import PixelBudget
+from .budget import PixelBudget, TooLargeImage, streamed_pixels
 from .passthrough import StoredTile
 from .pyramid import PyramidImage, PyvipsFormat, check_page, libvips_version
-from .tiff import TiffFile
 
 log = logging.getLogger(__name__)
 
@@ -104,38 +103,6 @@ def make_preview(path: str, meta: ImageMeta, size: int) -> Any:
     if scale < 1:
         img = img.resize(scale)
     return img.copy_memory()
-
-
-def streamed_pixels(path: str, meta: ImageMeta) -> int:
-    """The pixels a top-to-bottom read of the file (the preview, the conversion) holds at once: a few rows
-    of a baseline JPEG or a PNG, a strip of a TIFF; the whole image for what libvips decodes in one piece
-    (progressive JPEG, interlaced PNG: their decoders keep every coefficient or pass; WebP)."""
-    if meta.loader == "tiffload":
-        with open(path, "rb") as f:
-            return TiffFile(f, max_ifds=1).pages[0].decode_pixels  # a strip
-    if meta.loader in ("jpegload", "pngload"):
-        header = pyvips.Image.new_from_file(path)  # header only
-        if "interlaced" not in header.get_fields() or not header.get("interlaced"):
-            return meta.width * 16  # one row of 16-pixel JPEG blocks (a PNG: one row)
-    return meta.width * meta.height
-
-
-class TooLargeImage:
-    """An image whose pyramid could not be made and which is too large to read from its file
-    (the pixel budget): its description stays, its reads are refused (422)."""
-
-    def __init__(self, meta: ImageMeta, reason: str) -> None:
-        self.meta = meta
-        self.reason = reason
-
-    def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
-        raise SourceTooLarge(self.reason)
-
-    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
-        return None
-
-    def select(self, selector: Selector) -> SourceImage:
-        return no_selection(self, selector)
 
 
 def exact_size(img: Any, width: int, height: int) -> Any:

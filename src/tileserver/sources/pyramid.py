@@ -2,8 +2,12 @@
 
 Stored levels come from a tiled pyramidal TIFF (levels as pages or as SubIFDs); below the smallest
 stored level, and for single-resolution images (JPEG, PNG, WebP, striped TIFF...), levels are made
-by halving (rounding up) until one tile holds the image. Opened files are reused per thread
-(libvips serialises reads on one handle); virtual levels are materialised once and shared.
+by halving (rounding up) until one tile holds the image. Opened tiled TIFFs are reused per thread
+(libvips serialises reads on one handle); files libvips reads only from top to bottom (JPEG, PNG, WebP,
+GIF, striped TIFF...) are decoded whole once, in one sequential pass, and kept with the decoded levels
+(never opened for random access, which decodes them into a temporary file on disc); virtual levels are
+materialised once and shared. `ImageMeta.decode_pixels` says what one read decodes (a tile, or the whole
+file), for the pixel budget (budget.py); pixel reads fail on broken data (`FAIL_ON`).
 A TIFF image stack (pages of one size, NewSubfileType multi-page, as iipsrv 1.3 reads them) is one
 image whose pages are chosen per read (`page`); its page names and scales are `ImageMeta.stack`.
 Any other multi-page file (a TIFF document whose pages differ in size, each with its own reductions:
