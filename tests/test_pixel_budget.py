@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import pyvips
 
 from tileserver.settings import Settings
 
@@ -117,3 +118,22 @@ async def test_each_cap_in_every_protocol(image_root: Path, tmp_path: Path, caps
         for url in urls(allowed) if allowed else ():
             r = await c.get(url)
             assert r.status_code == 200, (url, r.status_code, r.text[:200])
+
+
+async def test_a_derived_pyramid_lifts_the_decode_cap_for_what_streams(image_root: Path, tmp_path: Path) -> None:
+    """An untiled file past `max_decode_megapixels` is served through its derived pyramid when it can be
+    read top to bottom in a few rows (a baseline JPEG); a progressive one, whose decoder holds every
+    coefficient, is still refused, and so is the baseline one without derivation."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(image_root / PLAIN_JPG, root / "baseline.jpg")
+    pyvips.Image.new_from_file(str(image_root / PLAIN_JPG)).jpegsave(str(root / "progressive.jpg"), interlace=True)
+    caps = {"max_decode_megapixels": 0.2, "derive_min_megapixels": 0.1}
+    async with served(Settings(root=root, derive_dir=tmp_path / "derived", **caps)) as c:
+        r = await c.get("/iiif/3/baseline.jpg/full/320,/0/default.png")
+        assert r.status_code == 200, r.text
+        assert decode(r.content).width == 320
+        r = await c.get("/iiif/3/progressive.jpg/info.json")
+        assert r.status_code == 422 and "max_decode_megapixels" in r.text
+    async with served(Settings(root=root, derive_dir=None, **caps)) as c:
+        assert (await c.get("/iiif/3/baseline.jpg/info.json")).status_code == 422
