@@ -10,7 +10,8 @@ pid (its process group) in a `finally`. Requests are IIP `JTL` tiles of the thre
 tile at most once (shuffled, fixed seed; a tenth of the tiles for each of the two slow phases, the rest
 after; only the preview's answers, which are never cached, repeat), so no tile-cache hit flatters a
 phase; `--concurrency` requests are in flight. Phase "as it is": TILESERVER_DERIVE_DIR empty (the
-server before derivation).
+server before derivation; TILESERVER_MAX_DECODE_MEGAPIXELS=1000 and TILESERVER_DECODED_CACHE_MB=4096, so
+that the pixel budget lets it decode the image whole and keep it, as it did then).
 Phases "converting" and "after": a fresh derivative folder; a response with `Cache-Control: no-store`
 came from the preview; "conversion" is the time from the first request to the first stored-tile answer.
 """
@@ -67,7 +68,10 @@ def tile_urls(name: str, width: int, height: int, levels: int = 3) -> list[str]:
 
 @contextlib.contextmanager
 def server(root: Path, derive_dir: str, workers: int) -> Iterator[None]:
-    env = {**os.environ, "TILESERVER_DERIVE_DIR": derive_dir}
+    # without derivation the image is decoded whole: let the pixel budget allow that, and keep the decoded
+    # image in memory, as the server did before it had derivation and a budget
+    budget = {} if derive_dir else {"TILESERVER_MAX_DECODE_MEGAPIXELS": "1000", "TILESERVER_DECODED_CACHE_MB": "4096"}
+    env = {**os.environ, "TILESERVER_DERIVE_DIR": derive_dir, **budget}
     cmd = [str(REPO / ".venv" / "bin" / "tileserver"), "serve", str(root), "--host", "127.0.0.1",
            "--port", str(PORT), "--workers", str(workers)]
     log = open(BASE / "server.log", "ab")  # noqa: SIM115 - closed in the finally below

@@ -72,3 +72,9 @@ def live_tileserver(root: Path, log: Path, *, workers: int = 2, ready_path: str 
     """`live_process`, yielding the base URL only."""
     with live_process(root, log, workers=workers, ready_path=ready_path, env=env) as (base, _):
         yield base
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of process `pid` in kB: its resident memory now and at its peak."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tileserver.errors import TileNotFound
@@ -7,12 +9,15 @@ from tileserver.levels import (
     cap_size,
     choose_level,
     fit_inside,
+    fit_rotated,
     halvings,
     level_factor,
     region_at_level,
+    rotated_size,
     tile_box,
     tile_index,
     virtual_levels,
+    within_limits,
 )
 from tileserver.models import Box, ImageMeta, Level
 
@@ -110,3 +115,42 @@ def test_cap_size() -> None:
     assert cap_size((6000, 4500), 5000, None) == (5000, 3750)
     assert cap_size((100, 100), 5000, 2500) == (50, 50)
     assert cap_size((100, 100), None, None) == (100, 100)
+
+
+ROTATIONS = [(5000, 3000, 45.0), (5000, 5000, 45.0), (100, 37, 33.0), (1003, 701, 359.5), (77, 51, 10.0),
+             (4999, 1, 1.0), (3, 5, 200.7), (1000, 700, 135.0), (4000, 3000, 30.0), (1003, 701, 90.0),
+             (1003, 701, 270.0), (1003, 701, 180.0), (1, 1, 45.0)]
+
+
+@pytest.mark.parametrize(("w", "h", "angle"), ROTATIONS)
+def test_rotated_size_bounds_libvips_canvas(w: int, h: int, angle: float) -> None:
+    """Never smaller than the canvas libvips' `rotate` makes, at most one pixel larger."""
+    import pyvips
+
+    out = pyvips.Image.black(w, h).rotate(angle) if angle % 90 else pyvips.Image.black(w, h).rot(
+        {90.0: "d90", 180.0: "d180", 270.0: "d270"}[angle])
+    got = rotated_size((w, h), angle)
+    assert out.width <= got[0] <= out.width + 1 and out.height <= got[1] <= out.height + 1
+
+
+@pytest.mark.parametrize(("w", "h", "angle"), ROTATIONS)
+@pytest.mark.parametrize(("max_size", "max_area"), [(5000, None), (400, None), (None, 250_000), (1000, 300_000)])
+def test_fit_rotated_is_the_largest_within(w: int, h: int, angle: float, max_size: int | None,
+                                           max_area: int | None) -> None:
+    fitted = fit_rotated((w, h), angle, max_size, max_area)
+    canvas = rotated_size(fitted, angle)
+    assert fitted[0] <= w and fitted[1] <= h
+    if fitted == (w, h):
+        assert within_limits(canvas, max_size, max_area) or max(fitted) == 1
+        return
+    assert within_limits(canvas, max_size, max_area)
+    assert abs(fitted[0] * h - fitted[1] * w) <= w + h  # the aspect ratio, to a pixel on each side
+    bigger = (math.ceil(fitted[0] * 1.01) + 1, math.ceil(fitted[1] * 1.01) + 1)
+    assert not within_limits(rotated_size(bigger, angle), max_size, max_area)
+
+
+def test_the_issue_45_degree_export_fits() -> None:
+    """A 45-degree turn of a 5000-px export made a ~7071-px canvas; fitted, the canvas is 5000."""
+    assert rotated_size((5000, 5000), 45) == (7072, 7072)
+    fitted = fit_rotated((5000, 5000), 45, 5000, None)
+    assert fitted == (3535, 3535) and rotated_size(fitted, 45) == (5000, 5000)

@@ -25,6 +25,7 @@ from .imaging.render import render, samples
 from .models import ImageMeta, OutputFormat, Rendered, Samples, Sequence, TileRequest
 from .settings import Settings
 from .sources.base import Format, Selector, SourceImage, split_selector
+from .sources.budget import PixelBudget
 from .sources.derived import DerivedFormat, DeriveOptions
 from .sources.jp2 import Jp2Format
 from .sources.local import Source
@@ -109,17 +110,18 @@ class _Entry:
 class TileService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.budget = PixelBudget.of(settings)
         self.source = Source(settings.root, settings.filename_prefix, settings.filename_suffix,
                              settings.max_identifier_length, settings.filename_pattern)
         self.reader = PyramidReader(settings.virtual_tile_size, settings.open_images,
                                      int(settings.decoded_cache_mb * 1024 * 1024))
         self.slides = SlideReader(settings.virtual_tile_size, int(settings.slide_cache_mb * 1024 * 1024),
-                                  int(settings.decoded_cache_mb * 1024 * 1024))
+                                  int(settings.decoded_cache_mb * 1024 * 1024), self.budget)
         self.derivatives = self._derivatives(settings)
         libvips: Format = self.derivatives or PyvipsFormat(self.reader)
         jp2_bytes = int(settings.jp2_cache_mb * 1024 * 1024)  # the shared folder holds every worker's share
         self.jp2 = Jp2Format(jp2_bytes, settings.virtual_tile_size, settings.jp2_threads, share=settings.jp2_share,
-                             share_bytes=jp2_bytes * settings.workers)
+                             share_bytes=jp2_bytes * settings.workers, budget=self.budget)
         self.formats = Registry([self.jp2, OmeFormat(self.reader), SlideFormat(self.slides), libvips])
         # small values derived from a whole image (render's histograms), kept while its file is unchanged
         self.derived: ByteLRU[Hashable, object] = ByteLRU(8 << 20)
@@ -140,7 +142,7 @@ class TileService:
         store = DiskStore(settings.derive_dir, settings.derive_cache_bytes)
         options = DeriveOptions(int(settings.derive_min_megapixels * 1e6), settings.derive_quality,
                                 settings.derive_preview_size, settings.derive_jobs)
-        return DerivedFormat(PyvipsFormat(self.reader), store, options)
+        return DerivedFormat(PyvipsFormat(self.reader), store, options, self.budget)
 
     # -- lifecycle (called from the app's lifespan) ----------------------------------------------
     def start(self) -> None:
@@ -205,7 +207,7 @@ class TileService:
             return self._load_selection(ident, *selected, old, now)
         if old is not None and old.path == path and old.meta.sequence is None and self._unchanged(path, old):
             return old.rechecked(now)
-        image = self.formats.open(path, ident)
+        image = self._admitted(self.formats.open(path, ident))
         return _Entry.of(image, path, now)
 
     def _load_selection(self, ident: str, base: str, selector: Selector, old: _Entry | None, now: float
@@ -220,8 +222,8 @@ class TileService:
         if whole is not None and whole.path == path and whole.meta.sequence is None and self._unchanged(path, whole):
             image = whole.image.select(selector)
         else:
-            image = self.formats.open(path, base).select(selector)
-        return _Entry.of(image, path, now, ident=ident)
+            image = self._admitted(self.formats.open(path, base)).select(selector)
+        return _Entry.of(self._admitted(image), path, now, ident=ident)
 
     def _load_sequence(self, ident: str, old: _Entry | None, now: float) -> _Entry:
         """An image sequence's metadata: its first view's (000_090, as iipsrv 1.3) with its views. Kept
@@ -231,8 +233,16 @@ class TileService:
         path = self.source.resolve(seq.member(0, 90))
         if old is not None and old.path == path and old.meta.sequence == seq and self._unchanged(path, old):
             return old.rechecked(now)
-        image = self.formats.open(path, ident)
+        image = self._admitted(self.formats.open(path, ident))
         return _Entry.of(image, path, now, sequence=seq)
+
+    def _admitted(self, image: SourceImage) -> SourceImage:
+        """`image` when it is within the pixel budget (sources/budget.py), else SourceTooLarge. An image
+        answered from a preview while its pyramid is made (`provisional`) was checked by its format, by
+        what the conversion holds."""
+        if not image.meta.provisional:
+            self.budget.check(image.meta)
+        return image
 
     @staticmethod
     def _unchanged(path: str, old: _Entry) -> bool:

@@ -62,6 +62,16 @@ class Forbidden(TileServerError):
     """Refused by policy."""
 
 
+class SourceTooLarge(TileServerError):
+    """The image is readable but declares more pixels than the pixel budget lets this server decode
+    (settings `max_image_megapixels`, `max_untiled_megapixels`, `max_decode_megapixels`; sources/budget.py).
+    Refused when its metadata is read, before any pixel is decoded. 422: the request and the file are
+    well-formed and the server understood both, but will not process this one (RFC 9110 15.5.21);
+    not 413, which is about a request's own content (bodies past their limit get it), not 403, which
+    IIIF clients read as an access-control answer (the IIIF Auth flow), not 415, which says the file
+    is no image this server reads."""
+
+
 class SourceError(TileServerError):
     """The image file exists but cannot be decoded: not an image, a format we do not read, or broken
     data. A bad file is not the server's fault: 415, the same for every protocol (as Cantaloupe's
@@ -98,6 +108,7 @@ STATUS_CODES: dict[type[TileServerError], int] = {
     NotImplementedFeature: 501,
     ImageTooLarge: 403,
     Forbidden: 403,
+    SourceTooLarge: 422,
     SourceError: 415,
     Busy: 503,
     RequestTimeout: 408,

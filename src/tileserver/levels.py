@@ -147,6 +147,45 @@ def cap_size(size: tuple[int, int], max_size: int | None, max_area: int | None) 
     return w, h
 
 
+def rotated_size(size: tuple[int, int], degrees: float) -> tuple[int, int]:
+    """The canvas of a `size` image rotated by `degrees`: its sides swapped at 90 and 270, else the bounding
+    box of the turned rectangle, `w' = |w cos a| + |h sin a|` and `h' = |h cos a| + |w sin a|` (IIIF
+    implementation notes), rounded up: libvips' `rotate` rounds it to nearest, never larger."""
+    w, h = size
+    angle = degrees % 360
+    if angle in (0, 180):
+        return w, h
+    if angle in (90, 270):
+        return h, w
+    c, s = abs(math.cos(math.radians(angle))), abs(math.sin(math.radians(angle)))
+    return math.ceil(w * c + h * s - 1e-9), math.ceil(h * c + w * s - 1e-9)
+
+
+def within_limits(size: tuple[int, int], max_size: int | None, max_area: int | None) -> bool:
+    w, h = size
+    return (max_size is None or max(w, h) <= max_size) and (max_area is None or w * h <= max_area)
+
+
+def fit_rotated(size: tuple[int, int], degrees: float, max_size: int | None, max_area: int | None
+                ) -> tuple[int, int]:
+    """The largest size of `size`'s aspect ratio (never larger than `size`) whose canvas rotated by
+    `degrees` is within `max_size` and `max_area`: a 45-degree turn of a 5000 x 5000 export under a 5000
+    limit is 3535 x 3535, whose canvas is 5000 x 5000."""
+    canvas = rotated_size(size, degrees)
+    if within_limits(canvas, max_size, max_area):
+        return size
+    w, h = size
+    scale = 1.0
+    if max_size is not None:
+        scale = min(scale, max_size / max(canvas))
+    if max_area is not None:
+        scale = min(scale, math.sqrt(max_area / (canvas[0] * canvas[1])))
+    fitted = max(1, int(w * scale)), max(1, int(h * scale))
+    while not within_limits(rotated_size(fitted, degrees), max_size, max_area) and max(fitted) > 1:
+        fitted = max(1, fitted[0] - (fitted[0] >= fitted[1])), max(1, fitted[1] - (fitted[1] >= fitted[0]))
+    return fitted
+
+
 # -- DeepZoom and Zoomify ---------------------------------------------------------------------
 # Both protocols cut the image into levels that halve with rounding up, so the level `shift`
 # halvings below full resolution is ceil(W / 2**shift) x ceil(H / 2**shift) (nested integer

@@ -141,6 +141,10 @@ class ImageMeta:
     # the levels are final but the pixels come from a reduced preview while a pyramid is being made
     # (sources/derived.py): responses made from it are not cached as final
     provisional: bool = False
+    # the most pixels one read of a stored level decodes at once: a stored tile, a strip, or the whole
+    # level of a file libvips decodes whole (sources/budget.py checks it); 0 when a format does not say
+    # (taken as the whole full-resolution level)
+    decode_pixels: int = 0
 
     @property
     def views(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:

@@ -205,6 +205,21 @@ class Settings(BaseSettings):
     shutdown_timeout: int = Field(8, ge=0, description="Seconds `tileserver serve` waits, after SIGTERM or "
                                   "SIGINT, for the requests in flight to finish before it cancels them and exits "
                                   "(new connections are refused at once)")
+    # -- pixel budget (sources/budget.py) --
+    max_image_megapixels: float = Field(100_000.0, gt=0, description="Largest image (or level of one) served, "
+                                        "in declared megapixels (100000: 316228 x 316228, past every slide "
+                                        "scanner and most gigapixel panoramas); larger ones are refused (422) "
+                                        "when their metadata is read")
+    max_untiled_megapixels: float = Field(1_000.0, gt=0, description="Largest image, in megapixels, read whole "
+                                          "to be served: an untiled file (JPEG, PNG, WebP, striped TIFF, ...), "
+                                          "converted to a pyramid in the background (derive_dir), or the stored "
+                                          "level that smaller levels are shrunk from (a one-level tiled TIFF); "
+                                          "larger ones are refused (422)")
+    max_decode_megapixels: float = Field(100.0, gt=0, description="Most pixels one decode may hold in memory "
+                                         "at once, in megapixels: a stored tile or strip, or a whole file libvips "
+                                         "cannot read in pieces (GIF, WebP, HEIF/AVIF, progressive JPEG, "
+                                         "interlaced PNG, and every untiled file when no pyramid is derived); "
+                                         "an image needing more is refused (422)")
     rights: str = Field("", description="Rights URI / copyright when the image carries none")
     iiif_version: Literal[2, 3] = Field(3, description="IIIF version answered at `/iiif/{id}`")
     iiif_delimiter: str = Field("", description="Separator of a page index in IIIF identifiers: with `;`, "

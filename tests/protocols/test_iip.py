@@ -25,6 +25,7 @@ from ..conftest import (
     decode,
     max_diff,
     mean_diff,
+    served,
 )
 
 OBJ_BASIC = "OBJ=IIP,1.0&OBJ=Max-size&OBJ=Tile-size&OBJ=Resolution-number&OBJ=Resolutions"
@@ -264,6 +265,30 @@ async def test_rotation_and_mirror(client: httpx.AsyncClient) -> None:
     assert max_diff(flip, base.fliphor()) == 0
     odd = decode((await get(client, f"FIF={RGB_TIF}&WID=200&ROT=45&CVT=png")).content)
     assert odd.bands == 4 and odd.width > 200
+
+
+@pytest.mark.parametrize(
+    ("limits", "query"),
+    [
+        pytest.param({"max_size": 400}, "WID=400&ROT=45", id="max-size-45"),
+        pytest.param({"max_size": 400}, "WID=400&ROT=!30", id="max-size-mirrored-30"),
+        pytest.param({"max_size": 400}, "HEI=400&ROT=10", id="max-size-10"),
+        pytest.param({"max_area": 100_000}, "WID=400&ROT=45", id="max-area-45"),
+        pytest.param({"max_size": 400, "max_area": 100_000}, "WID=900&ROT=60", id="both-60"),
+        pytest.param({}, "WID=5000&ROT=45", id="issue-5000px-45"),
+    ],
+)
+async def test_rotated_exports_fit_the_limits(image_root: Path, limits: dict[str, int], query: str) -> None:
+    """ROT's canvas is capped as WID/HEI are (iipsrv clamps them to MAX_CVT silently): the view shrinks
+    until its rotated canvas is within `max_size` and `max_area`, and is not smaller than it must be."""
+    settings = Settings(root=image_root, **limits)
+    async with served(settings) as c:
+        r = await get(c, f"FIF={RGB_TIF}&{query}&CVT=jpeg")
+        assert r.status_code == 200, r.text
+    img = decode(r.content)
+    max_size, max_area = settings.max_size or 10**9, settings.max_area or 10**18
+    assert max(img.width, img.height) <= max_size and img.width * img.height <= max_area
+    assert max(img.width, img.height) >= 0.99 * max_size or img.width * img.height >= 0.98 * max_area
 
 
 async def test_til_stream(client: httpx.AsyncClient) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tileserver.errors import BadRequest, NotFound
+from tileserver.errors import BadRequest, NotFound, SourceError
 from tileserver.sources.local import Source
 
 from ..conftest import PLAIN_JPG, RGB_TIF, SUBIFD_TIF
@@ -55,3 +55,17 @@ def test_listing_is_sorted_and_skips_non_images(image_root: Path) -> None:
     assert names == sorted(names)
     assert RGB_TIF in names and SUBIFD_TIF in names
     assert "escape.tif" in names  # listed, but resolving it is refused
+
+
+@pytest.mark.parametrize(("name", "error"), [("folder.tif", SourceError), ("pipe.jpg", SourceError),
+                                              ("folder", NotFound), ("missing.tif", NotFound)])
+def test_something_not_a_file_named_like_an_image(tmp_path: Path, name: str, error: type[Exception]) -> None:
+    """A folder or a pipe named like an image is there but is no image file: a 415 (never opened: a pipe
+    would block the reader); a folder without an image's name, like any missing name, is a 404."""
+    import os
+
+    (tmp_path / "folder.tif").mkdir()
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(error):
+        Source(tmp_path).resolve(name)

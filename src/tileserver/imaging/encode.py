@@ -19,6 +19,8 @@ from . import jpeg
 log = logging.getLogger("tileserver.imaging.encode")
 
 DEPTH_FORMATS = (OutputFormat.PNG, OutputFormat.TIFF)  # formats that keep 16-bit samples (`keep_depth`)
+TIFF_CODECS = ("none", "lzw", "deflate", "jpeg", "webp", "zstd")
+MAX_SIDE = {OutputFormat.WEBP: 16383, OutputFormat.JPEG: 65500, OutputFormat.GIF: 65535}
 SAVERS = {
     OutputFormat.JPEG: "jpegsave_buffer", OutputFormat.PNG: "pngsave_buffer",
     OutputFormat.WEBP: "webpsave_buffer", OutputFormat.AVIF: "heifsave_buffer",
@@ -43,6 +45,34 @@ def available_formats() -> tuple[OutputFormat, ...]:
         except (pyvips.Error, OSError, ValueError, ImportError) as exc:
             log.info("output format %s unavailable: %s", fmt.suffix, exc)
     return tuple(ok)
+
+
+@functools.cache
+def available_tiff_codecs() -> tuple[str, ...]:
+    """TIFF compressions the installed libvips (its libtiff) can really write: `pyvips-binary` has no
+    zstd, and asking for it fails only when the file is written."""
+    probe = pyvips.Image.black(8, 8, bands=3).copy(interpretation="srgb").cast("uchar")
+    ok = []
+    for codec in TIFF_CODECS:
+        try:
+            pyvips.Image.new_from_buffer(bytes(probe.tiffsave_buffer(compression=codec)), "").avg()
+            ok.append(codec)
+        except pyvips.Error as exc:
+            log.info("TIFF codec %s unavailable: %s", codec, getattr(exc, "detail", exc))
+    return tuple(ok)
+
+
+def check_writable(fmt: OutputFormat, size: tuple[int, int], tiff_compression: str) -> None:
+    """UnsupportedFormat (400) for what this server cannot write: a format or TIFF codec its libvips
+    lacks, or an image larger than the format holds (WebP 16383 pixels a side, JPEG 65500, GIF 65535)."""
+    if fmt not in available_formats():
+        raise UnsupportedFormat(f"output format {fmt.suffix} is not available on this server")
+    if fmt is OutputFormat.TIFF and tiff_compression not in available_tiff_codecs():
+        raise UnsupportedFormat(f"TIFF compression {tiff_compression} is not available on this server "
+                                f"(available: {', '.join(available_tiff_codecs())})")
+    side = MAX_SIDE.get(fmt)
+    if side is not None and max(size) > side:
+        raise UnsupportedFormat(f"{fmt.suffix} output is at most {side} pixels a side")
 
 
 def _save(img: Any, fmt: OutputFormat, quality: int | None, tiff_compression: str, keep_icc: bool) -> bytes:
@@ -125,8 +155,7 @@ def encode(
     img: Any, fmt: OutputFormat, quality: int | None, *, tiff_compression: str = "deflate",
     keep_icc: bool = True, background: tuple[int, int, int] = (255, 255, 255), keep_depth: bool = False,
 ) -> bytes:
-    if fmt not in available_formats():
-        raise UnsupportedFormat(f"output format {fmt.suffix} is not available on this server")
+    check_writable(fmt, (img.width, img.height), tiff_compression)
     img = prepare(img, fmt, background, keep_depth)
     if not keep_icc and "icc-profile-data" in img.get_fields():
         img = img.copy()

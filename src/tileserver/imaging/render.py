@@ -11,7 +11,8 @@ import numpy as np
 import pyvips
 
 from ..cache.memory import ByteLRU
-from ..levels import source_box
+from ..errors import ImageTooLarge
+from ..levels import source_box, within_limits
 from ..models import OutputFormat, Quality, Rendered, Samples, TileRequest
 from ..settings import Settings
 from ..sources.base import SourceImage
@@ -181,6 +182,9 @@ def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: B
 def _encode(img: Any, req: TileRequest, settings: Settings, keep_icc: bool, depth: bool = False) -> Rendered:
     """Mirror, rotate and encode; `depth`: keep 16-bit samples (PNG and TIFF, deflate for lossy codecs)."""
     img = orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha)
+    if req.rotation % 90 and not within_limits((img.width, img.height), settings.max_size, settings.max_area):
+        # the protocols fit or refuse rotated sizes (levels.fit_rotated); nothing larger is computed
+        raise ImageTooLarge(f"the rotated image would be {img.width}x{img.height}, beyond this server's limits")
     q = req.encoder_quality if req.encoder_quality is not None else default_quality(req.fmt, settings)
     codec = req.tiff_compression or settings.tiff_compression
     if depth and codec in ("jpeg", "webp"):

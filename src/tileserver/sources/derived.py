@@ -36,9 +36,10 @@ from typing import Any
 import pyvips
 
 from ..cache.disk import DiskStore, Lease, Writer, key_for
-from ..errors import NotFound, SourceError
+from ..errors import NotFound, SourceError, SourceTooLarge
 from ..models import ImageMeta, Level, OutputFormat
 from .base import Box4, Selector, SourceImage, no_selection
+from .budget import PixelBudget, TooLargeImage, streamed_pixels
 from .passthrough import StoredTile
 from .pyramid import PyramidImage, PyvipsFormat, check_page, libvips_version
 
@@ -177,8 +178,10 @@ class DerivedFormat:
 
     name = "libvips"
 
-    def __init__(self, inner: PyvipsFormat, store: DiskStore, options: DeriveOptions) -> None:
+    def __init__(self, inner: PyvipsFormat, store: DiskStore, options: DeriveOptions,
+                 budget: PixelBudget | None = None) -> None:
         self.inner = inner
+        self.budget = budget
         self.reader = inner.reader
         self.store = store
         self.options = options
@@ -207,6 +210,8 @@ class DerivedFormat:
         original = self.inner.open(path, ident)
         if not self.eligible(original.meta):
             return original
+        if self.budget is not None:  # before the preview decodes anything
+            self.budget.check(original.meta, held=streamed_pixels(path, original.meta))
         key = self.key(path, original.meta)
         try:
             found = self._existing(original, key)
@@ -233,7 +238,17 @@ class DerivedFormat:
         reason = self.store.failure(key)
         if reason == UNREADABLE:
             raise SourceError("the image could not be decoded")
-        return original if reason is not None else None
+        return self._fallback(original) if reason is not None else None
+
+    def _fallback(self, original: PyramidImage) -> SourceImage:
+        """What answers an image whose pyramid will not be made: its file, read whole as before, when
+        the pixel budget allows that read; else an image whose reads are refused."""
+        if self.budget is not None:
+            try:
+                self.budget.check(original.meta)
+            except SourceTooLarge as exc:
+                return TooLargeImage(original.meta, exc.message)
+        return original
 
     def _preview(self, original: PyramidImage, key: str) -> Any:
         try:
@@ -262,7 +277,8 @@ class DerivedFormat:
         if geometry(derived.levels) != geometry(meta.levels):
             log.error("the pyramid derived from %s has other levels than the file; not used", meta.ident)
             return None
-        final = replace(meta, levels=derived.levels, compression=derived.compression, loader=derived.loader)
+        final = replace(meta, levels=derived.levels, compression=derived.compression, loader=derived.loader,
+                        decode_pixels=derived.decode_pixels)
         return PyramidImage(self.reader, path, final)
 
     # -- conversion, in the background ----------------------------------------------------------
@@ -279,7 +295,7 @@ class DerivedFormat:
             final, lease = self._produce(image.original, key)
         except Exception:  # the store failed under us (disk, permissions): serve the file as before
             log.exception("deriving a pyramid from %s failed", image.original.meta.ident)
-            final, lease = image.original, None
+            final, lease = self._fallback(image.original), None
         image.switch(final, lease)
 
     def _produce(self, original: PyramidImage, key: str) -> tuple[SourceImage, Lease | None]:
@@ -291,11 +307,11 @@ class DerivedFormat:
             elif self.store.failure(key) is None:
                 lease = self._write(original, key, writer)
         if lease is None:
-            return original, None
+            return self._fallback(original), None
         final = self._pyramid(original, lease.path)
         if final is None:
             lease.release()
-            return original, None
+            return self._fallback(original), None
         return final, lease
 
     def _write(self, original: PyramidImage, key: str, writer: Writer) -> Lease | None:

@@ -29,7 +29,7 @@ import os
 import threading
 from bisect import bisect_right
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from ..errors import NotFound, NotImplementedFeature, SourceError
 from ..levels import level_factor, with_virtual
 from ..models import ImageMeta, Level, OutputFormat
 from .base import Box4, Selector, SourceImage, no_selection
+from .budget import PixelBudget
 from .jp2header import J2K_SIGNATURE, JP2_SIGNATURE, Codestream, Header, HeaderError, read_header
 from .jp2share import SharedUnits
 from .openjpeg import CODEC_J2K, CODEC_JP2, Decoded, DecodeError, Library, library
@@ -228,10 +229,12 @@ class Jp2Format:
     name = "jpeg2000"
 
     def __init__(self, cache_bytes: int, tile_size: int = 256, threads: int = 1, *, block: int = BLOCK,
-                 whole: int = WHOLE, share: Path | None = None, share_bytes: int = 0) -> None:
+                 whole: int = WHOLE, share: Path | None = None, share_bytes: int = 0,
+                 budget: PixelBudget | None = None) -> None:
         shared = SharedUnits(share, share_bytes or cache_bytes) if share is not None else None
         self.units = Units(cache_bytes, shared)
         self.tile_size, self.threads, self.block, self.whole = tile_size, threads, block, whole
+        self.budget = budget
 
     def probe(self, path: str, head: bytes) -> bool:
         return head.startswith(JP2_SIGNATURE) or head.startswith(J2K_SIGNATURE)
@@ -254,8 +257,27 @@ class Jp2Format:
             raise NotImplementedFeature(f"HTJ2K codestreams need OpenJPEG 2.5 or newer (this server has {lib.version})")
         if any(s != (1, 1) for s in cs.subsampling):
             raise SourceError("JPEG 2000 with subsampled components is not supported")
+        levels = self._levels(cs)
+        held = self.decode_pixels(cs, levels)
+        if self.budget is not None:  # from the header alone, before OpenJPEG decodes anything
+            self.budget.check_levels(ident, levels, held)
         probe = self._probe(lib, path, header, ident)
-        return Jp2Image(self, path, header, self._meta(ident, st, header, probe, lib), lib)
+        meta = replace(self._meta(ident, st, header, probe, lib), decode_pixels=held)
+        return Jp2Image(self, path, header, meta, lib)
+
+    def decode_pixels(self, cs: Codestream, levels: tuple[Level, ...]) -> int:
+        """The most pixels one read holds at once: the opening probe (the first codestream tile at the
+        smallest resolution), a decoded unit (a whole tile up to `whole` a side, else a block; an HTJ2K
+        tile whole, up to HT_WHOLE_PIXELS), or a read of a virtual level, which assembles the smallest
+        stored level's pixels under it (all of them for the smallest virtual level)."""
+        r = cs.resolutions - 1
+        tw, th = min(cs.tile_width, cs.width), min(cs.tile_height, cs.height)
+        held = (-(-tw >> r)) * (-(-th >> r))
+        held = max(held, min(tw * th, HT_WHOLE_PIXELS if cs.ht else max(self.whole, self.block) ** 2))
+        if not levels[-1].stored:
+            smallest = max(i for i, lv in enumerate(levels) if lv.stored)
+            held = max(held, levels[smallest].width * levels[smallest].height)
+        return held
 
     def _probe(self, lib: Library, path: str, header: Header, ident: str) -> Decoded:
         """The first codestream tile at the smallest resolution (a few pixels): the components as the

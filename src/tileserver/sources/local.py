@@ -20,7 +20,7 @@ import re
 from itertools import islice
 from pathlib import Path
 
-from ..errors import BadRequest, NotFound, TileServerError
+from ..errors import BadRequest, NotFound, SourceError, TileServerError
 from ..models import Sequence
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class Source:
         if os.path.commonpath([self.root, path]) != self.root or path == self.root:
             raise NotFound(f"image not found: {ident}")
         if not os.path.isfile(path):
+            if os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES and os.path.exists(path):
+                raise SourceError("not an image file")  # a folder (or a pipe) named like one: never opened
             raise NotFound(f"image not found: {ident}")
         return path
 

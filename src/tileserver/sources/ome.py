@@ -272,6 +272,10 @@ class _Layout:
             raise SourceError("the samples per pixel of this OME-TIFF are not its SizeC")
         self.first = first
         self.levels = _stored_levels(first, tf.subifds[self.pages[0][0]], tile)
+        # a read takes one tile of each channel plane's directory (they share one geometry), or decodes a
+        # striped one whole (libvips reads strips only in order)
+        unit = first.decode_pixels if first.tiled else first.size[0] * first.size[1]
+        self.decode_pixels = unit * len(self.pages[0])
 
 
 def _geometry(page: Ifd, subifds: list[Ifd]) -> list[tuple[tuple[int, int], tuple[int, int], int]]:
@@ -477,10 +481,11 @@ class OmeFormat:
             ident=ident, width=ome.size_x, height=ome.size_y, levels=levels, bands=spp, bits=bits,
             sample_format=sample, colorspace="srgb" if spp >= 3 else "grey", has_alpha=False, has_icc=False,
             mtime=st.st_mtime, file_size=st.st_size, min_values=(low,) * spp, max_values=(high,) * spp,
-            loader="tiffload", stack=(StackItem(),) * (max(max(p) for p in layout.pages) + 1))
+            loader="tiffload", stack=(StackItem(),) * (max(max(p) for p in layout.pages) + 1),
+            compression=layout.first.compression if layout.first.tiled else "", decode_pixels=layout.decode_pixels)
         meta = replace(
             inner, bands=n, colorspace="srgb" if rgb else ("grey" if n == 1 else "multiband"),
             min_values=(low,) * n, max_values=(high,) * n, loader="ome-tiff", stack=layout.stack,
-            compression=layout.first.compression if rgb and layout.first.tiled else "",
+            compression=inner.compression if rgb else "",
             resolution=ome.resolution, properties=ome.properties + _mpp(ome), channels=channels)
         return meta, inner, bands

@@ -2,8 +2,12 @@
 
 Stored levels come from a tiled pyramidal TIFF (levels as pages or as SubIFDs); below the smallest
 stored level, and for single-resolution images (JPEG, PNG, WebP, striped TIFF...), levels are made
-by halving (rounding up) until one tile holds the image. Opened files are reused per thread
-(libvips serialises reads on one handle); virtual levels are materialised once and shared.
+by halving (rounding up) until one tile holds the image. Opened tiled TIFFs are reused per thread
+(libvips serialises reads on one handle); files libvips reads only from top to bottom (JPEG, PNG, WebP,
+GIF, striped TIFF...) are decoded whole once, in one sequential pass, and kept with the decoded levels
+(never opened for random access, which decodes them into a temporary file on disc); virtual levels are
+materialised once and shared. `ImageMeta.decode_pixels` says what one read decodes (a tile, or the whole
+file), for the pixel budget (budget.py); pixel reads fail on broken data (`FAIL_ON`).
 A TIFF image stack (pages of one size, NewSubfileType multi-page, as iipsrv 1.3 reads them) is one
 image whose pages are chosen per read (`page`); its page names and scales are `ImageMeta.stack`.
 Any other multi-page file (a TIFF document whose pages differ in size, each with its own reductions:
@@ -62,14 +66,27 @@ SHRINK_ON_LOAD = {"jpegload", "webpload", "heifload"}
 SAME_SIZE_PAGES = {"gifload", "webpload"}  # frames of an animation: every page has the first one's size
 MAX_PAGES = 4096  # pages listed (and addressable) in a file other than TIFF (a TIFF's: TiffFile.MAX_IFDS)
 MATERIALISE_PIXELS = 64 * 1024 * 1024
+# pixel reads fail on broken or missing data (a 415), where libvips would fill it in grey; warnings
+# (an unknown tag, extra bytes between markers) still decode
+FAIL_ON = "error"
+
+
+BLOCKED_LOADERS = ("VipsForeignLoadCsv", "VipsForeignLoadMatrix")  # text parsed whole into memory: not images
 
 
 def configure_vips() -> None:
-    """Process-wide libvips set-up: no untrusted loaders, one libvips thread per job (the app's
-    thread pool gives the parallelism), and no operation cache (we cache handles and tiles)."""
+    """Process-wide libvips set-up: no untrusted loaders (libvips' own list: those not fuzzed for hostile
+    input) and none of the text formats, one libvips thread per job (the app's thread pool gives the
+    parallelism), and no operation cache (we cache handles and tiles), so libvips keeps no decoded pixels
+    of its own between requests. The loaders keep their denial-of-service limits (`unlimited` is never
+    set); the pixel budget (budget.py) refuses larger images before a loader decodes them."""
     pyvips.block_untrusted_set(True)
+    for name in BLOCKED_LOADERS:
+        pyvips.operation_block_set(name, True)
     pyvips.concurrency_set(1)
     pyvips.cache_set_max(0)
+    pyvips.cache_set_max_mem(0)
+    pyvips.cache_set_max_files(0)
 
 
 def libvips_version() -> str:
@@ -92,6 +109,7 @@ class _Layout(NamedTuple):
     stack: tuple[StackItem, ...]
     pages: tuple[Page, ...]
     resolution: tuple[float, float, int] | None
+    decode_pixels: int  # what one read decodes at once: a tile or strip of a TIFF, else the whole page
 
 
 class PyramidReader:
@@ -136,6 +154,7 @@ class PyramidReader:
             mtime=st.st_mtime, file_size=st.st_size, min_values=mins, max_values=maxs, loader=loader,
             resolution=layout.resolution, metadata=tuple(sorted(layout.tags.items())),
             compression=layout.compression, stack=layout.stack, pages=layout.pages,
+            decode_pixels=layout.decode_pixels,
         )
 
     def _tiff_layout(self, path: str, ident: str, img: Any, page: int | None) -> tuple[Any, _Layout]:
@@ -151,8 +170,9 @@ class PyramidReader:
         stored = list(chosen.levels)
         stack = stack_items(tf, stored, ident) if page is None else ()
         pages = _page_list(doc) if page is None and not stack else ()
+        unit = _decode_pixels(tf, stored, max(len(stack), 1))
         return img, _Layout(stored, descriptive_tags(ifd), ifd.compression if ifd.tiled else "",
-                            _limits(ifd, img.bands), stack, pages, resolution(ifd))
+                            _limits(ifd, img.bands), stack, pages, resolution(ifd), unit)
 
     def _other_layout(self, path: str, ident: str, img: Any, loader: str, page: int | None
                       ) -> tuple[Any, _Layout]:
@@ -170,7 +190,7 @@ class PyramidReader:
         if page is None and count > 1:
             pages = tuple(Page(*self._page_size(path, first, loader, k)) for k in range(count))
         return img, _Layout([Level(img.width, img.height, t, t, 1.0, True, n)], _exif(img), "", None, (), pages,
-                            _resolution(path, loader, img))
+                            _resolution(path, loader, img), img.width * img.height)
 
     @staticmethod
     def _page_size(path: str, first: Any, loader: str, n: int) -> tuple[int, int]:
@@ -206,7 +226,8 @@ class PyramidReader:
         if img is None:
             img = self.level_image(path, meta, index, page)
             nbytes = lv.width * lv.height * meta.bands * max(meta.bits // 8, 1)
-            if lv.stored and 4 * w * h >= lv.width * lv.height and nbytes <= self._decoded.max_bytes // 4:
+            if (lv.stored and meta.loader == "tiffload" and 4 * w * h >= lv.width * lv.height
+                    and nbytes <= self._decoded.max_bytes // 4):
                 try:
                     img = img.copy_memory()
                 except pyvips.Error as exc:
@@ -225,6 +246,8 @@ class PyramidReader:
             return None
 
     def _open(self, path: str, meta: ImageMeta, lv: Level, page: int) -> Any:
+        if meta.loader != "tiffload" or not meta.compression:  # not a tiled TIFF directory
+            return self._whole(path, meta, lv.page + page)
         handles: OrderedDict[tuple[str, float, int, int], Any] | None = getattr(self._local, "h", None)
         if handles is None:
             handles = self._local.h = OrderedDict()
@@ -233,15 +256,25 @@ class PyramidReader:
         if img is not None:
             handles.move_to_end(key)
             return img
-        if meta.loader == "tiffload":
-            img = pyvips.Image.tiffload(path, page=lv.page + page, subifd=lv.subifd, access="random")
-        elif lv.page + page:
-            img = pyvips.Image.new_from_file(path, page=lv.page + page, access="random")
-        else:
-            img = pyvips.Image.new_from_file(path, access="random")
+        img = pyvips.Image.tiffload(path, page=lv.page + page, subifd=lv.subifd, access="random", fail_on=FAIL_ON)
         handles[key] = img
         while len(handles) > self.open_images:
             handles.popitem(last=False)
+        return img
+
+    def _whole(self, path: str, meta: ImageMeta, page: int) -> Any:
+        """Page `page` of a file libvips reads only from top to bottom (JPEG, PNG, WebP, GIF, HEIF, a
+        striped TIFF, ...), decoded whole into memory in one sequential pass and kept with the decoded
+        levels while it fits.
+        Never opened for random access: libvips would decode such a file past VIPS_DISC_THRESHOLD (100 MB)
+        into a temporary file on disc, kept open (and its disc space taken) as long as the handle. The
+        pixel budget (budget.py) has bounded its size (`ImageMeta.decode_pixels`) before this runs."""
+        key = (path, meta.mtime, page, 0)
+        img = self._decoded.get(key)
+        if img is None:
+            options = {"page": page} if page else {}
+            img = pyvips.Image.new_from_file(path, access="sequential", fail_on=FAIL_ON, **options).copy_memory()
+            self._decoded.put(key, img, img.width * img.height * img.bands * max(BITS.get(img.format, 8) // 8, 1))
         return img
 
     def _virtual_level(self, path: str, meta: ImageMeta, index: int, page: int) -> Any:
@@ -251,7 +284,8 @@ class PyramidReader:
             return img
         lv = meta.levels[index]
         if meta.loader in SHRINK_ON_LOAD and index == 1 and meta.levels[0].page + page == 0:
-            img = pyvips.Image.thumbnail(path, lv.width, height=lv.height, size="force", no_rotate=True)
+            img = pyvips.Image.thumbnail(path, lv.width, height=lv.height, size="force", no_rotate=True,
+                                         fail_on=FAIL_ON)
         else:
             img = shrink(self.level_image(path, meta, index - 1, page), lv.width, lv.height)
         if lv.width * lv.height * meta.bands <= MATERIALISE_PIXELS:
@@ -336,6 +370,19 @@ def _page_of(doc: tuple[DocPage, ...], page: int | None, ident: str) -> DocPage:
 def _page_list(doc: tuple[DocPage, ...]) -> tuple[Page, ...]:
     """`ImageMeta.pages`: each page's size and label, for a file of more than one page."""
     return tuple(Page(*p.size, p.label) for p in doc) if len(doc) > 1 else ()
+
+
+def _decode_pixels(tf: TiffFile, stored: list[Level], pages: int) -> int:
+    """The largest tile of the directories holding `stored` (in each of a stack's `pages`), or the whole
+    level of a striped one: libvips reads strips only in order, so a striped level is decoded whole."""
+    out = 0
+    for lv in stored:
+        for p in range(lv.page, min(lv.page + pages, len(tf.pages))):
+            subs = tf.subifds[p]
+            ifd = tf.pages[p] if lv.subifd < 0 else subs[lv.subifd] if lv.subifd < len(subs) else None
+            if ifd is not None:
+                out = max(out, ifd.decode_pixels if ifd.tiled else ifd.size[0] * ifd.size[1])
+    return out
 
 
 def _limits(ifd: Ifd, bands: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:

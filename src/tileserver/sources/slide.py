@@ -43,6 +43,7 @@ from ..levels import level_factor, with_virtual
 from ..models import ImageMeta, Level, OutputFormat
 from . import slidelib
 from .base import Box4, Selector, SourceImage, no_selection
+from .budget import PixelBudget
 from .passthrough import StoredTile, StoredTiles, passable
 from .tiff import TILE_BYTECOUNTS, TILE_LENGTH, TILE_OFFSETS, TILE_WIDTH, TiffFile
 
@@ -68,8 +69,10 @@ class SlideReader:
     """What the slides of one process share: OpenSlide's tile cache, the kept virtual levels and
     associated images, and the parsed TIFF directories of pass-through slides."""
 
-    def __init__(self, tile_size: int = 256, cache_bytes: int = 64 << 20, decoded_bytes: int = 256 << 20) -> None:
+    def __init__(self, tile_size: int = 256, cache_bytes: int = 64 << 20, decoded_bytes: int = 256 << 20,
+                 budget: PixelBudget | None = None) -> None:
         self.tile_size = tile_size
+        self.budget = budget
         self.cache = slidelib.new_cache(cache_bytes)
         self.decoded: ByteLRU[tuple[str, float, str, int], Any] = ByteLRU(decoded_bytes)
         self.stored = StoredTiles()
@@ -199,7 +202,10 @@ class SlideImage(_Pyramid):
             resolution=_resolution(props), metadata=_descriptive(props),
             compression="jpeg" if 0 in self.tiff_dirs else "",
             properties=tuple(sorted(props.items())), associated=tuple(sorted(self.associated)),
+            decode_pixels=max(lv.tile_width * lv.tile_height for lv in stored),
         )
+        if reader.budget is not None:  # before OpenSlide decodes a tile
+            reader.budget.check(self.meta)
         self._check_readable()
 
     # -- opening --------------------------------------------------------------------------------
@@ -316,7 +322,10 @@ class AssociatedImage(_Pyramid):
             bands=BANDS, bits=8, sample_format="uint", colorspace="srgb", has_alpha=False,
             has_icc=self.icc is not None, mtime=m.mtime, file_size=m.file_size, min_values=m.min_values,
             max_values=m.max_values, loader="openslide", metadata=(("title", f"{m.ident} ({name})"),),
+            decode_pixels=w * h,
         )
+        if self.reader.budget is not None:  # decoded whole, below
+            self.reader.budget.check(self.meta)
         self._image()  # decoded now: an undecodable associated image is a 415 for its info documents too
 
     def _image(self) -> Any:

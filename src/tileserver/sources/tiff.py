@@ -13,7 +13,7 @@ from typing import BinaryIO
 # tag numbers
 IMAGE_WIDTH, IMAGE_LENGTH, BITS, COMPRESSION, PHOTOMETRIC = 256, 257, 258, 259, 262
 DOCUMENT_NAME, IMAGE_DESCRIPTION, MAKE, MODEL, SAMPLES = 269, 270, 271, 272, 277
-SOFTWARE, DATETIME, ARTIST = 305, 306, 315
+ROWS_PER_STRIP, SOFTWARE, DATETIME, ARTIST = 278, 305, 306, 315
 TILE_WIDTH, TILE_LENGTH, TILE_OFFSETS, TILE_BYTECOUNTS = 322, 323, 324, 325
 SUBIFDS, JPEG_TABLES, NEW_SUBFILE_TYPE, COPYRIGHT = 330, 347, 254, 33432
 SMIN, SMAX, YCBCR_SUBSAMPLING, SAMPLE_FORMAT = 340, 341, 530, 339
@@ -56,6 +56,16 @@ class Ifd:
     @property
     def compression(self) -> str:
         return COMPRESSIONS.get(self.num(COMPRESSION, 1), "other")
+
+    @property
+    def decode_pixels(self) -> int:
+        """The pixels one read of this directory decodes at once: a tile, or a strip (RowsPerStrip rows;
+        the whole image when the tag is missing, as the TIFF default says)."""
+        w, h = self.size
+        if self.tiled:
+            return self.num(TILE_WIDTH) * self.num(TILE_LENGTH)
+        rows = self.num(ROWS_PER_STRIP, h) or h
+        return w * min(rows, h)
 
 
 MAX_IFDS = 4096

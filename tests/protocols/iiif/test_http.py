@@ -13,7 +13,7 @@ import pyvips
 from tileserver.app import create_app
 from tileserver.settings import Settings
 
-from ...conftest import ALPHA_PNG, RGB_TIF
+from ...conftest import ALPHA_PNG, RGB_TIF, decode
 
 V3_LD = 'application/ld+json;profile="http://iiif.io/api/image/3/context.json"'
 BASE3 = f"http://testserver/iiif/3/{RGB_TIF}"
@@ -235,6 +235,43 @@ async def test_error_status(client: httpx.AsyncClient, path: str, status: int, i
 async def test_limits_and_upscaling(strict_client: httpx.AsyncClient, path: str, status: int) -> None:
     r = await strict_client.get("/iiif/" + path.format(id=RGB_TIF))
     assert r.status_code == status, r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        pytest.param("3/{id}/full/max/45/default.png", 200, id="max-fits-its-canvas"),
+        pytest.param("3/{id}/full/max/!30/default.png", 200, id="max-mirrored-fits"),
+        pytest.param("3/{id}/full/max/90/default.png", 200, id="max-right-angle"),
+        pytest.param("3/{id}/full/250,/30/default.png", 200, id="explicit-canvas-within"),
+        pytest.param("3/{id}/full/390,/10/default.png", 403, id="explicit-canvas-past-max-size"),
+        pytest.param("3/{id}/full/300,/45/default.png", 403, id="explicit-canvas-past-max-area"),
+        pytest.param("2/{id}/full/390,/10/default.png", 403, id="v2-explicit-canvas-past-max-size"),
+        pytest.param("2/{id}/full/!250,250/45/default.png", 200, id="v2-confined-canvas-within"),
+        pytest.param("2/{id}/full/!400,400/45/default.png", 403, id="v2-confined-canvas-past-limits"),
+    ],
+)
+async def test_the_rotated_canvas_respects_the_limits(strict_client: httpx.AsyncClient, path: str,
+                                                      status: int) -> None:
+    """The canvas of a rotated image is within maxWidth and maxArea (400 px, 120000 px here): `max` is
+    the largest size whose canvas fits, an explicit size whose canvas does not is refused as any size
+    past the limits; the content itself is never rescaled to make room."""
+    r = await strict_client.get("/iiif/" + path.format(id=RGB_TIF))
+    assert r.status_code == status, r.text
+    if status != 200:
+        assert "rotated" in r.text
+        return
+    img = decode(r.content)
+    assert max(img.width, img.height) <= 400 and img.width * img.height <= 120_000
+    if "/max/" in path:  # as large as fits: within a percent of a limit
+        assert max(img.width, img.height) >= 396 or img.width * img.height >= 118_800
+
+
+async def test_a_rotated_export_past_max_size_is_refused(client: httpx.AsyncClient) -> None:
+    """The issue's case at the default limit (5000): a 45-degree turn of a 5000-px export (here 5000 x
+    3495) would be a 6007-px canvas."""
+    r = await client.get(f"/iiif/3/{RGB_TIF}/full/^5000,/45/default.jpg")
+    assert r.status_code == 403 and "5000x3495 rotated by 45 degrees makes a 6007x6007 image" in r.text
 
 
 async def test_max_is_capped_to_limits(strict_client: httpx.AsyncClient) -> None:

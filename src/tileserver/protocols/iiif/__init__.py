@@ -7,7 +7,8 @@ parse -> `await service.info(id)` -> `to_tile_request` -> `await service.render(
 The `TileRequest` is built from the canonical values, so every spelling of one image shares one
 cache entry and one ETag. Status codes: 400 malformed, 404 unknown image (or a raw `/` in an
 identifier), 501 upscaling when the server does not upscale, 403 explicit sizes past
-`max_size`/`max_area` (`max` is capped instead, as the spec defines it).
+`max_size`/`max_area`, or whose canvas after a rotation is (`max` is capped instead, as the spec defines
+it, so that its rotated canvas is within them too).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def to_tile_request(p: ImageParams, meta: ImageMeta, limits: Limits, version: Ve
     check_page(meta, page)
     box = p.region.box(meta.width, meta.height)
     size = p.size.resolve((box.w, box.h), limits, version)
+    size = p.size.rotated(size, p.rotation.angle, limits)
     req = TileRequest(ident=meta.ident, fmt=p.fmt, region=box, size=size, rotation=p.rotation.angle,
                       mirror=p.rotation.mirror, quality=p.quality, page=page)
     canonical = "/".join((canonical_region(box, meta.width, meta.height),

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Literal
 
 from ...errors import BadRequest, ImageTooLarge, NotImplementedFeature, UnsupportedFormat
-from ...levels import c_round, fit_inside
+from ...levels import c_round, fit_inside, fit_rotated, rotated_size
 from ...models import Box, OutputFormat, Quality
 
 Version = Literal[2, 3]
@@ -205,6 +205,19 @@ class Size:
         if not limits.within(w, h):
             raise ImageTooLarge(f"size {w}x{h} is beyond this server's limits")
         return w, h
+
+    def rotated(self, size: tuple[int, int], degrees: float, limits: Limits) -> tuple[int, int]:
+        """`size` (from `resolve`) when its canvas rotated by `degrees` is within the limits too; the
+        rotation grows the canvas and never rescales the content (3.0 section 4.3), so an explicit size
+        whose canvas is past them is refused (403, as any size past them), and `max` shrinks until its
+        canvas fits: the largest output the server gives."""
+        canvas = rotated_size(size, degrees)
+        if limits.within(*canvas):
+            return size
+        if self.kind == "max":
+            return fit_rotated(size, degrees, limits.max_size, limits.max_area)
+        raise ImageTooLarge(f"size {size[0]}x{size[1]} rotated by {number(degrees)} degrees makes a "
+                            f"{canvas[0]}x{canvas[1]} image, beyond this server's limits")
 
     def _target(self, rw: int, rh: int) -> tuple[int, int]:
         if self.kind == "full":

@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ...errors import ERROR_BODY_KEY, BadRequest, NotFound, TileNotFound, TileServerError, plain_error
-from ...levels import c_round, cap_size, iip_resolution_to_level, tile_index
+from ...levels import c_round, cap_size, fit_rotated, iip_resolution_to_level, tile_index
 from ...models import Box, ImageMeta, Tile, TileRequest
 from ...settings import Settings
 from ...web.http import content_disposition, send_doc, send_document, send_remembered, send_tile
@@ -140,6 +140,8 @@ def to_tile_request(q: IIPQuery, meta: ImageMeta, settings: Settings) -> TileReq
     if isinstance(out, CvtOut):
         box = region_box(meta, q.region)
         size = output_size(meta, q.region, q.width, q.height, settings)
+        # the canvas after ROT is capped as WID/HEI are (iipsrv clamps to MAX_CVT): the view shrinks
+        size = fit_rotated(size, q.rotation, settings.max_size, settings.max_area)
         return TileRequest(region=box, size=size, fmt=out.fmt, **common)
     raise BadRequest("no image output requested")
 
