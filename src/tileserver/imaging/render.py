@@ -17,7 +17,7 @@ from ..settings import Settings
 from ..sources.base import SourceImage
 from ..sources.passthrough import scaled_box, stored_tile_of, unscaled_box
 from ..sources.pyramid import check_page, vips_error
-from . import jpeg
+from . import cancel, jpeg
 from .channels import (
     composite_histogram,
     composite_meta,
@@ -151,6 +151,7 @@ def render(image: SourceImage, req: TileRequest, settings: Settings, derived: By
         return (passthrough(image, req, settings) or recode(image, req, settings)
                 or _render(image, req, settings, derived))
     except pyvips.Error as exc:
+        cancel.check()  # killed on purpose (imaging/cancel.py): not the file's fault
         raise vips_error(exc, image.meta.ident) from exc
 
 
@@ -162,6 +163,7 @@ def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: B
     unscaled = req.size is None or req.size == box[2:]
     composited = composite_read(image, level, box, req.page, derived) if composite and unscaled else None
     img = composited if composited is not None else read_pixels(image, req, level, box, settings.interpolation)
+    cancel.check()
     if deep:
         return _encode(img.copy(interpretation="grey16"), req, settings, False, depth=True)
     wanted = needs_histogram(req.processing, req.quality)
@@ -180,7 +182,7 @@ def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: B
 
 def _encode(img: Any, req: TileRequest, settings: Settings, keep_icc: bool, depth: bool = False) -> Rendered:
     """Mirror, rotate and encode; `depth`: keep 16-bit samples (PNG and TIFF, deflate for lossy codecs)."""
-    img = orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha)
+    img = cancel.watch(orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha))
     q = req.encoder_quality if req.encoder_quality is not None else default_quality(req.fmt, settings)
     codec = req.tiff_compression or settings.tiff_compression
     if depth and codec in ("jpeg", "webp"):
