@@ -5,13 +5,17 @@ counted until it ends), the tile lane kept free of large work, and its wiring in
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tileserver import core
@@ -22,7 +26,8 @@ from tileserver.imaging import cancel
 from tileserver.models import Box, ImageMeta, Level, OutputFormat, Processing, Tile, TileRequest
 from tileserver.settings import Settings
 
-from .conftest import RGB_TIF, decode
+from .conftest import RGB_TIF, decode, pattern
+from .live import clean_env, live_tileserver
 
 MP = 1e6
 T256 = 256 * 256 / MP  # megapixels of a 256-px tile
@@ -287,6 +292,18 @@ async def test_retry_after_follows_the_recent_run_time() -> None:
         await held
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own niceness is Linux's")
+@pytest.mark.parametrize("nice", [0, 7])
+async def test_the_large_lane_runs_at_a_lower_priority(nice: int) -> None:
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    with admission(admission_large_nice=nice) as adm:
+        tile = await adm.run(Lane.SMALL, niceness)
+        large = await adm.run(Lane.LARGE, niceness, cost=Cost(100.0, 1.0))
+    assert large == min(tile + nice, 19)
+
+
 # -- in the core ---------------------------------------------------------------------------------------
 @pytest.fixture
 def service(tmp_path: Path, image_root: Path) -> Iterator[TileService]:
@@ -342,3 +359,74 @@ async def test_a_render_past_the_deadline_is_busy_in_the_core(service: TileServi
     blocker.release()
     await until(lambda: service.stats()["admission"]["tile_in_flight"] == 0)
     assert service.tiles.get((req, (await service.info("a.tif")).mtime)) is None  # nothing cached from it
+
+
+# -- against a live server -----------------------------------------------------------------------------
+EXPORTS = 6  # at once, against 1 large thread and 1 queue place: 2 are served, 4 refused
+OVERLOAD_ENV = {"TILESERVER_THREADS": "2", "TILESERVER_ADMISSION_LARGE_THREADS": "1",
+                "TILESERVER_ADMISSION_LARGE_QUEUE": "1", "TILESERVER_ADMISSION_QUEUE_WAIT": "60",
+                "TILESERVER_ADMISSION_DEADLINE": "90"}
+TILE_BOUND = 3.0  # seconds; generous: an uncached tile queued behind these exports waits for all of them
+
+
+@pytest.fixture(scope="module")
+def overloaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    root = tmp_path_factory.mktemp("overload")
+    pattern(3001, 2001).tiffsave(str(root / "big.tif"), compression="jpeg", Q=80, tile=True, pyramid=True,
+                                 tile_width=256, tile_height=256)
+    log = tmp_path_factory.mktemp("overload-log") / "server.log"
+    with live_tileserver(root, log, workers=1, env=clean_env(**OVERLOAD_ENV)) as base:
+        yield base, root
+
+
+def timed_get(base: str, path: str) -> tuple[httpx.Response, float, float]:
+    """The response, how long it took, and when it ended."""
+    t0 = time.monotonic()
+    response = httpx.get(base + path, timeout=120)
+    ended = time.monotonic()
+    return response, ended - t0, ended
+
+
+@pytest.mark.server
+def test_under_a_flood_of_exports_tiles_answer_and_the_excess_gets_503_at_once(overloaded: tuple[str, Path]) -> None:
+    base, root = overloaded
+    # distinct widths, so that no export is a cache hit: 45-degree WebP of about 3300 x 3300 pixels, seconds each
+    exports = [f"/iiif/3/big.tif/full/{2800 - i},/45/default.webp" for i in range(EXPORTS)]
+    with ThreadPoolExecutor(EXPORTS) as pool:
+        flood = [pool.submit(timed_get, base, path) for path in exports]
+        time.sleep(0.5)
+        # another protocol's export while the lane and its queue are full: refused the same way
+        iip = timed_get(base, "/iip?FIF=big.tif&WID=2990&CVT=png")
+        latencies = []
+        for i in range(24):  # uncached tiles, decoded and encoded (PNG): the tile lane
+            tile, seconds, _ = timed_get(base, f"/iiif/3/big.tif/{256 * (i % 11)},{256 * (i // 11)},256,256/256,"
+                                               "/0/default.png")
+            assert tile.status_code == 200 and decode(tile.content).width == 256
+            latencies.append(seconds)
+        tiles_done = time.monotonic()
+        answers = [f.result() for f in flood]
+    served = [a for a in answers if a[0].status_code == 200]
+    refused = [a for a in answers if a[0].status_code == 503]
+    assert len(served) == 2 and len(refused) == EXPORTS - 2
+    assert max(latencies) < TILE_BOUND, latencies
+    assert max(ended for _, _, ended in served) > tiles_done  # the tiles were answered during the flood
+    for response, seconds, _ in [*refused, iip]:
+        assert response.status_code == 503 and int(response.headers["retry-after"]) >= 1
+        assert seconds < 2.0  # at once, not after a wait
+        assert response.text.startswith("busy: ") and str(root) not in response.text
+    img = decode(served[0][0].content)
+    assert abs(img.width - round(2800 * 2 ** 0.5 * 5 / 6)) <= 3 and img.bands == 4  # corners transparent
+
+
+@pytest.mark.server
+def test_after_the_flood_the_server_serves_and_shows_its_counters(overloaded: tuple[str, Path]) -> None:
+    base, _ = overloaded
+    end = time.monotonic() + 30
+    while (stats := httpx.get(base + "/health").json()["admission"])["large_in_flight"]:
+        assert time.monotonic() < end, stats
+        time.sleep(0.1)
+    assert stats["large_refused"] == EXPORTS - 2 + 1 and stats["large_done"] >= 2
+    assert stats["large_queued"] == 0 and stats["large_megapixels_in_flight"] == 0
+    assert stats["large_threads"] == 1 and stats["tile_threads"] == 2 and stats["large_queue_limit"] == 1
+    response, _, _ = timed_get(base, "/iiif/3/big.tif/full/2000,/0/default.webp")
+    assert response.status_code == 200 and decode(response.content).width == 2000

@@ -12,6 +12,9 @@
 - Every render has a deadline (`admission_deadline`, waiting included): past it the client gets 503 and the
   work is cancelled as far as libvips allows (imaging/cancel.py). A thread cannot be killed, so abandoned work
   keeps its place (its thread, its pixels) until it really ends.
+- Both lanes share the CPU, so the large lane's threads run at a lower OS priority (`admission_large_nice`):
+  the parts of a large render that run in its own thread (GIF quantisation, WebP/AVIF/JPEG 2000 encoding,
+  Python) give way to tiles. libvips' worker threads are shared by all renders and keep their priority.
 
 `estimate(meta, req)` is the cost model. Its unit is the megapixel-equivalent: decoding one megapixel from a
 JPEG-tiled pyramid, or encoding one as JPEG, costs 1 (about 5-7 ms on one core of the reference machine).
@@ -23,7 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import math
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -39,6 +45,7 @@ from .models import ImageMeta, OutputFormat, TileRequest
 from .settings import Settings
 
 T = TypeVar("T")
+log = logging.getLogger("tileserver.admission")
 
 # Cost per output pixel of each encoder, relative to JPEG (measured on 1024-px exports of a textured image;
 # GIF is libimagequant quantisation and dithering, JPEG 2000 is OpenJPEG through Pillow).
@@ -100,6 +107,16 @@ def lane_for(cost: Cost, settings: Settings) -> Lane:
     return Lane.SMALL if cost.units <= settings.admission_small_cost else Lane.LARGE
 
 
+def _renice(nice: int) -> None:
+    """Lower the OS priority of the calling pool thread by `nice` (Linux: a thread id is a valid
+    PRIO_PROCESS target and the niceness is the thread's own; elsewhere nothing is changed)."""
+    if nice and sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError as exc:  # not allowed here (a seccomp profile): run at normal priority
+            log.warning("cannot lower the large lane's thread priority: %s", exc)
+
+
 class _Lane:
     """One lane's threads and counters (touched on the event loop only, but `running`)."""
 
@@ -131,7 +148,7 @@ class _Waiter:
 
 
 class Admission:
-    """The two lanes; `run(lane, cost, fn, *args)` runs `fn(*args)` in a lane's pool under its limits."""
+    """The two lanes; `run(lane, fn, *args, cost=...)` runs `fn(*args)` in a lane's pool under its limits."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -144,7 +161,9 @@ class Admission:
     def start(self) -> None:
         for lane in (self.small, self.large):
             if lane.pool is None:
-                lane.pool = ThreadPoolExecutor(lane.threads, thread_name_prefix=f"tileserver-{lane.name}")
+                nice = self.settings.admission_large_nice if lane is self.large else 0
+                lane.pool = ThreadPoolExecutor(lane.threads, thread_name_prefix=f"tileserver-{lane.name}",
+                                               initializer=_renice, initargs=(nice,))
 
     def stop(self) -> None:
         for lane in (self.small, self.large):
@@ -257,7 +276,7 @@ class Admission:
                 await waiter.ready
         except TimeoutError:
             large.refused += 1
-            raise self._busy(large, f"no large render slot within {self.settings.admission_queue_wait:g} s") from None
+            raise self._busy(large, "no large render slot was free in time") from None
         except BaseException:
             if waiter.ready.done() and not waiter.ready.cancelled():
                 self._leave(large, pixels)  # admitted just as the client went away: give the place back
@@ -277,10 +296,11 @@ class Admission:
         return exc
 
     def stats(self) -> dict[str, int]:
-        """Counters for /health (and metrics), per lane (`tile_*`, `large_*`): threads; in flight (admitted,
-        not ended: queued + running); running; queued (waiting for a thread, or for a place in the large
-        lane); done; expired (deadline passed); abandoned (cancelled, still running). The large lane's
-        refusals (503 at once or after the queue wait), pixels in flight, and the limits."""
+        """Counters for /health (and metrics), per lane (`tile_*`, `large_*`): threads; in flight (admitted
+        and not ended: running, or waiting for a thread); running; queued (waiting for a thread, or for a
+        place in the large lane); done; expired (deadline passed: 503); abandoned (cancelled, still
+        running). The large lane's refusals (503 at once, or after the queue wait), its pixels in flight
+        (millions, rounded up), and the limits."""
         large = self.large
         return {**self.small.stats(), **large.stats(len(self._waiters)), "large_refused": large.refused,
                 "large_megapixels_in_flight": math.ceil(large.pixels),
