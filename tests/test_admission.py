@@ -281,14 +281,24 @@ async def test_a_client_that_leaves_cancels_its_work() -> None:
         await until(lambda: adm.stats()["large_in_flight"] == 0)
 
 
-async def test_retry_after_follows_the_recent_run_time() -> None:
+@pytest.mark.parametrize(("units_ahead", "waits"), [pytest.param(1.0, True, id="short-work-ahead"),
+                                                   pytest.param(1000.0, False, id="long-work-ahead")])
+async def test_a_render_waits_only_when_a_place_is_expected_within_the_queue_wait(units_ahead: float,
+                                                                                  waits: bool) -> None:
     blocker = Blocker()
-    with admission(admission_large_threads=1, admission_large_queue=0) as adm:
-        adm.large.done, adm.large.seconds = 1, 7.2  # as if one render took 7.2 s
-        held = asyncio.ensure_future(adm.run(Lane.LARGE, blocker, cost=Cost(100.0, 1.0)))
+    with admission(admission_large_threads=1, admission_large_queue=8, admission_queue_wait=5) as adm:
+        adm.large.done, adm.large.rate = 1, 0.01  # as if renders took 10 ms per cost unit
+        held = asyncio.ensure_future(adm.run(Lane.LARGE, blocker, cost=Cost(units_ahead, 1.0)))
         await blocker.wait_started()
-        assert (await refused_at_once(adm)).retry_after == 8
-        blocker.release()
+        if waits:  # expected to end within 10 ms: worth a wait
+            queued = asyncio.ensure_future(adm.run(Lane.LARGE, int, 2, cost=Cost(100.0, 1.0)))
+            await until(lambda: adm.stats()["large_queued"] == 1)
+            blocker.release()
+            assert await queued == 2
+        else:  # 10 s ahead: refused at once, told to come back then
+            busy = await refused_at_once(adm)
+            assert busy.retry_after == 10 and adm.stats()["large_expected_wait_ms"] > 9000
+            blocker.release()
         await held
 
 

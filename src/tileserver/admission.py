@@ -6,9 +6,11 @@
 - The **large lane** runs exports, big regions, rotations, costly formats and costly sources on
   `admission_large_threads` threads, with at most `admission_large_megapixels` pixels in flight. Past those
   limits a request waits in a short FIFO queue (`admission_large_queue` places, at most
-  `admission_queue_wait` seconds: it absorbs a burst of two or three, such as a page asking for a download
-  and a preview at once), and past the queue it is refused at once with 503 and Retry-After. Nothing queues
-  without bound.
+  `admission_queue_wait` seconds), but only while a place is expected within that wait (from the work ahead
+  and the recent seconds per cost unit); otherwise, and past the queue's length, it is refused at once with
+  503 and a Retry-After of the expected wait. The queue absorbs bursts of short large renders (a validator
+  or a page asking for a few WebP images at once) without letting a flood of long ones wait for nothing.
+  Nothing queues without bound.
 - Every render has a deadline (`admission_deadline`, waiting included): past it the client gets 503 and the
   work is cancelled as far as libvips allows (imaging/cancel.py). A thread cannot be killed, so abandoned work
   keeps its place (its thread, its pixels) until it really ends.
@@ -132,7 +134,15 @@ class _Lane:
         self.refused = 0
         self.expired = 0
         self.abandoned = 0  # cancelled (deadline or client gone) and not yet ended
-        self.seconds = 0.0  # recent run time of one render (moving average), for Retry-After
+        self.seconds = 0.0  # recent run time of one render (moving average)
+        self.rate = 0.0  # recent run time per cost unit (moving average), for the expected wait
+
+    def ran(self, seconds: float, units: float) -> None:
+        first = self.done == 0
+        self.seconds = seconds if first else 0.8 * self.seconds + 0.2 * seconds
+        per_unit = seconds / max(units, 1.0)
+        self.rate = per_unit if first else 0.8 * self.rate + 0.2 * per_unit
+        self.done += 1
 
     def stats(self, waiting: int = 0) -> dict[str, int]:
         n = self.name
@@ -141,10 +151,19 @@ class _Lane:
                 f"{n}_expired": self.expired, f"{n}_abandoned": self.abandoned}
 
 
-@dataclass
+@dataclass(eq=False)
+class _Work:
+    """Admitted large work: its cost and when it was admitted (for the expected wait)."""
+
+    cost: Cost
+    since: float
+
+
+@dataclass(eq=False)
 class _Waiter:
-    pixels: float
+    cost: Cost
     ready: asyncio.Future[None]
+    work: _Work | None = None  # its place, once `_wake` gave it one
 
 
 class Admission:
@@ -156,6 +175,7 @@ class Admission:
         self.large = _Lane("large", settings.admission_large_threads)
         self.max_pixels = settings.admission_large_megapixels
         self._waiters: deque[_Waiter] = deque()
+        self._admitted: set[_Work] = set()  # the large lane's work in flight
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -171,9 +191,6 @@ class Admission:
                 lane.pool.shutdown(wait=False, cancel_futures=True)
                 lane.pool = None
 
-    def _lane(self, lane: Lane) -> _Lane:
-        return self.small if lane is Lane.SMALL else self.large
-
     # -- running work -------------------------------------------------------------------------------
     async def run(self, lane: Lane, fn: Callable[..., T], *args: Any, cost: Cost | None = None,
                   deadline: bool = True) -> T:
@@ -182,21 +199,20 @@ class Admission:
         have passed since the call (the work is then cancelled and keeps its place until it ends)."""
         loop = asyncio.get_running_loop()
         until = loop.time() + self.settings.admission_deadline if deadline else None
-        state = self._lane(lane)
-        pixels = cost.pixels if cost is not None and lane is Lane.LARGE else 0.0
+        cost = cost or Cost(0.0, 0.0)
         if lane is Lane.LARGE:
-            await self._enter(pixels, until)
+            state, admitted = self.large, await self._enter(cost, until)
         else:
-            state.in_flight += 1
+            state, admitted = self.small, self._take(self.small, cost)
         job = Job()
         try:
             self.start()
             assert state.pool is not None
             work = asyncio.wrap_future(state.pool.submit(self._call, state, job, fn, args))
         except BaseException:
-            self._leave(state, pixels)
+            self._leave(state, admitted)
             raise
-        work.add_done_callback(lambda done: self._ended(state, pixels, job, done))
+        work.add_done_callback(lambda done: self._ended(state, admitted, job, done))
         try:
             async with asyncio.timeout_at(until):
                 return (await asyncio.shield(work))[0]
@@ -225,74 +241,98 @@ class Admission:
             with state.lock:
                 state.running -= 1
 
-    def _ended(self, state: _Lane, pixels: float, job: Job,
-               done: asyncio.Future[tuple[Any, float]]) -> None:
+    def _ended(self, state: _Lane, admitted: _Work, job: Job, done: asyncio.Future[tuple[Any, float]]) -> None:
         """On the loop, when the work really ended (whether anyone still waits for it)."""
         if job.cancelled:
             state.abandoned -= 1
         if not done.cancelled() and done.exception() is None:
-            seconds = done.result()[1]
-            state.seconds = seconds if state.done == 0 else 0.8 * state.seconds + 0.2 * seconds
-            state.done += 1
-        self._leave(state, pixels)
+            state.ran(done.result()[1], admitted.cost.units)
+        self._leave(state, admitted)
 
-    # -- the large lane's limits ----------------------------------------------------------------------
-    def _fits(self, pixels: float) -> bool:
+    # -- the limits -----------------------------------------------------------------------------------
+    def _fits(self, cost: Cost) -> bool:
         large = self.large
-        return large.in_flight < large.threads and (large.in_flight == 0 or large.pixels + pixels <= self.max_pixels)
+        return large.in_flight < large.threads and (large.in_flight == 0 or
+                                                    large.pixels + cost.pixels <= self.max_pixels)
 
-    def _take(self, state: _Lane, pixels: float) -> None:
+    def _take(self, state: _Lane, cost: Cost) -> _Work:
+        work = _Work(cost, time.monotonic())
         state.in_flight += 1
-        state.pixels += pixels
-
-    def _leave(self, state: _Lane, pixels: float) -> None:
-        state.in_flight -= 1
-        state.pixels = max(state.pixels - pixels, 0.0) if state.in_flight else 0.0
         if state is self.large:
+            state.pixels += cost.pixels
+            self._admitted.add(work)
+        return work
+
+    def _leave(self, state: _Lane, work: _Work) -> None:
+        state.in_flight -= 1
+        if state is self.large:
+            self._admitted.discard(work)
+            state.pixels = max(state.pixels - work.cost.pixels, 0.0) if state.in_flight else 0.0
             self._wake()
 
     def _wake(self) -> None:
         """Admit the queue's first waiters while they fit (FIFO: a large one is not overtaken forever)."""
-        while self._waiters and self._fits(self._waiters[0].pixels):
+        while self._waiters and self._fits(self._waiters[0].cost):
             waiter = self._waiters.popleft()
             if not waiter.ready.done():
-                self._take(self.large, waiter.pixels)
+                waiter.work = self._take(self.large, waiter.cost)
                 waiter.ready.set_result(None)
 
-    async def _enter(self, pixels: float, until: float | None) -> None:
+    def expected_wait(self) -> float | None:
+        """Seconds until a render queued now would start: what the work in flight still has to do and the
+        work queued needs, at the recent seconds per cost unit, shared by the lane's threads; None before
+        any large render has ended (nothing to go by)."""
         large = self.large
-        if not self._waiters and self._fits(pixels):
-            self._take(large, pixels)
-            return
-        if len(self._waiters) >= self.settings.admission_large_queue:
+        if not large.done:
+            return None
+        now = time.monotonic()
+        left = sum(max(w.cost.units * large.rate - (now - w.since), 0.0) for w in self._admitted)
+        queued = sum(w.cost.units * large.rate for w in self._waiters)
+        return (left + queued) / large.threads
+
+    async def _enter(self, cost: Cost, until: float | None) -> _Work:
+        """A place in the large lane: at once when one is free and none waits, else after a wait in the
+        queue when it has room and a place is expected within `admission_queue_wait`; else `Busy`."""
+        large = self.large
+        if not self._waiters and self._fits(cost):
+            return self._take(large, cost)
+        expected = self.expected_wait()
+        if len(self._waiters) >= self.settings.admission_large_queue or (
+                expected is not None and expected > self.settings.admission_queue_wait):
             large.refused += 1
             raise self._busy(large, f"{large.in_flight} large renders in flight and {len(self._waiters)} waiting")
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(pixels, loop.create_future())
+        waiter = _Waiter(cost, loop.create_future())
         self._waiters.append(waiter)
         wait = loop.time() + self.settings.admission_queue_wait
         try:
             async with asyncio.timeout_at(wait if until is None else min(wait, until)):
                 await waiter.ready
         except TimeoutError:
-            large.refused += 1
-            raise self._busy(large, "no large render slot was free in time") from None
+            if waiter.work is None:
+                large.refused += 1
+                raise self._busy(large, "no large render slot was free in time") from None
+            # admitted at the very moment it would have given up: go ahead
         except BaseException:
-            if waiter.ready.done() and not waiter.ready.cancelled():
-                self._leave(large, pixels)  # admitted just as the client went away: give the place back
+            if waiter.work is not None:  # admitted just as the client went away: give the place back
+                self._leave(large, waiter.work)
             raise
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
                 self._wake()  # the next one may fit where this one did not
+        assert waiter.work is not None
+        return waiter.work
 
     def _busy(self, state: _Lane, why: str) -> Busy:
-        """503 with a Retry-After of about when a place frees: the recent run time of one render times
-        the renders ahead, over the lane's threads (1 to 60 s; the default before anything ran)."""
+        """503 with a Retry-After of about when a place frees (1 to 60 s): the large lane's expected wait;
+        for the tile lane, the recent run time of one render times those in flight over its threads. The
+        default (5 s) before anything ran."""
         exc = Busy(f"busy: {why}; retry later")
         if state.done:
-            ahead = state.in_flight + len(self._waiters) if state is self.large else state.in_flight
-            exc.retry_after = min(max(math.ceil(state.seconds * max(ahead, 1) / state.threads), 1), 60)
+            expected = (self.expected_wait() if state is self.large else None) or \
+                state.seconds * max(state.in_flight, 1) / state.threads
+            exc.retry_after = min(max(math.ceil(expected), 1), 60)
         return exc
 
     def stats(self) -> dict[str, int]:
@@ -300,10 +340,12 @@ class Admission:
         and not ended: running, or waiting for a thread); running; queued (waiting for a thread, or for a
         place in the large lane); done; expired (deadline passed: 503); abandoned (cancelled, still
         running). The large lane's refusals (503 at once, or after the queue wait), its pixels in flight
-        (millions, rounded up), and the limits."""
+        (millions, rounded up), its expected wait (ms), and the limits."""
         large = self.large
+        expected = self.expected_wait()
         return {**self.small.stats(), **large.stats(len(self._waiters)), "large_refused": large.refused,
                 "large_megapixels_in_flight": math.ceil(large.pixels),
+                "large_expected_wait_ms": round((expected or 0.0) * 1000),
                 "large_megapixels_limit": math.ceil(self.max_pixels),
                 "large_queue_limit": self.settings.admission_large_queue,
                 "deadline_ms": round(self.settings.admission_deadline * 1000)}

@@ -191,8 +191,10 @@ class Settings(BaseSettings):
     admission_large_megapixels: float = Field(100.0, gt=0, description="Pixels (decoded plus output, in millions) "
                                               "that the large renders of a process may have in flight; one render "
                                               "always runs when the lane is idle, however large")
-    admission_large_queue: int = Field(2, ge=0, le=1024, description="Large renders that may wait for a free slot "
-                                       "per process; past that they get 503 with Retry-After at once")
+    admission_large_queue: int = Field(8, ge=0, le=1024, description="Large renders that may wait for a place per "
+                                       "process, FIFO; one waits only while a place is expected within "
+                                       "`admission_queue_wait` (from the recent seconds per cost unit), else it "
+                                       "gets 503 with Retry-After at once, as past the queue's length")
     admission_queue_wait: float = Field(5.0, ge=0, description="Seconds a large render may wait in that queue "
                                         "before it gets 503")
     admission_deadline: float = Field(30.0, gt=0, description="Seconds a render may take, waiting included; past "
