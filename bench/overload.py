@@ -35,6 +35,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -71,6 +72,12 @@ def export_ref(ref: str, scratch: Path) -> Path:
     return out / "src"
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def describe(ref: str | None) -> str:
     args = ["git", "-C", str(REPO), "describe", "--always"] + ([ref] if ref else ["--dirty"])
     return subprocess.run(args, capture_output=True, text=True).stdout.strip() or "?"
@@ -78,16 +85,18 @@ def describe(ref: str | None) -> str:
 
 @contextlib.contextmanager
 def server(src: Path, port: int, workers: int, log: Path) -> Iterator[harness.RssSampler]:
+    if not harness.port_free(port):
+        raise RuntimeError(f"127.0.0.1:{port} is in use; pick another --port")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TILESERVER_")}
     env["PYTHONPATH"] = str(src)
     cmd = [sys.executable, "-m", "tileserver", "serve", str(harness.IMAGES), "--host", "127.0.0.1",
            "--port", str(port), "--workers", str(workers)]
-    with log.open("ab") as out:
+    with log.open("wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     sampler = harness.RssSampler([proc.pid])
     try:
-        if not harness.wait_http(f"http://127.0.0.1:{port}/iiif/3/{IMAGE}/info.json", 60):
+        if not harness.wait_http(f"http://127.0.0.1:{port}/iiif/3/{IMAGE}/info.json", 60) or proc.poll() is not None:
             raise RuntimeError(f"tileserver did not come up; see {log}")
         time.sleep(1.0)  # every worker imported
         sampler.start()
@@ -240,7 +249,7 @@ def main() -> int:
     p.add_argument("--drain", type=float, default=5.0, help="seconds exports may still finish after the flood")
     p.add_argument("--timeout", type=float, default=60.0, help="client timeout per request, seconds")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--port", type=int, default=18391)
+    p.add_argument("--port", type=int, default=0, help="loopback port (default: a free one, chosen per run)")
     args = p.parse_args()
 
     harness.RESULTS.mkdir(parents=True, exist_ok=True)
@@ -255,8 +264,9 @@ def main() -> int:
             commit = describe(None if ref == "WORKTREE" else ref)
             log = harness.RESULTS / f"overload-{label}.log"
             urls = iter(tile_urls())
-            with server(src, args.port, args.workers, log) as sampler:
-                out = asyncio.run(flood(f"http://127.0.0.1:{args.port}", args, urls))
+            port = args.port or free_port()
+            with server(src, port, args.workers, log) as sampler:
+                out = asyncio.run(flood(f"http://127.0.0.1:{port}", args, urls))
                 out.peak_rss = sampler.peak_sum
             rows.append(row(f"{label} ({ref})", commit, out))
             print(f"{label}: done", file=sys.stderr)
