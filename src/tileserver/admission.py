@@ -19,7 +19,7 @@
   Python) give way to tiles. libvips' worker threads are shared by all renders and keep their priority.
 
 `estimate(meta, req)` is the cost model. Its unit is the megapixel-equivalent: decoding one megapixel from a
-JPEG-tiled pyramid, or encoding one as JPEG, costs 1 (about 5-7 ms on one core of the reference machine).
+JPEG-tiled pyramid, or encoding one as JPEG, costs 1 (3-9 ms of one core on the 2-core test machine).
 Other formats and sources are weighted by what they cost per pixel there (measured: bench/overload.py's
 header names the machine). All counting happens on the event loop; the pool threads only run the work.
 """
