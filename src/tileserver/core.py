@@ -2,8 +2,10 @@
 
 It knows no protocol. It owns the metadata cache (re-checking file mtimes at most every
 `stat_interval` seconds), the encoded-tile cache (bounded in bytes, keyed by the frozen request and
-the file's mtime), and the one thread pool in which the synchronous reader and encoder run, so the
-event loop never blocks on pyvips or the file system.
+the file's mtime), and the admission control (admission.py): the thread pools in which the synchronous
+reader and encoder run, so the event loop never blocks on pyvips or the file system. A render that
+misses the tile cache is placed in the tile lane or the large lane by its estimated cost; cached tiles
+(and responses replayed before routing, web/replay.py) never pass admission.
 """
 
 from __future__ import annotations
@@ -13,10 +15,10 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Hashable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from .admission import Admission, Lane, estimate, lane_for
 from .cache.disk import DiskStore
 from .cache.memory import ByteLRU, CountLRU
 from .errors import Busy, NotFound
@@ -132,7 +134,8 @@ class TileService:
         self.recorded: CountLRU[Hashable, Recorded] = CountLRU(TRANSLATIONS)
         self.replayed = 0  # responses answered by replay
         self._loading: dict[str, asyncio.Future[_Entry]] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        self.admission = Admission(settings)
+        self._started = False
         self._formats: tuple[OutputFormat, ...] | None = None
 
     def _derivatives(self, settings: Settings) -> DerivedFormat | None:
@@ -147,20 +150,23 @@ class TileService:
     # -- lifecycle (called from the app's lifespan) ----------------------------------------------
     def start(self) -> None:
         configure_vips()
-        self._pool = ThreadPoolExecutor(self.settings.threads, thread_name_prefix="tileserver-vips")
+        self.admission.start()
+        self._started = True
 
     def stop(self) -> None:
         if self.derivatives is not None:
             self.derivatives.close()
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        self.admission.stop()
+        self._started = False
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """Run a blocking function in the service's thread pool."""
-        if self._pool is None:
+        """Run a blocking function (a metadata load, a folder listing) in the tile lane, without a deadline."""
+        self._ensure_started()
+        return await self.admission.run(Lane.SMALL, fn, *args, deadline=False)
+
+    def _ensure_started(self) -> None:
+        if not self._started:  # used without the app's lifespan (tests, scripts)
             self.start()
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     # -- metadata ---------------------------------------------------------------------------------
     async def info(self, ident: str) -> ImageMeta:
@@ -308,7 +314,10 @@ class TileService:
         hit = self.tiles.get(key)
         if hit is not None:
             return hit
-        out = await self.run(render, entry.image, req, self.settings, self.derived)
+        cost = estimate(entry.meta, req)
+        self._ensure_started()
+        out = await self.admission.run(lane_for(cost, self.settings), render, entry.image, req, self.settings,
+                                       self.derived, cost=cost)
         out = replace(out, etag=etag_for(entry.meta, repr(req)))
         if entry.meta.provisional:  # made from a preview: never cached, and marked so HTTP does not either
             return replace(out, provisional=True)
@@ -321,7 +330,8 @@ class TileService:
         entry = await self._entry(ident)
         if entry.meta.provisional:  # a preview's samples are not the file's
             raise Busy(f"{ident} is being prepared; its samples can be read in a moment")
-        return await self.run(samples, entry.image, level, box, page)
+        self._ensure_started()
+        return await self.admission.run(Lane.SMALL, samples, entry.image, level, box, page)
 
     async def output_formats(self) -> tuple[OutputFormat, ...]:
         """The formats the installed libvips can write (probed once, in the pool), for protocols
@@ -332,7 +342,7 @@ class TileService:
 
     def stats(self) -> dict[str, dict[str, int]]:
         out = {"tile_cache": self.tiles.stats(), "metadata_cache": self.metadata.stats(),
-               "replay": {**self.recorded.stats(), "replayed": self.replayed}}
+               "replay": {**self.recorded.stats(), "replayed": self.replayed}, "admission": self.admission.stats()}
         if self.derivatives is not None:
             out["derivatives"] = self.derivatives.stats()
         return out

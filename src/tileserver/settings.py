@@ -220,6 +220,29 @@ class Settings(BaseSettings):
                                          "cannot read in pieces (GIF, WebP, HEIF/AVIF, progressive JPEG, "
                                          "interlaced PNG, and every untiled file when no pyramid is derived); "
                                          "an image needing more is refused (422)")
+    # -- admission control: two lanes, limits and a deadline (admission.py) --
+    admission_small_cost: float = Field(4.0, gt=0, description="Renders whose estimated cost is at most this many "
+                                        "megapixel-equivalents (pixels decoded from the source plus output pixels "
+                                        "weighted by format, rotation and source: admission.py) run in the tile "
+                                        "lane, on `threads` threads kept for them; costlier ones in the large lane")
+    admission_large_threads: int = Field(1, ge=1, le=64, description="Large renders running at once per process, "
+                                         "on threads of their own")
+    admission_large_nice: int = Field(10, ge=0, le=19, description="How much lower the OS priority (nice) of the "
+                                      "large lane's threads is, so that tiles get the CPU first (Linux; 0: the "
+                                      "same). libvips' own worker threads are shared by both lanes and keep theirs")
+    admission_large_megapixels: float = Field(100.0, gt=0, description="Pixels (decoded plus output, in millions) "
+                                              "that the large renders of a process may have in flight; one render "
+                                              "always runs when the lane is idle, however large")
+    admission_large_queue: int = Field(8, ge=0, le=1024, description="Large renders that may wait for a place per "
+                                       "process, FIFO; one waits only while a place is expected within "
+                                       "`admission_queue_wait` (from the recent seconds per cost unit), else it "
+                                       "gets 503 with Retry-After at once, as past the queue's length")
+    admission_queue_wait: float = Field(5.0, ge=0, description="Seconds a large render may wait in that queue "
+                                        "before it gets 503")
+    admission_deadline: float = Field(30.0, gt=0, description="Seconds a render may take, waiting included; past "
+                                      "that the client gets 503 and the work is cancelled (libvips stops at its "
+                                      "next block; a GIF or JPEG 2000 encode runs to its end) and counts against "
+                                      "the limits until it really stops")
     rights: str = Field("", description="Rights URI / copyright when the image carries none")
     iiif_version: Literal[2, 3] = Field(3, description="IIIF version answered at `/iiif/{id}`")
     iiif_delimiter: str = Field("", description="Separator of a page index in IIIF identifiers: with `;`, "

@@ -18,7 +18,7 @@ from ..settings import Settings
 from ..sources.base import SourceImage
 from ..sources.passthrough import scaled_box, stored_tile_of, unscaled_box
 from ..sources.pyramid import check_page, vips_error
-from . import jpeg
+from . import cancel, jpeg
 from .channels import (
     composite_histogram,
     composite_meta,
@@ -152,6 +152,7 @@ def render(image: SourceImage, req: TileRequest, settings: Settings, derived: By
         return (passthrough(image, req, settings) or recode(image, req, settings)
                 or _render(image, req, settings, derived))
     except pyvips.Error as exc:
+        cancel.check()  # killed on purpose (imaging/cancel.py): not the file's fault
         raise vips_error(exc, image.meta.ident) from exc
 
 
@@ -163,6 +164,7 @@ def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: B
     unscaled = req.size is None or req.size == box[2:]
     composited = composite_read(image, level, box, req.page, derived) if composite and unscaled else None
     img = composited if composited is not None else read_pixels(image, req, level, box, settings.interpolation)
+    cancel.check()
     if deep:
         return _encode(img.copy(interpretation="grey16"), req, settings, False, depth=True)
     wanted = needs_histogram(req.processing, req.quality)
@@ -181,7 +183,7 @@ def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: B
 
 def _encode(img: Any, req: TileRequest, settings: Settings, keep_icc: bool, depth: bool = False) -> Rendered:
     """Mirror, rotate and encode; `depth`: keep 16-bit samples (PNG and TIFF, deflate for lossy codecs)."""
-    img = orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha)
+    img = cancel.watch(orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha))
     if req.rotation % 90 and not within_limits((img.width, img.height), settings.max_size, settings.max_area):
         # the protocols fit or refuse rotated sizes (levels.fit_rotated); nothing larger is computed
         raise ImageTooLarge(f"the rotated image would be {img.width}x{img.height}, beyond this server's limits")
