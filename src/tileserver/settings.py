@@ -178,6 +178,24 @@ class Settings(BaseSettings):
     derive_jobs: int = Field(1, ge=1, le=16, description="Conversions running at once per process")
     derive_preview_size: int = Field(2048, ge=64, le=8192, description="Longest side of the preview that answers "
                                      "an image's requests while its pyramid is made")
+    # -- operations: metrics, access log, health probes (metrics.py, web/telemetry.py, pages/index.py) --
+    metrics: bool = Field(True, description="Prometheus metrics at `/metrics` (requests, latency, caches, "
+                          "render paths and times, source reads, admission); labels carry route templates, never "
+                          "identifiers; false: no `/metrics` and nothing recorded")
+    metrics_dir: Path | None = Field(None, description="Folder where the worker processes of one server keep their "
+                                     "metrics for one scrape (prometheus-client multiprocess mode); `tileserver serve "
+                                     "--workers N` (N > 1) makes one in /dev/shm and removes it at exit; None: "
+                                     "each process alone")
+    access_log: Literal["off", "json", "text"] = Field("off", description="Access log on stderr, one line per "
+                                                       "response: `json` (time, method, path, query, status, bytes, "
+                                                       "duration_ms, source, client) or `text`; off: none")
+    ready_timeout: float = Field(2.0, gt=0, le=60, description="Seconds within which the thread pool must run a "
+                                 "trivial job and the image root be readable for `/health/ready` to answer 200")
+
+    @field_validator("metrics_dir", mode="before")
+    @classmethod
+    def _no_empty_metrics_dir(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
     rights: str = Field("", description="Rights URI / copyright when the image carries none")
     iiif_version: Literal[2, 3] = Field(3, description="IIIF version answered at `/iiif/{id}`")
     iiif_delimiter: str = Field("", description="Separator of a page index in IIIF identifiers: with `;`, "
