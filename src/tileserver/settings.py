@@ -188,7 +188,8 @@ class Settings(BaseSettings):
                                      "each process alone")
     access_log: Literal["off", "json", "text"] = Field("off", description="Access log on stderr, one line per "
                                                        "response: `json` (time, method, path, query, status, bytes, "
-                                                       "duration_ms, source, client) or `text`; off: none")
+                                                       "duration_ms, source, client, protocol, route, worker) or "
+                                                       "`text`; off: none")
     ready_timeout: float = Field(2.0, gt=0, le=60, description="Seconds within which the thread pool must run a "
                                  "trivial job and the image root be readable for `/health/ready` to answer 200")
 

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -57,13 +58,15 @@ def labels(scope: Scope) -> tuple[str, str]:
 
 
 class TelemetryMiddleware:
-    """Counts each response (metrics) and logs it (`access_log`: off, json, text) when its last byte is sent."""
+    """Counts each response (metrics) and logs it (`access_log`: off, json, text) when its last byte is sent.
+    The process id is taken when the app is built: each uvicorn worker builds its own (`cli.app_from_env`)."""
 
     def __init__(self, app: ASGIApp, access_log: str = "off", record: bool = True) -> None:
         self.app = app
         self.log = access_logger() if access_log != "off" else None
         self.json = access_log == "json"
         self.record = record
+        self.pid = os.getpid()  # the worker process, in json lines
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,8 +85,8 @@ class TelemetryMiddleware:
 
         try:
             await self.app(scope, receive, counted)
-        finally:  # an exception before the response started: the server sends a 500
-            self._done(scope, status or 500, sent, time.perf_counter() - start)
+        finally:  # an exception before the response started: the server sends a 500; HEAD: the body is not sent
+            self._done(scope, status or 500, 0 if scope["method"] == "HEAD" else sent, time.perf_counter() - start)
 
     def _done(self, scope: Scope, status: int, sent: int, seconds: float) -> None:
         protocol, route = labels(scope)
@@ -107,7 +110,7 @@ class TelemetryMiddleware:
         return json.dumps({
             "time": _utc(time.time()), "method": scope["method"], "path": scope["path"], "query": query,
             "status": status, "bytes": sent, "duration_ms": round(seconds * 1e3, 3), "source": source,
-            "client": host, "protocol": protocol, "route": route,
+            "client": host, "protocol": protocol, "route": route, "worker": self.pid,
         }, separators=(",", ":"))
 
 
