@@ -63,26 +63,27 @@ def test_request_counts_and_latency(protocol: str, route: str, status: int, seco
 
 
 @pytest.mark.parametrize(
-    ("path", "times", "families"),
+    ("path", "seconds", "stages"),
     [
-        pytest.param("passthrough", {}, (), id="passthrough"),
-        pytest.param("recode", {"decode": 0.001, "encode": 0.002}, ("decode", "encode"), id="recode"),
-        pytest.param("decode", {"decode": 0.004, "encode": 0.0015}, ("decode", "encode"), id="decode"),
-        pytest.param("decode", {"streamed": 0.4}, ("streamed_render",), id="streamed"),
+        pytest.param("passthrough", 0.0002, {}, id="passthrough"),
+        pytest.param("recode", 0.003, {"decode": 0.001, "encode": 0.002}, id="recode"),
+        pytest.param("decode", 0.0055, {"decode": 0.004, "encode": 0.0015}, id="decode-split"),
+        pytest.param("decode", 0.4, {}, id="decode-one-pass"),
     ],
 )
-def test_rendered_paths_and_stage_times(path: str, times: dict[str, float], families: tuple[str, ...]) -> None:
+def test_rendered_paths_and_stage_times(path: str, seconds: float, stages: dict[str, float]) -> None:
     before = scrape()
-    metrics.rendered(path, "tiff", "jpg", **times)
+    metrics.rendered(path, "tiff", "jpg", seconds, **stages)
     after = scrape()
     assert value(after, "tileserver_tiles_rendered_total", path=path) - value(
         before, "tileserver_tiles_rendered_total", path=path) == 1
-    for stage in ("decode", "encode", "streamed_render"):
+    render = "tileserver_render_seconds_sum"
+    assert value(after, render, path=path, format="jpg") - value(before, render, path=path,
+                                                                 format="jpg") == pytest.approx(seconds)
+    for stage, fmt in (("decode", "tiff"), ("encode", "jpg")):
         name = f"tileserver_{stage}_seconds_sum"
-        labels = {"format": "tiff" if stage == "decode" else "jpg"}
-        grown = value(after, name, **labels) - value(before, name, **labels)
-        key = "streamed" if stage == "streamed_render" else stage
-        assert grown == pytest.approx(times[key] if stage in families else 0.0)
+        grown = value(after, name, format=fmt) - value(before, name, format=fmt)
+        assert grown == pytest.approx(stages.get(stage, 0.0))
 
 
 def test_admission_gauges_and_refusals() -> None:

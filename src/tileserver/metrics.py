@@ -57,12 +57,13 @@ class Families:
                               "cache (the tile cache), passthrough, recode, decode", ("source",))
         self.rendered = counter("tileserver_tiles_rendered", "Images made (cache misses) by path: passthrough "
                                 "(stored bytes), recode (stored JPEG tiles cut without libvips), decode", ("path",))
-        self.decode = histogram("tileserver_decode_seconds", "Time to decode and process the pixels of one image, "
-                                "by source format (its reader)", ("format",), WORK_BUCKETS)
-        self.encode = histogram("tileserver_encode_seconds", "Time to encode one image, by output format",
-                                ("format",), WORK_BUCKETS)
-        self.streamed = histogram("tileserver_streamed_render_seconds", "Decode and encode of a large output in "
-                                  "one streamed libvips pass (not split), by output format", ("format",), WORK_BUCKETS)
+        self.render = histogram("tileserver_render_seconds", "Time to make one image (cache misses), by path and "
+                                "output format", ("path", "format"), WORK_BUCKETS)
+        self.decode = histogram("tileserver_decode_seconds", "Time to read, decode and process the pixels of one "
+                                "image, by source format (its reader): recoded tiles, and libvips renders with "
+                                "split_timing", ("format",), WORK_BUCKETS)
+        self.encode = histogram("tileserver_encode_seconds", "Time to encode one image, by output format: recoded "
+                                "tiles, and libvips renders with split_timing", ("format",), WORK_BUCKETS)
         self.hits = counter("tileserver_cache_hits", "Cache hits by cache", ("cache",))
         self.misses = counter("tileserver_cache_misses", "Cache misses by cache", ("cache",))
         self.entries = gauge("tileserver_cache_entries", "Entries held by each cache (live processes)", ("cache",))
@@ -154,21 +155,20 @@ def image(source: str) -> None:
         _child(f.images, source).inc()
 
 
-def rendered(path: str, source_format: str, output_format: str, *, decode: float | None = None,
-             encode: float | None = None, streamed: float | None = None) -> None:
-    """One image made by `path` (passthrough, recode, decode) from a `source_format` file as `output_format`,
-    with its stage times in seconds: `decode` (pixels read, decoded and processed) and `encode`, or for a large
-    output that libvips decodes and encodes in one streamed pass, `streamed` alone."""
+def rendered(path: str, source_format: str, output_format: str, seconds: float, *, decode: float | None = None,
+             encode: float | None = None) -> None:
+    """One image made by `path` (passthrough, recode, decode) from a `source_format` file as `output_format` in
+    `seconds`, and the times of its stages when they were measured apart (`decode`: the pixels read, decoded
+    and processed; `encode`)."""
     f = _state.families
     if f is None:
         return
     _child(f.rendered, path).inc()
+    _child(f.render, path, output_format).observe(seconds)
     if decode is not None:
         _child(f.decode, source_format).observe(decode)
     if encode is not None:
         _child(f.encode, output_format).observe(encode)
-    if streamed is not None:
-        _child(f.streamed, output_format).observe(streamed)
 
 
 def admission(lane: str, in_flight: int, queued: int) -> None:

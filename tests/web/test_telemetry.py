@@ -111,27 +111,45 @@ async def test_server_timing_says_where_the_body_came_from(
                  status="200") == 3
 
 
-async def test_decode_and_encode_times_are_observed_by_format(client: httpx.AsyncClient) -> None:
-    before = scrape()
-    r = await client.get("/iiif/3/g.tif/full/300,/0/default.png")
-    assert r.status_code == 200
-    stages = dict(re.findall(r"(decode|encode);dur=([\d.]+)", r.headers["server-timing"]))
-    after = scrape()
-    assert grown(before, after, "tileserver_decode_seconds_count", format="tiff") == 1
-    assert grown(before, after, "tileserver_encode_seconds_count", format="png") == 1
+@pytest.mark.parametrize("split", [False, True], ids=["one-pass", "split-timing"])
+async def test_libvips_savers_time_one_pass_unless_split(tmp_path: Path, image_root: Path, split: bool) -> None:
+    """A PNG is decoded and encoded in one libvips pass: one figure, unless `split_timing` makes the pixels in
+    memory first; either way the decoded pixels are the same."""
+    shutil.copy(image_root / GREY16_TIF, tmp_path / "g.tif")
+    app = create_app(Settings(root=tmp_path, split_timing=split))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        before = scrape()
+        r = await c.get("/iiif/3/g.tif/full/300,/0/default.png")
+        after = scrape()
+    assert r.status_code == 200 and decode(r.content).width == 300
+    timing = r.headers["server-timing"]
+    if not split:
+        assert re.fullmatch(rf'decode;dur={DUR};desc="decode, process and encode in one libvips pass"', timing)
+        assert grown(before, after, "tileserver_decode_seconds_count", format="tiff") == 0
+        assert grown(before, after, "tileserver_render_seconds_sum", path="decode", format="png") == pytest.approx(
+            float(timing.split("=")[1].split(";")[0]) / 1e3, abs=1e-5)
+        return
+    stages = dict(re.findall(r"(decode|encode);dur=([\d.]+)", timing))
+    assert re.fullmatch(TIMINGS["decode"], timing)
     assert grown(before, after, "tileserver_decode_seconds_sum", format="tiff") == pytest.approx(
         float(stages["decode"]) / 1e3, abs=1e-5)
     assert grown(before, after, "tileserver_encode_seconds_sum", format="png") == pytest.approx(
         float(stages["encode"]) / 1e3, abs=1e-5)
 
 
-async def test_a_large_output_is_timed_as_one_streamed_pass(client: httpx.AsyncClient) -> None:
-    before = scrape()
-    r = await client.get("/iiif/3/a.tif/full/^2600,/0/default.jpg")  # 2600 x 1817: above TIMED_PIXELS
+async def test_a_large_output_stays_one_pass_even_split(tmp_path: Path, image_root: Path) -> None:
+    shutil.copy(image_root / RGB_TIF, tmp_path / "a.tif")
+    app = create_app(Settings(root=tmp_path, split_timing=True))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        before = scrape()
+        r = await c.get("/iiif/3/a.tif/full/^2600,/0/default.jpg")  # 2600 x 1817: above TIMED_PIXELS
+        after = scrape()
     assert r.status_code == 200 and decode(r.content).width == 2600
-    assert re.fullmatch(rf'decode;desc="streamed with the encode", encode;dur={DUR}', r.headers["server-timing"])
-    after = scrape()
-    assert grown(before, after, "tileserver_streamed_render_seconds_count", format="jpg") == 1
+    assert re.fullmatch(rf'decode;dur={DUR};desc="decode, process and encode in one libvips pass"',
+                        r.headers["server-timing"])
+    assert grown(before, after, "tileserver_render_seconds_count", path="decode", format="jpg") == 1
     assert grown(before, after, "tileserver_encode_seconds_count", format="jpg") == 0
 
 

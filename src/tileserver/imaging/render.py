@@ -36,10 +36,12 @@ RECODE_TILES = 4  # stored tiles one recoded response may be cut from (a DeepZoo
 # Per-image histograms (contrast stretch, binary threshold, equalisation), by file, mtime, size and
 # stack page: 256 counts each, so a few thousand images fit in a few MB.
 HISTOGRAM_BYTES = 2048
-# Outputs up to this many pixels are made in memory before they are encoded, so that the decode (with the
-# processing) and the encode are timed apart (Server-Timing, metrics): libvips is lazy, and would otherwise
-# decode inside the encode. Larger outputs stay streamed, in bounded memory, and are timed as one pass.
+# The decode (with the processing) and the encode are timed apart when the encoder takes the pixels from memory
+# anyway (small JPEG outputs, JPEG 2000: encode's `marks`). Other libvips savers decode and encode in one lazy
+# pass; with `split_timing`, outputs up to this many pixels are then made in memory first, at the cost of a
+# second pass. Larger outputs always stay streamed, in bounded memory.
 TIMED_PIXELS = 4 << 20
+ONE_PASS = 'desc="decode, process and encode in one libvips pass"'
 
 
 def read_pixels(image: SourceImage, req: TileRequest, level: int, box: tuple[int, int, int, int], kernel: str
@@ -110,8 +112,9 @@ def recode(image: SourceImage, req: TileRequest, settings: Settings) -> Rendered
     decoded = time.perf_counter()
     q = req.encoder_quality if req.encoder_quality is not None else settings.jpeg_quality
     body = jpeg.encode(pixels, q, icc if settings.keep_icc else None)
-    decode, encode = decoded - start, time.perf_counter() - decoded
-    metrics.rendered("recode", _format_name(meta.loader), req.fmt.suffix, decode=decode, encode=encode)
+    done = time.perf_counter()
+    decode, encode = decoded - start, done - decoded
+    metrics.rendered("recode", _format_name(meta.loader), req.fmt.suffix, done - start, decode=decode, encode=encode)
     return Rendered(body, req.fmt.media_type, pixels.shape[1], pixels.shape[0], source="recode",
                     timing=f"recode, decode;dur={decode * 1e3:.2f}, encode;dur={encode * 1e3:.2f}")
 
@@ -163,8 +166,9 @@ def render(image: SourceImage, req: TileRequest, settings: Settings, derived: By
         start = time.perf_counter()
         stored = passthrough(image, req, settings)
         if stored is not None:
-            metrics.rendered("passthrough", _format_name(image.meta.loader), req.fmt.suffix)
-            return replace(stored, timing=f"passthrough;dur={(time.perf_counter() - start) * 1e3:.2f}")
+            took = time.perf_counter() - start
+            metrics.rendered("passthrough", _format_name(image.meta.loader), req.fmt.suffix, took)
+            return replace(stored, timing=f"passthrough;dur={took * 1e3:.2f}")
         return recode(image, req, settings) or _render(image, req, settings, derived)
     except pyvips.Error as exc:
         raise vips_error(exc, image.meta.ident) from exc
@@ -205,25 +209,32 @@ def _encode(img: Any, req: TileRequest, settings: Settings, keep_icc: bool, star
     """Mirror, rotate and encode; `depth`: keep 16-bit samples (PNG and TIFF, deflate for lossy codecs).
     `start`: when the render began, for its timing; `loader`: the source's reader, for the metrics."""
     img = orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha)
-    streamed = img.width * img.height > TIMED_PIXELS
-    if not streamed:
+    marks: list[float] = []
+    if settings.split_timing and img.width * img.height <= TIMED_PIXELS and not direct(img, req.fmt):
         img = img.copy_memory()  # decoded and processed here, so the encode below is timed alone
-    decoded = time.perf_counter()
+        marks.append(time.perf_counter())
     q = req.encoder_quality if req.encoder_quality is not None else default_quality(req.fmt, settings)
     codec = req.tiff_compression or settings.tiff_compression
     if depth and codec in ("jpeg", "webp"):
         codec = "deflate"  # 8-bit codecs: the samples are kept losslessly instead
     body = encode(img, req.fmt, q, tiff_compression=codec, keep_icc=keep_icc, background=settings.background,
-                  keep_depth=depth)
+                  keep_depth=depth, marks=marks)
     done = time.perf_counter()
-    if streamed:
-        metrics.rendered("decode", _format_name(loader), req.fmt.suffix, streamed=done - start)
-        timing = f'decode;desc="streamed with the encode", encode;dur={(done - start) * 1e3:.2f}'
-    else:
-        decode, enc = decoded - start, done - decoded
-        metrics.rendered("decode", _format_name(loader), req.fmt.suffix, decode=decode, encode=enc)
+    if marks:  # the pixels were in memory at marks[0]: decode and encode timed apart
+        decode, enc = marks[0] - start, done - marks[0]
+        metrics.rendered("decode", _format_name(loader), req.fmt.suffix, done - start, decode=decode, encode=enc)
         timing = f"decode;dur={decode * 1e3:.2f}, encode;dur={enc * 1e3:.2f}"
+    else:
+        metrics.rendered("decode", _format_name(loader), req.fmt.suffix, done - start)
+        timing = f"decode;dur={(done - start) * 1e3:.2f};{ONE_PASS}"
     return Rendered(body, req.fmt.media_type, img.width, img.height, source="decode", timing=timing)
+
+
+def direct(img: Any, fmt: OutputFormat) -> bool:
+    """Whether the encoder takes these pixels from memory itself (encode's `marks`): JPEG 2000, and JPEG up to
+    libjpeg-turbo's direct size (a guess before `prepare`, which may drop an alpha band; a wrong guess only
+    costs one copy, or leaves the timing in one figure)."""
+    return fmt is OutputFormat.JP2 or (fmt is OutputFormat.JPEG and img.width * img.height <= jpeg.DIRECT_PIXELS)
 
 
 def image_histogram(image: SourceImage, page: int, derived: ByteLRU[Any, Any]) -> Histogram:
