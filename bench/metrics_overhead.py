@@ -1,10 +1,10 @@
 """What metrics, Server-Timing and the access log cost per request, measured in-process (no network, no client):
 the app is called as an ASGI callable in a loop, for the cheapest answers there are, a replayed tile and a tile
-cache hit through the full stack, and for a decoded tile (the timed render, made in memory before the encode,
-against the same render streamed). Each configuration runs in a process of its own (prometheus-client picks its
-storage once per process), the configurations take turns (`--rounds`), and the table shows for each the least
-CPU time (the process's, its render threads' included) per request over every loop of every round: the least is
-the figure other load on the machine disturbs least.
+cache hit through the full stack, and for decoded tiles (JPEG, whose stages are timed apart for free; PNG in
+libvips' one pass, and with `split_timing`, made in memory first to time the encode alone). Each configuration
+runs in a process of its own (prometheus-client picks its storage once per process), the configurations take
+turns (`--rounds`), and the table shows for each the least CPU time (the process's, its render threads'
+included) per request over every loop of every round: the least is the figure other load disturbs least.
 
     .venv/bin/python bench/metrics_overhead.py [--requests 3000] [--repeats 5] [--rounds 3]
 
@@ -68,7 +68,6 @@ async def call(app: Any, path: str, query: bytes, headers: list[tuple[bytes, byt
 async def measure(settings: dict[str, Any], root: Path, n: int, repeats: int) -> dict[str, float]:
     """CPU microseconds per request for each case (least of `repeats` loops of `n`), and a decoded tile's."""
     from tileserver.app import create_app
-    from tileserver.imaging import render
     from tileserver.settings import Settings
 
     app = create_app(Settings(root=root, **settings))
@@ -83,20 +82,26 @@ async def measure(settings: dict[str, Any], root: Path, n: int, repeats: int) ->
                     await call(app, path, query, headers)
                 runs.append((time.process_time() - t) / n * 1e6)
             out[name] = min(runs)
-        service = app.state.service
-        for label, pixels in (("decoded tile, timed (in memory, then encoded)", render.TIMED_PIXELS),
-                              ("decoded tile, streamed (not timed apart)", 0)):
-            render.TIMED_PIXELS = pixels
-            runs = []
-            for _ in range(repeats):
-                service.tiles.clear()
-                t = time.process_time()
-                for k in range(n // 20):
-                    await call(app, "/iip", f"FIF=d.tif&JTL=2,{k % 12}".encode(), [(b"if-none-match", b'"x"')])
-                    service.tiles.clear()
-                runs.append((time.process_time() - t) / (n // 20) * 1e6)
-            out[label] = min(runs)
+        out["decoded tile, JPEG (stages timed apart for free)"] = await decoded(app, "jpg", n // 20, repeats)
+        out["decoded tile, PNG (one libvips pass)"] = await decoded(app, "png", n // 20, repeats)
+    split = create_app(Settings(root=root, **{**settings, "split_timing": True}))
+    async with split.router.lifespan_context(split):
+        out["decoded tile, PNG, split_timing (two passes)"] = await decoded(split, "png", n // 20, repeats)
     return out
+
+
+async def decoded(app: Any, fmt: str, n: int, repeats: int) -> float:
+    """CPU microseconds per tile of a deflate TIFF rendered anew (tile cache emptied each time) as `fmt`."""
+    service = app.state.service
+    runs = []
+    for _ in range(repeats):
+        t = time.process_time()
+        for k in range(n):
+            x, y = k % 3 * 256, k // 3 % 2 * 256
+            await call(app, f"/iiif/3/d.tif/{x},{y},256,256/256,/0/default.{fmt}", b"", [(b"if-none-match", b'"x"')])
+            service.tiles.clear()
+        runs.append((time.process_time() - t) / n * 1e6)
+    return min(runs)
 
 
 def child(args: argparse.Namespace) -> None:

@@ -5,10 +5,9 @@ log writes one parseable line per response."""
 from __future__ import annotations
 
 import json
-import logging
 import re
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -46,22 +45,21 @@ CASES = [
 ]
 
 
-class Lines(logging.Handler):
+class Lines:
+    """The access log lines written while a test runs (in place of stderr)."""
+
     def __init__(self) -> None:
-        super().__init__()
         self.lines: list[str] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+    def __call__(self, line: str) -> None:
+        self.lines.append(line)
 
 
 @pytest.fixture
-def access_lines() -> Iterator[Lines]:
-    handler = Lines()
-    log = telemetry.access_logger()
-    log.addHandler(handler)
-    yield handler
-    log.removeHandler(handler)
+def access_lines(monkeypatch: pytest.MonkeyPatch) -> Lines:
+    lines = Lines()
+    monkeypatch.setattr(telemetry, "write_line", lines)
+    return lines
 
 
 @pytest.fixture
