@@ -438,5 +438,10 @@ def test_after_the_flood_the_server_serves_and_shows_its_counters(overloaded: tu
     assert stats["large_refused"] == EXPORTS - 2 + 1 and stats["large_done"] >= 2
     assert stats["large_queued"] == 0 and stats["large_megapixels_in_flight"] == 0
     assert stats["large_threads"] == 1 and stats["tile_threads"] == 2 and stats["large_queue_limit"] == 1
+    scrape = httpx.get(base + "/metrics").text  # the same counts in the metrics
+    refused = sum(float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
+                  if line.startswith('tileserver_admission_refused_total{') and 'lane="large"' in line)
+    assert refused == stats["large_refused"]
+    assert 'tileserver_admission_in_flight{lane="large"} 0.0' in scrape
     response, _, _ = timed_get(base, "/iiif/3/big.tif/full/2000,/0/default.webp")
     assert response.status_code == 200 and decode(response.content).width == 2000

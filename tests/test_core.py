@@ -29,8 +29,10 @@ async def test_tile_cache_hits(service: TileService) -> None:
     req = TileRequest(ident="a.tif", tile=Tile(1, 0, 0))
     first = await service.render(req)
     second = await service.render(req)
-    assert first is second
-    assert service.tiles.hits == 1 and service.tiles.misses == 1
+    third = await service.render(req)
+    assert second.body is first.body and second is third  # the cached copy, with its body shared
+    assert (first.source, second.source, second.timing) == ("passthrough", "cache", "cache;desc=local")
+    assert service.tiles.hits == 2 and service.tiles.misses == 1
     assert first.etag and decode(first.body).width == 256
 
 

@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from . import metrics
 from .errors import Busy, TileServerError
 from .imaging.cancel import Job, check, running
 from .levels import source_box
@@ -184,6 +185,11 @@ class Admission:
                 nice = self.settings.admission_large_nice if lane is self.large else 0
                 lane.pool = ThreadPoolExecutor(lane.threads, thread_name_prefix=f"tileserver-{lane.name}",
                                                initializer=_renice, initargs=(nice,))
+            self._report(lane)
+
+    def _report(self, state: _Lane) -> None:
+        """The lane's admitted and queued work, to the metrics (a gauge set per change: no work at scrape)."""
+        metrics.admission(state.name, state.in_flight, len(self._waiters) if state is self.large else 0)
 
     def stop(self) -> None:
         for lane in (self.small, self.large):
@@ -220,7 +226,7 @@ class Admission:
             if work.done():
                 return work.result()[0]  # ended at the same moment
             state.expired += 1
-            raise self._busy(state, f"the {state.name} render took longer than "
+            raise self._busy(state, "deadline", f"the {state.name} render took longer than "
                              f"{self.settings.admission_deadline:g} s") from None
         finally:
             if not work.done():  # deadline passed or the client went away: stop the work where it can
@@ -261,6 +267,7 @@ class Admission:
         if state is self.large:
             state.pixels += cost.pixels
             self._admitted.add(work)
+        self._report(state)
         return work
 
     def _leave(self, state: _Lane, work: _Work) -> None:
@@ -269,6 +276,7 @@ class Admission:
             self._admitted.discard(work)
             state.pixels = max(state.pixels - work.cost.pixels, 0.0) if state.in_flight else 0.0
             self._wake()
+        self._report(state)
 
     def _wake(self) -> None:
         """Admit the queue's first waiters while they fit (FIFO: a large one is not overtaken forever)."""
@@ -300,10 +308,12 @@ class Admission:
         if len(self._waiters) >= self.settings.admission_large_queue or (
                 expected is not None and expected > self.settings.admission_queue_wait):
             large.refused += 1
-            raise self._busy(large, f"{large.in_flight} large renders in flight and {len(self._waiters)} waiting")
+            raise self._busy(large, "full",
+                             f"{large.in_flight} large renders in flight and {len(self._waiters)} waiting")
         loop = asyncio.get_running_loop()
         waiter = _Waiter(cost, loop.create_future())
         self._waiters.append(waiter)
+        self._report(large)
         wait = loop.time() + self.settings.admission_queue_wait
         try:
             async with asyncio.timeout_at(wait if until is None else min(wait, until)):
@@ -311,7 +321,7 @@ class Admission:
         except TimeoutError:
             if waiter.work is None:
                 large.refused += 1
-                raise self._busy(large, "no large render slot was free in time") from None
+                raise self._busy(large, "queue_wait", "no large render slot was free in time") from None
             # admitted at the very moment it would have given up: go ahead
         except BaseException:
             if waiter.work is not None:  # admitted just as the client went away: give the place back
@@ -320,14 +330,16 @@ class Admission:
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+                self._report(large)
                 self._wake()  # the next one may fit where this one did not
         assert waiter.work is not None
         return waiter.work
 
-    def _busy(self, state: _Lane, why: str) -> Busy:
+    def _busy(self, state: _Lane, reason: str, why: str) -> Busy:
         """503 with a Retry-After of about when a place frees (1 to 60 s): the large lane's expected wait;
         for the tile lane, the recent run time of one render times those in flight over its threads. The
         default (5 s) before anything ran."""
+        metrics.refused(state.name, reason)  # reason: full (at once), queue_wait, deadline
         exc = Busy(f"busy: {why}; retry later")
         if state.done:
             expected = (self.expected_wait() if state is self.large else None) or \

@@ -10,12 +10,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
-from . import protocols
+from . import metrics, protocols
 from .core import TileService
 from .errors import install_handlers
 from .pages import index as pages
 from .pages import manifests, viewers
 from .settings import Settings
+from .web import telemetry
 from .web.limits import RequestLimitMiddleware
 from .web.options import OptionsMiddleware
 from .web.proxies import TrustedProxyMiddleware
@@ -25,36 +26,43 @@ from .web.replay import ReplayMiddleware
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     service = TileService(settings)
+    recording = metrics.configure(settings.metrics, settings.metrics_dir)
+    sampler = metrics.Sampler()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service.start()
         try:
-            yield
+            async with telemetry.sampling(service, sampler):
+                yield
         finally:
             service.stop()
 
-    # forwarded headers dropped from untrusted clients first, as replay keys include them; then repeats
-    # answered at once, skipping the rest
-    middleware = [Middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies),
-                  Middleware(ReplayMiddleware, service=service)]
+    # forwarded headers dropped from untrusted clients first (replay keys and access logs include them); then
+    # telemetry, so that replayed responses are counted and logged; then replay: repeats skip the rest
+    middleware = [
+        Middleware(TrustedProxyMiddleware, trusted=settings.trusted_proxies),
+        Middleware(telemetry.TelemetryMiddleware, access_log=settings.access_log, record=recording),
+        Middleware(ReplayMiddleware, service=service),
+    ]
     if settings.cors:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=[o.strip() for o in settings.cors.split(",")],
             allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
             allow_headers=["Accept", "Content-Type", "X-Requested-With", "If-Modified-Since", "If-None-Match",
                            "Range"],
-            expose_headers=["ETag", "Last-Modified", "Link", "Content-Disposition"], max_age=86400,
+            expose_headers=["ETag", "Last-Modified", "Link", "Content-Disposition", "Server-Timing"], max_age=86400,
         ))
     # manifests come before the protocols (`/iiif/{rest:path}` would take them), and the protocols before
     # the pages, so the routes of tile requests are matched first
     manifest_routes = manifests.ROUTES if "iiif" in settings.protocols else []
     routes = (manifest_routes + protocols.routes(settings.protocols) + pages.ROUTES + viewers.ROUTES
-              + viewers.asset_mounts(settings))
+              + viewers.asset_mounts(settings) + (telemetry.ROUTES if recording else []))
     middleware += [Middleware(RequestLimitMiddleware, settings=settings), Middleware(OptionsMiddleware, routes=routes)]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.service = service
+    app.state.sampler = sampler
     app.state.query_protocols = protocols.query_commands(settings.protocols)
     install_handlers(app)
     return app

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .settings import Settings
 
 
@@ -28,19 +30,30 @@ def _serve(args: argparse.Namespace) -> int:
     if not settings.root.is_dir():
         print(f"tileserver: image root {settings.root} is not a folder", file=sys.stderr)
         return 2
-    share = None
-    if settings.workers > 1 and settings.jp2_share is None:  # the workers decode each JPEG 2000 tile once
-        from .sources.jp2share import share_folder
-
-        share = share_folder()
-        settings = settings.model_copy(update={"jp2_share": share})
+    folders = _shared_folders(settings)
+    settings = settings.model_copy(update=folders)
     try:
         return _run(settings, args)
     finally:
-        if share is not None:
-            from .sources.jp2share import remove_folder
+        from .sources.jp2share import remove_folder
 
-            remove_folder(share)
+        for folder in folders.values():
+            remove_folder(folder)
+
+
+def _shared_folders(settings: Settings) -> dict[str, Path]:
+    """The folders the worker processes of this server share, made here and removed at exit: decoded JPEG 2000
+    tiles (each decoded once) and metrics (one scrape counts every worker); none for one process."""
+    if settings.workers == 1:
+        return {}
+    from .sources.jp2share import share_folder
+
+    out = {}
+    if settings.jp2_share is None:
+        out["jp2_share"] = share_folder(kind="jp2")
+    if settings.metrics and settings.metrics_dir is None:
+        out["metrics_dir"] = share_folder(kind="metrics")
+    return out
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .admission import Admission, Lane, estimate, lane_for
 from .cache.disk import DiskStore
@@ -38,6 +38,8 @@ from .sources.slide import SlideFormat, SlideReader
 
 T = TypeVar("T")
 TRANSLATIONS = 8192  # remembered URL translations per process
+CACHE_TIMING = "cache;desc=local"  # Server-Timing of a tile cache hit
+PREVIEW_TIMING = 'preview;desc="from a preview while the pyramid is made"'
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Recorded:
     body: bytes
     length: int
     headers: tuple[tuple[bytes, bytes], ...]
+    labels: tuple[str, str] = ("", "")  # the protocol and route template that answered it (metrics, logs)
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,19 @@ class TileService:
             self.derivatives.close()
         self.admission.stop()
         self._started = False
+
+    async def ready(self, timeout: float) -> dict[str, bool]:
+        """Readiness: whether the thread pool runs a trivial job within `timeout` seconds (`pool`; never started
+        here: a stopped pool is not ready) and, in that job, whether the image root is a readable folder (`root`)."""
+        pool = self.admission.small.pool  # the tile lane's threads
+        if pool is None:
+            return {"pool": False, "root": False}
+        try:
+            job = asyncio.get_running_loop().run_in_executor(pool, self.source.readable)
+            root = await asyncio.wait_for(job, timeout)
+        except (TimeoutError, RuntimeError):  # RuntimeError: the pool was shut down
+            return {"pool": False, "root": False}
+        return {"pool": True, "root": root}
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run a blocking function (a metadata load, a folder listing) in the tile lane, without a deadline."""
@@ -288,13 +304,14 @@ class TileService:
 
     # -- replay: whole responses for URLs answered before (see web/replay.py) -----------------------
     def record(self, key: Hashable, meta: ImageMeta, request: TileRequest | None, body: bytes,
-               headers: tuple[tuple[bytes, bytes], ...]) -> None:
+               headers: tuple[tuple[bytes, bytes], ...], labels: tuple[str, str] = ("", "")) -> None:
         """Keep a response just sent: for a tile, its request (the body stays in the tile cache only)."""
-        self.recorded.put(key, Recorded(meta, request, b"" if request else body, len(body), headers))
+        self.recorded.put(key, Recorded(meta, request, b"" if request else body, len(body), headers, labels))
 
-    async def replay(self, key: Hashable) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]] | None:
-        """(body, raw headers) of the response recorded under `key`, if the image is unchanged and,
-        for a tile, the tile is still cached; else None (the full stack answers, and records again)."""
+    async def replay(self, key: Hashable) -> tuple[bytes, Recorded] | None:
+        """The body and the record (raw headers, labels) of the response recorded under `key`, if the image is
+        unchanged and, for a tile, the tile is still cached; else None (the full stack answers, and records
+        again)."""
         hit = self.recorded.get(key)
         if hit is None or not await self._current(hit.meta):
             return None
@@ -305,7 +322,7 @@ class TileService:
                 return None
             body = tile.body
         self.replayed += 1
-        return body, hit.headers
+        return body, hit
 
     # -- pixels -----------------------------------------------------------------------------------
     async def render(self, req: TileRequest) -> Rendered:
@@ -320,8 +337,9 @@ class TileService:
                                        self.derived, cost=cost)
         out = replace(out, etag=etag_for(entry.meta, repr(req)))
         if entry.meta.provisional:  # made from a preview: never cached, and marked so HTTP does not either
-            return replace(out, provisional=True)
-        self.tiles.put(key, out, len(out.body) + 200)
+            return replace(out, provisional=True, timing=f"{out.timing}, {PREVIEW_TIMING}")
+        # the cached copy says where later answers come from (Server-Timing), not how this one was made
+        self.tiles.put(key, replace(out, source="cache", timing=CACHE_TIMING), len(out.body) + 200)
         return out
 
     async def samples(self, ident: str, level: int, box: tuple[int, int, int, int], page: int = 0) -> Samples:
@@ -340,12 +358,36 @@ class TileService:
             self._formats = await self.run(available_formats)
         return self._formats
 
+    def cache_stats(self) -> dict[str, dict[str, int]]:
+        """Hits, misses, entries and bytes of every cache of this process that counts them (metrics.Sampler):
+        encoded tiles, metadata, URL translations, info documents, replay (a hit is a replayed response),
+        per-image histograms, decoded levels (libvips sources, slides), JPEG 2000 units (this process, and
+        the folder the workers share) and derived pyramids (a hit is one reused, a miss one converted)."""
+        replay = self.recorded.hits + self.recorded.misses
+        out = {"tile": self.tiles.stats(), "metadata": _lookups(self.metadata),
+               "translation": _lookups(self.translations), "document": _lookups(self.documents),
+               "replay": {"hits": self.replayed, "misses": replay - self.replayed, "entries": len(self.recorded)},
+               "histogram": self.derived.stats(), "decoded_level": self.reader.decoded_stats(),
+               "slide_level": self.slides.decoded.stats(), "jp2": self.jp2.units.cache.stats()}
+        shared = self.jp2.units.shared
+        if shared is not None:
+            out["jp2_shared"] = {"hits": shared.hits, "misses": shared.misses}
+        if self.derivatives is not None:
+            d = self.derivatives.stats()
+            out["derived"] = {"hits": d["reused"], "misses": d["converted"] + d["failed"], "bytes": d["bytes"]}
+        return out
+
     def stats(self) -> dict[str, dict[str, int]]:
         out = {"tile_cache": self.tiles.stats(), "metadata_cache": self.metadata.stats(),
                "replay": {**self.recorded.stats(), "replayed": self.replayed}, "admission": self.admission.stats()}
         if self.derivatives is not None:
             out["derivatives"] = self.derivatives.stats()
         return out
+
+
+def _lookups(lru: CountLRU[Any, Any]) -> dict[str, int]:
+    """A count-bounded cache's counters (its `bytes` is its entry count, left out)."""
+    return {"hits": lru.hits, "misses": lru.misses, "entries": len(lru)}
 
 
 def etag_for(meta: ImageMeta, key: str) -> str:

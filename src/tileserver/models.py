@@ -280,3 +280,7 @@ class Rendered:
     height: int
     etag: str = ""  # of the final response; a provisional one is sent without validators
     provisional: bool = False  # made from a preview (ImageMeta.provisional): not cached, not replayed
+    # how the body was made: `source` is passthrough, recode, decode or cache (a tile cache hit), and `timing`
+    # the response's Server-Timing value saying so with the stage times (imaging/render.py)
+    source: str = ""
+    timing: str = ""

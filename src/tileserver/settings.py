@@ -243,6 +243,29 @@ class Settings(BaseSettings):
                                       "that the client gets 503 and the work is cancelled (libvips stops at its "
                                       "next block; a GIF or JPEG 2000 encode runs to its end) and counts against "
                                       "the limits until it really stops")
+    # -- operations: metrics, access log, health probes (metrics.py, web/telemetry.py, pages/index.py) --
+    metrics: bool = Field(True, description="Prometheus metrics at `/metrics` (requests, latency, caches, "
+                          "render paths and times, source reads, admission); labels carry route templates, never "
+                          "identifiers; false: no `/metrics` and nothing recorded")
+    metrics_dir: Path | None = Field(None, description="Folder where the worker processes of one server keep their "
+                                     "metrics for one scrape (prometheus-client multiprocess mode); `tileserver serve "
+                                     "--workers N` (N > 1) makes one in /dev/shm and removes it at exit; None: "
+                                     "each process alone")
+    access_log: Literal["off", "json", "text"] = Field("off", description="Access log on stderr, one line per "
+                                                       "response: `json` (time, method, path, query, status, bytes, "
+                                                       "duration_ms, source, client, protocol, route, worker) or "
+                                                       "`text`; off: none")
+    split_timing: bool = Field(False, description="Time the decode and the encode of libvips renders apart "
+                               "(Server-Timing `decode` and `encode`, their metrics): outputs up to 4 MP are made "
+                               "in memory before they are encoded, about 10 % more CPU per decoded tile; off: one "
+                               "`decode` figure for libvips' single pass (recoded tiles are always split)")
+    ready_timeout: float = Field(2.0, gt=0, le=60, description="Seconds within which the thread pool must run a "
+                                 "trivial job and the image root be readable for `/health/ready` to answer 200")
+
+    @field_validator("metrics_dir", mode="before")
+    @classmethod
+    def _no_empty_metrics_dir(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
     rights: str = Field("", description="Rights URI / copyright when the image carries none")
     iiif_version: Literal[2, 3] = Field(3, description="IIIF version answered at `/iiif/{id}`")
     iiif_delimiter: str = Field("", description="Separator of a page index in IIIF identifiers: with `;`, "

@@ -38,7 +38,8 @@ def replayed(app: Starlette) -> int:
 
 
 def without_date(r: httpx.Response) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in r.headers.multi_items() if k != "date"]
+    """The headers but Date, and Server-Timing (a replayed image says `replay`: tests/web/test_telemetry.py)."""
+    return [(k, v) for k, v in r.headers.multi_items() if k not in ("date", "server-timing")]
 
 
 @pytest.mark.parametrize(
@@ -61,6 +62,9 @@ async def test_repeat_is_replayed_exactly(app: Starlette, client: httpx.AsyncCli
     assert replayed(app) == 1
     assert second.status_code == 200 and second.content == first.content
     assert without_date(second) == without_date(first)
+    image = not url.endswith(".json")
+    assert ("server-timing" in first.headers) is image and second.headers.get("server-timing") == (
+        "replay" if image else None)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ def available_formats() -> tuple[OutputFormat, ...]:
     ok = []
     for fmt in OutputFormat:
         try:
-            data = _save(probe, fmt, None, "deflate", False)
+            data = _save(probe, fmt, None, "deflate", False, None)
             if fmt is OutputFormat.JP2:
                 if not data.startswith(JP2_SIGNATURE):
                     raise ValueError("not a JP2 file")
@@ -75,10 +76,11 @@ def check_writable(fmt: OutputFormat, size: tuple[int, int], tiff_compression: s
         raise UnsupportedFormat(f"{fmt.suffix} output is at most {side} pixels a side")
 
 
-def _save(img: Any, fmt: OutputFormat, quality: int | None, tiff_compression: str, keep_icc: bool) -> bytes:
+def _save(img: Any, fmt: OutputFormat, quality: int | None, tiff_compression: str, keep_icc: bool,
+          marks: list[float] | None) -> bytes:
     keep = pyvips.enums.ForeignKeep.ICC if keep_icc else pyvips.enums.ForeignKeep.NONE
     if fmt is OutputFormat.JPEG:
-        return _jpeg(img, jpeg.clamp_quality(quality), keep_icc)
+        return _jpeg(img, jpeg.clamp_quality(quality), keep_icc, marks)
     if fmt is OutputFormat.PNG:
         level = 1 if quality is None else min(max(quality, 0), 9)  # zlib level 0-9, as iipsrv
         return bytes(img.pngsave_buffer(compression=level, keep=keep))
@@ -95,17 +97,18 @@ def _save(img: Any, fmt: OutputFormat, quality: int | None, tiff_compression: st
             opts["Q"] = quality
         return bytes(img.tiffsave_buffer(**opts))
     if fmt is OutputFormat.JP2:
-        return _jp2(img, quality)
+        return _jp2(img, quality, marks)
     return bytes(img.gifsave_buffer(keep=keep))
 
 
-def _jp2(img: Any, quality: int | None) -> bytes:
+def _jp2(img: Any, quality: int | None, marks: list[float] | None = None) -> bytes:
     """A JP2 file: irreversible 9/7 at (100 - Q) / 2.5 + 2 : 1 (Q 75: 12:1, the digital-library norm of
     10-20:1), lossless 5/3 at Q 100; up to 6 resolutions, as many as the size allows. No ICC profile
     (Pillow's JPEG 2000 writer has none)."""
     from PIL import Image
 
     pixels = np.ndarray(buffer=img.write_to_memory(), dtype=np.uint8, shape=(img.height, img.width, img.bands))
+    _mark(marks)
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[img.bands]
     im = Image.fromarray(pixels[:, :, 0] if img.bands == 1 else pixels, mode)
     q = 75 if quality is None else min(max(quality, 1), 100)
@@ -118,13 +121,20 @@ def _jp2(img: Any, quality: int | None) -> bytes:
     return buf.getvalue()
 
 
-def _jpeg(img: Any, quality: int, keep_icc: bool) -> bytes:
+def _mark(marks: list[float] | None) -> None:
+    """Note when the pixels are in memory, before the encoder proper runs (see `encode`)."""
+    if marks is not None:
+        marks.append(time.perf_counter())
+
+
+def _jpeg(img: Any, quality: int, keep_icc: bool, marks: list[float] | None = None) -> bytes:
     """Small images through libjpeg-turbo directly (see jpeg.py), large ones streamed by libvips."""
     if img.width * img.height > jpeg.DIRECT_PIXELS or img.format != "uchar" or img.bands not in (1, 3):
         keep = pyvips.enums.ForeignKeep.ICC if keep_icc else pyvips.enums.ForeignKeep.NONE
         return bytes(img.jpegsave_buffer(Q=quality, keep=keep))
     icc = img.get("icc-profile-data") if keep_icc and "icc-profile-data" in img.get_fields() else None
     pixels = jpeg.from_buffer(img.write_to_memory(), img.width, img.height, img.bands)
+    _mark(marks)
     return jpeg.encode(pixels, quality, bytes(icc) if icc else None)
 
 
@@ -154,10 +164,14 @@ def prepare(img: Any, fmt: OutputFormat, background: tuple[int, int, int], keep_
 def encode(
     img: Any, fmt: OutputFormat, quality: int | None, *, tiff_compression: str = "deflate",
     keep_icc: bool = True, background: tuple[int, int, int] = (255, 255, 255), keep_depth: bool = False,
+    marks: list[float] | None = None,
 ) -> bytes:
+    """`img` as a `fmt` file. `marks`: when the encoder takes the pixels from memory (small JPEG outputs, JPEG 2000),
+    the time they were there is appended, so that a caller times the decode (libvips' pass) and the encode apart
+    at no cost; libvips' own savers decode and encode in one pass, and append nothing."""
     check_writable(fmt, (img.width, img.height), tiff_compression)
     img = prepare(img, fmt, background, keep_depth)
     if not keep_icc and "icc-profile-data" in img.get_fields():
         img = img.copy()
         img.remove("icc-profile-data")
-    return _save(img, fmt, quality, tiff_compression, keep_icc)
+    return _save(img, fmt, quality, tiff_compression, keep_icc, marks)

@@ -5,11 +5,14 @@ processing -> quality -> mirror/rotate -> encode."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pyvips
 
+from .. import metrics
 from ..cache.memory import ByteLRU
 from ..errors import ImageTooLarge
 from ..levels import source_box, within_limits
@@ -34,6 +37,12 @@ RECODE_TILES = 4  # stored tiles one recoded response may be cut from (a DeepZoo
 # Per-image histograms (contrast stretch, binary threshold, equalisation), by file, mtime, size and
 # stack page: 256 counts each, so a few thousand images fit in a few MB.
 HISTOGRAM_BYTES = 2048
+# The decode (with the processing) and the encode are timed apart when the encoder takes the pixels from memory
+# anyway (small JPEG outputs, JPEG 2000: encode's `marks`). Other libvips savers decode and encode in one lazy
+# pass; with `split_timing`, outputs up to this many pixels are then made in memory first, at the cost of a
+# second pass. Larger outputs always stay streamed, in bounded memory.
+TIMED_PIXELS = 4 << 20
+ONE_PASS = 'desc="decode, process and encode in one libvips pass"'
 
 
 def read_pixels(image: SourceImage, req: TileRequest, level: int, box: tuple[int, int, int, int], kernel: str
@@ -79,7 +88,7 @@ def passthrough(image: SourceImage, req: TileRequest, settings: Settings) -> Ren
             return None  # a WebP profile needs an extended (VP8X) container: let libvips write it
         body = jpeg.with_icc(body, stored.icc)
     lv = meta.levels[tile[0]]
-    return Rendered(body, req.fmt.media_type, lv.tile_width, lv.tile_height)
+    return Rendered(body, req.fmt.media_type, lv.tile_width, lv.tile_height, source="passthrough")
 
 
 def recode(image: SourceImage, req: TileRequest, settings: Settings) -> Rendered | None:
@@ -91,6 +100,7 @@ def recode(image: SourceImage, req: TileRequest, settings: Settings) -> Rendered
     meta = image.meta
     if req.fmt is not OutputFormat.JPEG or meta.compression != "jpeg":
         return None
+    start = time.perf_counter()
     found = unscaled_box(meta, req)
     if found is not None:
         cut = _cut_stored(image, *found, req.page)
@@ -100,9 +110,14 @@ def recode(image: SourceImage, req: TileRequest, settings: Settings) -> Rendered
     if cut is None:
         return None
     pixels, icc = cut
+    decoded = time.perf_counter()
     q = req.encoder_quality if req.encoder_quality is not None else settings.jpeg_quality
     body = jpeg.encode(pixels, q, icc if settings.keep_icc else None)
-    return Rendered(body, req.fmt.media_type, pixels.shape[1], pixels.shape[0])
+    done = time.perf_counter()
+    decode, encode = decoded - start, done - decoded
+    metrics.rendered("recode", _format_name(meta.loader), req.fmt.suffix, done - start, decode=decode, encode=encode)
+    return Rendered(body, req.fmt.media_type, pixels.shape[1], pixels.shape[0], source="recode",
+                    timing=f"recode, decode;dur={decode * 1e3:.2f}, encode;dur={encode * 1e3:.2f}")
 
 
 def _cut_stored(image: SourceImage, level: int, box: tuple[int, int, int, int], page: int, scale: int = 1
@@ -149,14 +164,25 @@ def render(image: SourceImage, req: TileRequest, settings: Settings, derived: By
     """`req` answered from `image`; `derived` keeps what is computed once per image (histograms)."""
     check_page(image.meta, req.page)
     try:
-        return (passthrough(image, req, settings) or recode(image, req, settings)
-                or _render(image, req, settings, derived))
+        start = time.perf_counter()
+        stored = passthrough(image, req, settings)
+        if stored is not None:
+            took = time.perf_counter() - start
+            metrics.rendered("passthrough", _format_name(image.meta.loader), req.fmt.suffix, took)
+            return replace(stored, timing=f"passthrough;dur={took * 1e3:.2f}")
+        return recode(image, req, settings) or _render(image, req, settings, derived)
     except pyvips.Error as exc:
         cancel.check()  # killed on purpose (imaging/cancel.py): not the file's fault
         raise vips_error(exc, image.meta.ident) from exc
 
 
+def _format_name(loader: str) -> str:
+    """A source format's metric label: its reader's name (`tiffload` -> `tiff`, `openslide`, `ome-tiff`)."""
+    return loader.removesuffix("load") or "unknown"
+
+
 def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: ByteLRU[Any, Any]) -> Rendered:
+    start = time.perf_counter()
     meta = image.meta
     level, box = source_box(meta, req)
     deep = keeps_depth(meta, req)
@@ -166,7 +192,7 @@ def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: B
     img = composited if composited is not None else read_pixels(image, req, level, box, settings.interpolation)
     cancel.check()
     if deep:
-        return _encode(img.copy(interpretation="grey16"), req, settings, False, depth=True)
+        return _encode(img.copy(interpretation="grey16"), req, settings, False, start, meta.loader, depth=True)
     wanted = needs_histogram(req.processing, req.quality)
     if composite:  # a multi-channel image in its colours (imaging/channels.py)
         if composited is None:
@@ -178,22 +204,43 @@ def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: B
     img = process(img, meta, req.processing, req.quality, hist)
     p = req.processing  # the source profile no longer describes these pixels (iipsrv's View::maxICC)
     recoloured = req.quality in (Quality.GRAY, Quality.BITONAL) or bool(p.colormap or p.twist or p.shade)
-    return _encode(img, req, settings, settings.keep_icc and not recoloured)
+    return _encode(img, req, settings, settings.keep_icc and not recoloured, start, image.meta.loader)
 
 
-def _encode(img: Any, req: TileRequest, settings: Settings, keep_icc: bool, depth: bool = False) -> Rendered:
-    """Mirror, rotate and encode; `depth`: keep 16-bit samples (PNG and TIFF, deflate for lossy codecs)."""
+def _encode(img: Any, req: TileRequest, settings: Settings, keep_icc: bool, start: float, loader: str,
+            depth: bool = False) -> Rendered:
+    """Mirror, rotate and encode; `depth`: keep 16-bit samples (PNG and TIFF, deflate for lossy codecs).
+    `start`: when the render began, for its timing; `loader`: the source's reader, for the metrics."""
     img = cancel.watch(orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha))
     if req.rotation % 90 and not within_limits((img.width, img.height), settings.max_size, settings.max_area):
         # the protocols fit or refuse rotated sizes (levels.fit_rotated); nothing larger is computed
         raise ImageTooLarge(f"the rotated image would be {img.width}x{img.height}, beyond this server's limits")
+    marks: list[float] = []
+    if settings.split_timing and img.width * img.height <= TIMED_PIXELS and not direct(img, req.fmt):
+        img = img.copy_memory()  # decoded and processed here, so the encode below is timed alone
+        marks.append(time.perf_counter())
     q = req.encoder_quality if req.encoder_quality is not None else default_quality(req.fmt, settings)
     codec = req.tiff_compression or settings.tiff_compression
     if depth and codec in ("jpeg", "webp"):
         codec = "deflate"  # 8-bit codecs: the samples are kept losslessly instead
     body = encode(img, req.fmt, q, tiff_compression=codec, keep_icc=keep_icc, background=settings.background,
-                  keep_depth=depth)
-    return Rendered(body, req.fmt.media_type, img.width, img.height)
+                  keep_depth=depth, marks=marks)
+    done = time.perf_counter()
+    if marks:  # the pixels were in memory at marks[0]: decode and encode timed apart
+        decode, enc = marks[0] - start, done - marks[0]
+        metrics.rendered("decode", _format_name(loader), req.fmt.suffix, done - start, decode=decode, encode=enc)
+        timing = f"decode;dur={decode * 1e3:.2f}, encode;dur={enc * 1e3:.2f}"
+    else:
+        metrics.rendered("decode", _format_name(loader), req.fmt.suffix, done - start)
+        timing = f"decode;dur={(done - start) * 1e3:.2f};{ONE_PASS}"
+    return Rendered(body, req.fmt.media_type, img.width, img.height, source="decode", timing=timing)
+
+
+def direct(img: Any, fmt: OutputFormat) -> bool:
+    """Whether the encoder takes these pixels from memory itself (encode's `marks`): JPEG 2000, and JPEG up to
+    libjpeg-turbo's direct size (a guess before `prepare`, which may drop an alpha band; a wrong guess only
+    costs one copy, or leaves the timing in one figure)."""
+    return fmt is OutputFormat.JP2 or (fmt is OutputFormat.JPEG and img.width * img.height <= jpeg.DIRECT_PIXELS)
 
 
 def image_histogram(image: SourceImage, page: int, derived: ByteLRU[Any, Any]) -> Histogram:

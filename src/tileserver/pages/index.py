@@ -1,4 +1,5 @@
-"""Server pages: `/` (an HTML index of the images under the root, with thumbnails) and `/health`."""
+"""Server pages: `/` (an HTML index of the images under the root, with thumbnails), `/health` (the full state as
+JSON) and the probes `/health/live` (the process answers) and `/health/ready` (it can serve images)."""
 
 from __future__ import annotations
 
@@ -59,4 +60,19 @@ async def health(request: Request) -> Response:
     }, headers={"Cache-Control": "no-cache"})
 
 
-ROUTES: list[BaseRoute] = [Route("/", index), Route("/health", health)]
+async def live(request: Request) -> Response:
+    """Liveness: the process answers (its event loop runs); nothing else is checked."""
+    return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-cache"})
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: 200 while the thread pool runs a trivial job within `ready_timeout` and the image root is
+    readable, else 503 with the failed checks."""
+    checks = await request.app.state.service.ready(request.app.state.settings.ready_timeout)
+    ok = all(checks.values())
+    return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503,
+                        headers={"Cache-Control": "no-cache"})
+
+
+ROUTES: list[BaseRoute] = [Route("/", index), Route("/health", health), Route("/health/live", live),
+                           Route("/health/ready", ready)]

@@ -45,13 +45,16 @@ class SharedUnits:
         self.max_bytes = max_bytes
         self._since_scan = 0
         self._warned = False
+        self.hits = self.misses = 0  # lookups found in the folder, and not (metrics; not locked: approximate)
 
     def get(self, key: tuple[object, ...], make: Callable[[], Decoded]) -> Decoded:
         """The unit `key` from the folder, else made by `make` (in this process or another) and kept there."""
         path = self.folder / (hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest() + ".u")
         found = self._load(path)
         if found is not None:
+            self.hits += 1
             return found
+        self.misses += 1  # decoded here, or by another process while this one waits
         lock = path.with_suffix(".lock")
         deadline = time.monotonic() + WAIT
         while True:
@@ -156,11 +159,12 @@ def _age(path: Path) -> float:
         return 0.0
 
 
-def share_folder(base: Path | None = None) -> Path:
-    """A new folder for one server's shared units: in /dev/shm when there is one (memory, not disk),
-    named by user and server process; folders of servers that are gone are removed first."""
+def share_folder(base: Path | None = None, kind: str = "jp2") -> Path:
+    """A new folder for what the processes of one server share (`kind`: `jp2` units, `metrics`): in /dev/shm
+    when there is one (memory, not disk), named by user and server process; folders of servers that are gone
+    are removed first."""
     root = base or (Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(os.environ.get("TMPDIR", "/tmp")))
-    prefix = f"tileserver-jp2-{os.getuid()}-"
+    prefix = f"tileserver-{kind}-{os.getuid()}-"
     for old in root.glob(prefix + "*"):
         pid = old.name[len(prefix):]
         if pid.isdigit() and not _alive(int(pid)):

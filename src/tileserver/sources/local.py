@@ -39,6 +39,15 @@ class Source:
         self.pattern = pattern
         self.max_sequence_files = max_sequence_files
 
+    def readable(self) -> bool:
+        """Whether the root is a folder this process can list (readiness: a gone or unreadable mount is not)."""
+        try:
+            with os.scandir(self.root) as entries:
+                next(entries, None)
+        except OSError:
+            return False
+        return True
+
     def resolve(self, ident: str) -> str:
         """Return the real path of `ident`'s file; raise BadRequest/NotFound otherwise."""
         self.check(ident)

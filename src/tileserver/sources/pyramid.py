@@ -121,6 +121,10 @@ class PyramidReader:
         self._decoded: ByteLRU[tuple[str, float, int, int], Any] = ByteLRU(decoded_cache_bytes)
         self._stored = StoredTiles()
 
+    def decoded_stats(self) -> dict[str, int]:
+        """The decoded-level cache's counters (metrics)."""
+        return self._decoded.stats()
+
     # -- metadata -----------------------------------------------------------------------------
     def info(self, path: str, ident: str, page: int | None = None) -> ImageMeta:
         """The file's first page, listing the file's pages (`ImageMeta.stack` for a stack, `.pages`

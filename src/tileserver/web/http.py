@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from ..core import Document, etag_for
 from ..models import ImageMeta, Rendered, TileRequest
-from . import replay
+from . import replay, telemetry
 
 
 def content_disposition(kind: str, filename: str) -> str:
@@ -68,6 +68,11 @@ def send(
 
 def send_image(request: Request, rendered: Rendered, meta: ImageMeta,
                headers: Mapping[str, str] | None = None) -> Response:
+    """An image response; its `Server-Timing` says where the body came from and how long its stages took
+    (`Rendered.timing`), and the telemetry middleware learns the same (`telemetry.SOURCE`)."""
+    if rendered.timing:
+        headers = {**headers, "Server-Timing": rendered.timing} if headers else {"Server-Timing": rendered.timing}
+    request.scope[telemetry.SOURCE] = rendered.source or None
     return send(request, rendered.body, rendered.media_type, meta, rendered.etag, headers,
                 provisional=rendered.provisional)
 

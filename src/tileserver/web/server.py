@@ -160,7 +160,8 @@ def config_for(settings: Settings, *, verbose: bool) -> uvicorn.Config:
     return uvicorn.Config(
         "tileserver.cli:app_from_env", factory=True, host=settings.host, port=settings.port,
         workers=settings.workers, http=cast("type[asyncio.Protocol]", protocol), ws="none",
-        log_level="info" if verbose else "warning", access_log=verbose, server_header=False,
+        log_level="info" if verbose else "warning", server_header=False,
+        access_log=verbose and settings.access_log == "off",
         proxy_headers=False,  # web/proxies.py decides which clients' forwarded headers count
         limit_concurrency=settings.max_connections, timeout_keep_alive=settings.keep_alive_timeout,
         timeout_graceful_shutdown=settings.shutdown_timeout)
