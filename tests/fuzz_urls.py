@@ -22,6 +22,7 @@ import string
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from email.utils import formatdate
 from pathlib import Path
 from typing import Protocol, TypeVar
 from urllib.parse import quote, unquote
@@ -283,8 +284,9 @@ class Gen:
         if self.chance(15):
             ctype = self.pick(("application/x-www-form-urlencoded", "text/plain", "multipart/form-data", ""))
             headers = (("Content-Type", ctype),) if ctype else ()
-            return FuzzRequest("POST", path, query.encode("utf-8", "surrogatepass"), headers)
-        return FuzzRequest("GET", ascii_target(f"{path}?{query}"))
+            return FuzzRequest("POST", path, query.encode("utf-8", "surrogatepass"), headers + self.headers())
+        method = self.pick(("GET", "GET", "GET", "HEAD"))
+        return FuzzRequest(method, ascii_target(f"{path}?{query}"), headers=self.headers())
 
     def _iip_query(self, pairs: list[tuple[str, str]]) -> str:
         parts = []
@@ -351,17 +353,8 @@ class Gen:
             tail = self.pick(("", "/", "//", "/info.json?x=1"))
         else:
             tail = "/" + self.iiif_params(version or 3)
-        headers: tuple[tuple[str, str], ...] = ()
-        if self.chance(20):
-            headers = (("Accept", self.pick(("application/ld+json", "application/json", "*/*", "text/html",
-                                             'application/ld+json;profile="http://iiif.io/api/image/3/context.json"',
-                                             "text/*;q=nan"))),)
-        if self.chance(8):
-            headers += ((self.pick(("X-Forwarded-Host", "Forwarded", "X-Forwarded-Proto", "Host")),
-                         self.pick(("evil.example", "for=1.2.3.4;host=\"a b\"", "gopher", "[::1]:99999", "%00",
-                                    "a" * 300))),)
         method = self.pick(("GET", "GET", "GET", "GET", "HEAD", "OPTIONS", "POST"))
-        return FuzzRequest(method, ascii_target(prefix + "/" + ident + tail), headers=headers)
+        return FuzzRequest(method, ascii_target(prefix + "/" + ident + tail), headers=self.headers())
 
     # -- DeepZoom and Zoomify ----------------------------------------------------------------------
     def deepzoom_path(self) -> str:
@@ -378,7 +371,8 @@ class Gen:
         path = self.deepzoom_path()
         if self.chance(12):
             return FuzzRequest("GET", ascii_target(f"{self.pick(('/iip', '/fcgi-bin/iipsrv.fcgi'))}?DeepZoom={path}"))
-        return FuzzRequest(self.pick(("GET", "GET", "GET", "HEAD", "POST")), ascii_target("/deepzoom/" + path))
+        return FuzzRequest(self.pick(("GET", "GET", "GET", "HEAD", "POST")), ascii_target("/deepzoom/" + path),
+                           headers=self.headers())
 
     def zoomify_path(self) -> str:
         ident = self.encode(self.ident())
@@ -396,7 +390,8 @@ class Gen:
         path = self.zoomify_path()
         if self.chance(12):
             return FuzzRequest("GET", ascii_target(f"{self.pick(('/iip', '/fcgi-bin/iipsrv.fcgi'))}?Zoomify={path}"))
-        return FuzzRequest(self.pick(("GET", "GET", "GET", "HEAD", "POST")), ascii_target("/zoomify/" + path))
+        return FuzzRequest(self.pick(("GET", "GET", "GET", "HEAD", "POST")), ascii_target("/zoomify/" + path),
+                           headers=self.headers())
 
     # -- manifests, collections and pages ------------------------------------------------------------
     def pages(self) -> FuzzRequest:
@@ -419,7 +414,49 @@ class Gen:
             target = self.pick(("/", "/health", "/?" + self.encode(self.hostile(), safe=""), "/health/",
                                 "/favicon.ico", "/assets/openseadragon/../../etc/passwd", "/" + ident))
         method = self.pick(("GET", "GET", "GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE"))
-        return FuzzRequest(method, ascii_target(target))
+        return FuzzRequest(method, ascii_target(target), headers=self.headers())
+
+    # -- request headers -----------------------------------------------------------------------------
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Mostly none; else one to three of the headers the server reads (validators, ranges, CORS,
+        content negotiation, forwarding, Host), valid or not."""
+        if not self.chance(30):
+            return ()
+        picked = {}
+        for _ in range(self.int_between(1, 3)):
+            name, values = self.pick(HEADERS)
+            value = self.pick(values) if self.chance(75) else self.hostile()
+            picked[name] = header_safe(value.replace("$DATE", formatdate(self.int_between(0, 4_200_000_000),
+                                                                            usegmt=True)))
+        return tuple(picked.items())
+
+
+HEADERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("If-None-Match", ('"0123456789abcdef0123"', "*", 'W/"x"', '"a", "b"', '""', "W/", ",,,")),
+    ("If-Modified-Since", ("$DATE", "$DATE", "1 Jan 99999999999 00:00:00 GMT", "01 Jan 1 00:00:00 +9999",
+                           "Sat, 01 Jan 10000 00:00:00 GMT", "Thu, 01 Jan 1970 00:00:00 GMT", "yesterday")),
+    ("If-Unmodified-Since", ("$DATE", "0")), ("If-Match", ("*", '"x"')), ("If-Range", ("$DATE", '"x"')),
+    ("Range", ("bytes=0-10", "bytes=-5", "bytes=10-", "bytes=99999999999999999999-", "bytes=5-1", "items=0-1",
+               "bytes=0-1,2-3,4-5")),
+    ("Origin", ("http://example.com", "null", "https://a.b:99999", "file://")),
+    ("Access-Control-Request-Method", ("GET", "POST", "DELETE", "")),
+    ("Access-Control-Request-Headers", ("content-type", "x-evil, range", "")),
+    ("Accept", ("application/ld+json", "application/json", "*/*", "text/html", "image/webp,*/*;q=0.8",
+                'application/ld+json;profile="http://iiif.io/api/image/3/context.json"', "text/*;q=nan")),
+    ("Accept-Encoding", ("gzip", "br, zstd", "identity;q=0", "*")),
+    ("X-Forwarded-Host", ("evil.example", "a b", "[::1]:99999", "%00", "a" * 300, "x.example, y.example")),
+    ("X-Forwarded-Proto", ("https", "gopher", "HTTPS, http")),
+    ("X-Forwarded-Prefix", ("/prefix", "../..", "")),
+    ("Forwarded", ('for=1.2.3.4;proto=https;host=x.example', 'host="a b"', "for=", ";;;")),
+    ("Host", ("evil.example", "", "[::1]:99999", "a" * 300, "localhost:0")),
+    ("Content-Type", ("application/x-www-form-urlencoded", "multipart/form-data; boundary=",
+                      "text/plain; charset=nope")),
+)
+
+
+def header_safe(value: str) -> str:
+    """A header value as a client can send it: printable ASCII, the rest percent-encoded."""
+    return "".join(ch if " " <= ch <= "~" else quote(ch, safe="", errors="surrogatepass") for ch in value)
 
 
 def ascii_target(target: str) -> str:

@@ -62,7 +62,9 @@ async def asgi_request(app: ASGIApp, req: FuzzRequest, timeout: float = 60) -> A
     percent-decoding, the query string as sent. An exception out of the app becomes a 500 carrying
     its traceback (the check then reports both)."""
     raw_path, _, query = req.target.partition("?")
-    headers = [(b"host", b"t"), *((k.lower().encode(), v.encode()) for k, v in req.headers)]
+    headers = [(k.lower().encode(), v.encode("latin-1")) for k, v in req.headers]
+    if not any(k == b"host" for k, _ in headers):
+        headers.insert(0, (b"host", b"t"))
     if req.body:
         headers.append((b"content-length", str(len(req.body)).encode()))
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": req.method,
