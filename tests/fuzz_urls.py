@@ -126,12 +126,13 @@ def _spellings(text: str) -> str:
 
 def check(req: FuzzRequest, status: int, headers: Sequence[tuple[str, str]], body: bytes,
           needles: Needles) -> list[str]:
-    """What is wrong with one answer: a 5xx (a 503 with Retry-After is a refusal under load, not a
-    fault, and is not counted), a needle in the body or a header value. A path the client sent itself
-    may come back (an error names the identifier it was asked for)."""
+    """What is wrong with one answer: a 5xx, a needle in the body or a header value. Two 5xx are
+    refusals in errors.py's table, not faults: 501 (a valid request for something not offered, such as
+    IIIF upscaling when it is off) and 503 with Retry-After (busy). A path the client sent itself may
+    come back (an error names the identifier it was asked for)."""
     problems = []
     retry = any(k.lower() == "retry-after" for k, _ in headers)
-    if status >= 500 and not (status == 503 and retry):
+    if status >= 500 and status != 501 and not (status == 503 and retry):
         problems.append(f"status {status}")
     text = body.decode("latin-1") + "\n" + "\n".join(f"{k}: {v}" for k, v in headers)
     asked = _spellings(req.target + "\n" + req.body.decode("latin-1")).lower()
