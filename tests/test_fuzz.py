@@ -27,10 +27,21 @@ from starlette.types import ASGIApp, Message
 from tileserver.settings import Settings
 
 from .conftest import decode, served_app
-from .fuzz_urls import IDENTS, PYRAMID, SEQUENCE, FuzzRequest, Gen, Needles, check, fuzz_request, make_fuzz_root
+from .fuzz_urls import (
+    IDENTS,
+    PROTOCOLS,
+    PYRAMID,
+    SEQUENCE,
+    FuzzRequest,
+    Gen,
+    Needles,
+    check,
+    fuzz_request,
+    make_fuzz_root,
+)
 
-EXAMPLES = {"iip": 600, "iiif": 600, "deepzoom": 300, "zoomify": 300, "pages": 300}
-FUZZ = settings(deadline=timedelta(seconds=20), derandomize=True, database=None, print_blob=False,
+EXAMPLES = {"iip": 600, "iiif": 600, "deepzoom": 300, "zoomify": 300, "pages": 300, "otherwise": 400}
+FUZZ = settings(deadline=timedelta(seconds=30), derandomize=True, database=None, print_blob=False,
                 suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -98,13 +109,29 @@ Fuzzed = tuple[ASGIApp, Needles]
 
 
 @pytest.fixture(scope="module")
-async def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fuzzed]:
+def fuzz_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("fuzz") / "root"
     make_fuzz_root(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+async def fuzzed(fuzz_root: Path) -> AsyncIterator[Fuzzed]:
     # outputs up to 1500 px: the grammar is what is fuzzed here, not the cost of 5000-px AVIF exports
-    config = Settings(root=root, max_size=1500, derive_dir=root.parent / "derived")
+    config = Settings(root=fuzz_root, max_size=1500, derive_dir=fuzz_root.parent / "derived")
     async with served_app(config) as app:
-        yield app, Needles.for_root(root)
+        yield app, Needles.for_root(fuzz_root)
+
+
+@pytest.fixture(scope="module")
+async def fuzzed_otherwise(fuzz_root: Path) -> AsyncIterator[Fuzzed]:
+    """The settings that change what the grammars accept: IIIF 2.1 by default with a page delimiter and
+    no upscaling, an area cap, DeepZoom tiles of 254 with overlap, Zoomify tiers rounded down, no CORS."""
+    config = Settings(root=fuzz_root, max_size=1500, max_area=400_000, allow_upscaling=False, iiif_version=2,
+                      iiif_delimiter=";", deepzoom_tile_size=254, deepzoom_overlap=1, zoomify_rounding="down",
+                      cors="", derive_dir=fuzz_root.parent / "derived")
+    async with served_app(config) as app:
+        yield app, Needles.for_root(fuzz_root)
 
 
 async def fuzz_one(fuzzed: Fuzzed, req: FuzzRequest) -> None:
@@ -142,6 +169,13 @@ async def test_zoomify(fuzzed: Fuzzed, req: FuzzRequest) -> None:
 @given(req=requests("pages"))
 async def test_pages(fuzzed: Fuzzed, req: FuzzRequest) -> None:
     await fuzz_one(fuzzed, req)
+
+
+@settings(FUZZ, max_examples=EXAMPLES["otherwise"])
+@given(data=st.data())
+async def test_every_protocol_with_other_settings(fuzzed_otherwise: Fuzzed, data: st.DataObject) -> None:
+    protocol = data.draw(st.sampled_from(sorted(PROTOCOLS)))
+    await fuzz_one(fuzzed_otherwise, data.draw(requests(protocol)))
 
 
 async def test_the_server_still_answers(fuzzed: Fuzzed) -> None:
