@@ -121,15 +121,22 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @asynccontextmanager
-async def served(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An in-process app for `settings` with its service started, and a client for it; stopped after."""
+async def served_app(settings: Settings) -> AsyncIterator[Starlette]:
+    """An in-process app for `settings` with its service started; stopped after."""
     application = create_app(settings)
     application.state.service.start()
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://t") as c:
-            yield c
+        yield application
     finally:
         application.state.service.stop()
+
+
+@asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process app for `settings` with its service started, and a client for it; stopped after."""
+    async with served_app(settings) as application, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=application), base_url="http://t") as c:
+        yield c
 
 
 def decode(body: bytes) -> Any:

@@ -66,6 +66,20 @@ async def test_viewer_lists_the_pages_of_a_document(client: httpx.AsyncClient, f
             assert f'"{DOC_SIZES[n][0]}"' in body and f'"{DOC_SIZES[n][1]}"' in body, url
 
 
+@pytest.mark.parametrize("page", [
+    pytest.param("9" * 5000, id="past-int-digit-limit"),  # found by fuzzing: int() refused it, a 500
+    pytest.param("%C2%B2", id="superscript-two"),  # isdigit() but not int()
+    pytest.param("%D9%A3", id="arabic-indic-three"),
+    pytest.param("3", id="past-the-last-page"),
+    pytest.param("-1", id="negative"),
+    pytest.param("", id="empty"),
+])
+async def test_a_page_that_is_not_one_opens_the_first(client: httpx.AsyncClient, page: str) -> None:
+    r = await client.get(f"/viewer/{DOC_TIF}?page={page}")
+    assert r.status_code == 200
+    assert page_config(r.text)["page"] == 0
+
+
 async def test_a_single_image_has_no_page_list(client: httpx.AsyncClient) -> None:
     config = page_config((await client.get(f"/viewer/{RGB_TIF}?page=3")).text)
     assert config["pages"] == [] and config["page"] == 0

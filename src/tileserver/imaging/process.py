@@ -164,12 +164,19 @@ def to_8bit(img: Any, meta: ImageMeta, p: Processing, hist: Histogram | None = N
         fmt_range = _stretch_range(hist, meta, meta_bits, colour.bands)
     x = _chain(_normalise(colour, fmt_range, p), p)
     # 1.3's Transform::contrast: v * (255 * contrast) in single precision, truncated to 0..255
-    cmax = float(np.float32(255.0) * np.float32(1.0 if p.contrast is None else p.contrast))
+    cmax = single(255.0 * single(1.0 if p.contrast is None else p.contrast))
     out = (x * cmax).cast("uchar")
     if alpha is not None:
         alpha = alpha if alpha.format == "uchar" else (alpha * (255.0 / _top(meta))).cast("uchar")
         out = out.bandjoin(alpha)
     return _with_interpretation(out)
+
+
+def single(x: float) -> float:
+    """`x` in single precision, as 1.3 computes it: past the float range it is infinite, as a C
+    float becomes (`CNT=1e300`, `MINMAX=1:0,1e-300`), without numpy's overflow warning."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(x))
 
 
 def _with_interpretation(out: Any) -> Any:
@@ -221,7 +228,7 @@ def _normalise(img: Any, ranges: tuple[tuple[float, ...], tuple[float, ...]] | N
                 lo[c], hi[c] = cmin, cmax
     # (v - lo) * (1 / (hi - lo)), the factor in single precision, as 1.3's Transform::normalize; a flat
     # range maps its value to 0 and anything above it to white (1.3's 1e30 for 1 / 0)
-    scale = [float(np.float32(1.0 / (h - lo_))) if h != lo_ else 1e30 for lo_, h in zip(lo, hi, strict=True)]
+    scale = [single(1.0 / (h - lo_)) if h != lo_ else 1e30 for lo_, h in zip(lo, hi, strict=True)]
     return img.cast("float").linear([1.0] * n, [-v for v in lo]).linear(scale, [0.0] * n)
 
 

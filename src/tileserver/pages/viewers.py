@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import json
 import posixpath
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -148,16 +149,21 @@ async def viewer(request: Request) -> Response:
     drawer = request.query_params.get("drawer", "auto")
     root = _root(request)
     pages = page_sources(base_of(request, ""), meta, settings.protocols)
-    first = request.query_params.get("page", "0")
     config = {"sources": sources, "source": chosen, "drawer": drawer if drawer in DRAWERS else "auto",
               "images": package_base(settings, root, "openseadragon") + OSD_IMAGES, "pages": pages,
-              "page": int(first) if first.isdigit() and int(first) < len(pages) else 0}
+              "page": first_page(request.query_params.get("page", "0"), len(pages))}
     size = f"{meta.width} x {meta.height}" + (f", {len(pages)} pages" if pages else "")
     page = render("viewer.html", title=html.escape(posixpath.basename(ident)), home=html.escape(f"{root}/"),
                   size=size, assets=asset_tags(settings, root, "openseadragon"),
                   switch=source_switch(sources, chosen), mirador=html.escape(mirador_link(root, ident, settings)),
                   config=script_json(config))
     return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+def first_page(text: str, count: int) -> int:
+    """`?page=n` when it names one of `count` pages, else 0: ASCII digits only (`str.isdigit` takes `²`,
+    which `int` refuses) and few of them (`int` refuses more than 4300)."""
+    return int(text) if re.fullmatch(r"[0-9]{1,6}", text) and int(text) < count else 0
 
 
 def mirador_link(root: str, ident: str, settings: Settings) -> str:

@@ -39,7 +39,7 @@ def _not_modified(request: Request, etag: str, mtime: float) -> bool:
     if ims:
         try:
             return int(mtime) <= parsedate_to_datetime(ims).timestamp()
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # a year past the C range overflows
             return False
     return False
 
