@@ -345,7 +345,7 @@ async def test_renders_take_their_lane_and_cached_ones_none(service: TileService
     other = "tile" if lane == "large" else "large"
     assert stats[f"{lane}_done"] - before[f"{lane}_done"] == 1  # once: the repeat was a cache hit
     assert stats[f"{other}_done"] == before[f"{other}_done"]
-    assert again is first
+    assert again.body is first.body and again.source == "cache"  # the cached copy, marked so
     img = decode(first.body)
     assert (img.width, img.height) == (first.width, first.height)
 
