@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from .settings import Settings
 
 
+SECRET_VAR = "TILESERVER_STORE_SECRET_ACCESS_KEY"
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .settings import Settings
 
@@ -27,7 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
         if value is not None:
             overrides[key] = value
     settings = Settings(**overrides)
-    if not settings.root.is_dir():
+    if settings.root_url is None and not settings.root.is_dir():
         print(f"tileserver: image root {settings.root} is not a folder", file=sys.stderr)
         return 2
     folders = _shared_folders(settings)
@@ -60,7 +63,10 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     from .web.server import serve
 
     # worker processes rebuild the app from the environment: hand them the resolved settings
-    os.environ["TILESERVER_SETTINGS_JSON"] = settings.model_dump_json()
+    # (the store secret, which a dump masks, through its own variable)
+    os.environ["TILESERVER_SETTINGS_JSON"] = settings.model_dump_json(exclude={"store_secret_access_key"})
+    if settings.store_secret_access_key is not None:
+        os.environ[SECRET_VAR] = settings.store_secret_access_key.get_secret_value()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve(settings, verbose=args.verbose)
@@ -73,6 +79,10 @@ def app_from_env() -> Any:
 
     raw = os.environ.get("TILESERVER_SETTINGS_JSON")
     settings = Settings.model_validate_json(raw) if raw else Settings()
+    if raw and os.environ.get(SECRET_VAR):
+        from pydantic import SecretStr
+
+        settings = settings.model_copy(update={"store_secret_access_key": SecretStr(os.environ[SECRET_VAR])})
     return create_app(settings)
 
 
@@ -131,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"tileserver {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve the images under ROOT")
-    s.add_argument("root", nargs="?", help="image root folder (default: settings / TILESERVER_ROOT)")
+    s.add_argument("root", nargs="?", help="image root: a folder, or a store URL (s3://BUCKET/PREFIX, "
+                   "https://HOST/PREFIX/, gs://, az://) (default: settings / TILESERVER_ROOT)")
     s.add_argument("--host", help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default 8000)")
     s.add_argument("--workers", type=int, help="server processes (default 1)")

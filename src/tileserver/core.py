@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
@@ -26,6 +25,7 @@ from .imaging.encode import available_formats
 from .imaging.render import render, samples
 from .models import ImageMeta, OutputFormat, Rendered, Samples, Sequence, TileRequest
 from .settings import Settings
+from .sources import vfs
 from .sources.base import Format, Selector, SourceImage, split_selector
 from .sources.budget import PixelBudget
 from .sources.derived import DerivedFormat, DeriveOptions
@@ -34,7 +34,9 @@ from .sources.local import Source
 from .sources.ome import OmeFormat
 from .sources.pyramid import PyramidReader, PyvipsFormat, configure_vips
 from .sources.registry import Registry
+from .sources.resolve import Resolver
 from .sources.slide import SlideFormat, SlideReader
+from .sources.stores import RemoteSource, options_of
 
 T = TypeVar("T")
 TRANSLATIONS = 8192  # remembered URL translations per process
@@ -88,10 +90,11 @@ class _Entry:
     path: str
     checked: float
     own: ImageMeta  # image.meta when the entry was made
+    stat: vfs.Stat | None = None  # the file's (the object's) size, mtime and version when it was opened
 
     @classmethod
     def of(cls, image: SourceImage, path: str, checked: float, ident: str | None = None,
-           sequence: Sequence | None = None) -> _Entry:
+           sequence: Sequence | None = None, stat: vfs.Stat | None = None) -> _Entry:
         """The entry of `image`, its metadata under `ident` and with a sequence's views when given."""
         own = image.meta
         changes: dict[str, object] = {}
@@ -99,7 +102,8 @@ class _Entry:
             changes["ident"] = ident
         if sequence is not None:
             changes["sequence"] = sequence
-        return cls(image, replace(own, **changes) if changes else own, path, checked, own)  # type: ignore[arg-type]
+        return cls(image, replace(own, **changes) if changes else own, path, checked, own,  # type: ignore[arg-type]
+                   stat)
 
     @property
     def current(self) -> bool:
@@ -109,15 +113,14 @@ class _Entry:
         """The entry after its file was found unchanged at `now`."""
         if self.current:
             return replace(self, checked=now)
-        return _Entry.of(self.image, self.path, now, self.meta.ident, self.meta.sequence)
+        return _Entry.of(self.image, self.path, now, self.meta.ident, self.meta.sequence, self.stat)
 
 
 class TileService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.budget = PixelBudget.of(settings)
-        self.source = Source(settings.root, settings.filename_prefix, settings.filename_suffix,
-                             settings.max_identifier_length, settings.filename_pattern)
+        self.source = self._source(settings)
         self.reader = PyramidReader(settings.virtual_tile_size, settings.open_images,
                                      int(settings.decoded_cache_mb * 1024 * 1024))
         self.slides = SlideReader(settings.virtual_tile_size, int(settings.slide_cache_mb * 1024 * 1024),
@@ -140,6 +143,24 @@ class TileService:
         self.admission = Admission(settings)
         self._started = False
         self._formats: tuple[OutputFormat, ...] | None = None
+
+    @staticmethod
+    def _source(settings: Settings) -> Source | RemoteSource | Resolver:
+        """The image root: a folder, or a store URL (`root_url`: objects read by byte range, sources/vfs.py);
+        behind the resolvers' templates and hook when there are any (sources/resolve.py)."""
+        vfs.configure(int(settings.store_block_cache_mb * 1024 * 1024))
+        vfs.configure_cache(settings.source_cache_dir, int(settings.source_cache_mb * 1024 * 1024))
+        options = options_of(settings)
+        base: Source | RemoteSource
+        if settings.root_url is None:
+            base = Source(settings.root, settings.filename_prefix, settings.filename_suffix,
+                          settings.max_identifier_length, settings.filename_pattern)
+        else:
+            base = RemoteSource(settings.root_url, options, settings.filename_prefix, settings.filename_suffix,
+                                settings.max_identifier_length)
+        if not settings.resolvers and settings.resolver_hook is None:
+            return base
+        return Resolver(base, settings.resolvers, settings.resolver_hook, settings.resolver_roots, options)
 
     def _derivatives(self, settings: Settings) -> DerivedFormat | None:
         """Pyramids of large untiled images, when a derivative folder is configured."""
@@ -229,8 +250,9 @@ class TileService:
             return self._load_selection(ident, *selected, old, now)
         if old is not None and old.path == path and old.meta.sequence is None and self._unchanged(path, old):
             return old.rechecked(now)
+        stat = self._stat(path, ident)
         image = self._admitted(self.formats.open(path, ident))
-        return _Entry.of(image, path, now)
+        return _Entry.of(image, path, now, stat=stat)
 
     def _load_selection(self, ident: str, base: str, selector: Selector, old: _Entry | None, now: float
                         ) -> _Entry:
@@ -241,11 +263,12 @@ class TileService:
         if old is not None and old.path == path and self._unchanged(path, old):
             return old.rechecked(now)
         whole = self.metadata.get(base)
+        stat = self._stat(path, base)
         if whole is not None and whole.path == path and whole.meta.sequence is None and self._unchanged(path, whole):
             image = whole.image.select(selector)
         else:
             image = self._admitted(self.formats.open(path, base)).select(selector)
-        return _Entry.of(self._admitted(image), path, now, ident=ident)
+        return _Entry.of(self._admitted(image), path, now, ident=ident, stat=stat)
 
     def _load_sequence(self, ident: str, old: _Entry | None, now: float) -> _Entry:
         """An image sequence's metadata: its first view's (000_090, as iipsrv 1.3) with its views. Kept
@@ -255,8 +278,9 @@ class TileService:
         path = self.source.resolve(seq.member(0, 90))
         if old is not None and old.path == path and old.meta.sequence == seq and self._unchanged(path, old):
             return old.rechecked(now)
+        stat = self._stat(path, ident)
         image = self._admitted(self.formats.open(path, ident))
-        return _Entry.of(image, path, now, sequence=seq)
+        return _Entry.of(image, path, now, sequence=seq, stat=stat)
 
     def _admitted(self, image: SourceImage) -> SourceImage:
         """`image` when it is within the pixel budget (sources/budget.py), else SourceTooLarge. An image
@@ -267,12 +291,19 @@ class TileService:
         return image
 
     @staticmethod
-    def _unchanged(path: str, old: _Entry) -> bool:
+    def _stat(path: str, ident: str) -> vfs.Stat:
         try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise NotFound(f"image not found: {old.meta.ident}") from exc
-        return st.st_mtime == old.meta.mtime and st.st_size == old.meta.file_size
+            return vfs.stat(path)
+        except (OSError, NotFound) as exc:
+            raise NotFound(f"image not found: {ident}") from exc
+
+    @classmethod
+    def _unchanged(cls, path: str, old: _Entry) -> bool:
+        """Whether the file (the object: its ETag too) is as it was when `old` was made."""
+        st = cls._stat(path, old.meta.ident)
+        if old.stat is not None:
+            return st == old.stat
+        return st.mtime == old.meta.mtime and st.size == old.meta.file_size
 
     # -- hot path: protocols may skip parsing a URL they have seen before ---------------------------
     async def recall(self, key: str) -> Translation | None:
@@ -382,6 +413,8 @@ class TileService:
                "replay": {**self.recorded.stats(), "replayed": self.replayed}, "admission": self.admission.stats()}
         if self.derivatives is not None:
             out["derivatives"] = self.derivatives.stats()
+        if self.settings.root_url is not None or self.settings.resolvers or self.settings.resolver_hook:
+            out["stores"] = vfs.counters()
         return out
 
 

@@ -84,6 +84,22 @@ class Busy(TileServerError):
     retry_after = 5
 
 
+class StoreFailure(TileServerError):
+    """An image store (S3, GCS, Azure, HTTP) failed after its retries, or refused this server's
+    credentials: 502 with `Retry-After`. The store and key are logged once where it failed
+    (sources/vfs.py); the message says nothing of them."""
+
+    retry_after = 5
+
+
+class StoreBusy(StoreFailure):
+    """The store is throttling or unavailable (it answered 503 or 429, or refused the connection): 503."""
+
+
+class StoreTimeout(StoreFailure):
+    """The store did not answer within the configured timeout: 504."""
+
+
 class RequestTimeout(TileServerError):
     """The client did not send its request body within `body_timeout` (408)."""
 
@@ -111,6 +127,9 @@ STATUS_CODES: dict[type[TileServerError], int] = {
     SourceTooLarge: 422,
     SourceError: 415,
     Busy: 503,
+    StoreFailure: 502,
+    StoreBusy: 503,
+    StoreTimeout: 504,
     RequestTimeout: 408,
     PayloadTooLarge: 413,
     URITooLong: 414,
@@ -150,7 +169,7 @@ async def _handle(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, TileServerError)
     status = status_for(exc)
     path, message = echo(request.url.path, MESSAGE_LIMIT), shorten(exc.message)
-    if isinstance(exc, Busy):
+    if isinstance(exc, (Busy, StoreFailure)):  # not a fault here (a store failure is logged where it failed)
         log.warning("%s %s -> %d: %s", request.method, path, status, message)
     elif status >= 500:
         log.error("%s %s -> %d: %s", request.method, path, status, message, exc_info=exc)
@@ -165,7 +184,7 @@ def error_response(exc: TileServerError, render: ErrorBody = plain_error) -> Res
     response.headers["Cache-Control"] = "no-cache"
     if exc.close_connection:
         response.headers["Connection"] = "close"
-    if isinstance(exc, Busy):
+    if isinstance(exc, (Busy, StoreFailure)):
         response.headers["Retry-After"] = str(exc.retry_after)
     return response
 

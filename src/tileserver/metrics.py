@@ -76,6 +76,11 @@ class Families:
         self.refusals = counter("tileserver_admission_refused", "Work refused by admission control (503), by "
                                 "lane and reason", ("lane", "reason"))
         self.workers = gauge("tileserver_workers", "Server processes alive", ())
+        self.store_requests = counter("tileserver_store_requests", "Requests made to image stores (S3, GCS, Azure, "
+                                      "HTTP), by operation: HEAD, GET (ranges and whole copies), LIST", ("op",))
+        self.store_bytes = counter("tileserver_store_read_bytes", "Bytes read from image stores", ())
+        self.store_failures = counter("tileserver_store_failures", "Store requests that failed after their "
+                                      "retries, by the status answered (404, 502, 503, 504)", ("status",))
 
 
 class _State:
@@ -185,6 +190,21 @@ def refused(lane: str, reason: str) -> None:
     f = _state.families
     if f is not None:
         _child(f.refusals, lane, reason).inc()
+
+
+def store_read(op: str, nbytes: int = 0, requests: int = 1) -> None:
+    """`requests` store requests of kind `op` that returned `nbytes` bytes."""
+    f = _state.families
+    if f is not None:
+        _child(f.store_requests, op).inc(requests)
+        if nbytes:
+            _child(f.store_bytes).inc(nbytes)
+
+
+def store_failed(status: int) -> None:
+    f = _state.families
+    if f is not None:
+        _child(f.store_failures, status).inc()
 
 
 class Sampler:

@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROTOCOL_NAMES = ("iip", "iiif", "deepzoom", "zoomify")
+STORE_SCHEMES = ("s3://", "gs://", "az://", "abfs://", "azure://", "http://", "https://")
 Interpolation = Literal["nearest", "linear", "cubic", "mitchell", "lanczos2", "lanczos3"]
 Channel = Annotated[int, Field(ge=0, le=255)]
 RGB = tuple[Channel, Channel, Channel]
@@ -179,6 +180,43 @@ class Settings(BaseSettings):
     derive_jobs: int = Field(1, ge=1, le=16, description="Conversions running at once per process")
     derive_preview_size: int = Field(2048, ge=64, le=8192, description="Longest side of the preview that answers "
                                      "an image's requests while its pyramid is made")
+    # -- stores: images in object storage and behind HTTP (sources/vfs.py, sources/stores.py) --
+    root_url: str | None = Field(None, description="Image root as a URL instead of a folder: `s3://BUCKET/PREFIX`, "
+                                 "`gs://...`, `az://...`, `https://HOST/PREFIX/` (`tileserver serve URL`, or "
+                                 "TILESERVER_ROOT set to a URL); objects are read by byte range")
+    store_endpoint: str | None = Field(None, description="S3 endpoint URL (MinIO, Ceph, R2, ...); default "
+                                       "AWS_ENDPOINT_URL, else AWS")
+    store_region: str | None = Field(None, description="S3 region; default AWS_REGION")
+    store_access_key_id: str | None = Field(None, description="S3 access key; default AWS_ACCESS_KEY_ID")
+    store_secret_access_key: SecretStr | None = Field(None, description="S3 secret key; default "
+                                                      "AWS_SECRET_ACCESS_KEY (never logged or shown)")
+    store_virtual_hosted: bool = Field(False, description="S3 virtual-hosted-style addressing "
+                                       "(`BUCKET.HOST`) instead of path style (`HOST/BUCKET`, MinIO and Ceph)")
+    store_allow_http: bool = Field(False, description="Allow a plain-http store endpoint (also AWS_ALLOW_HTTP; "
+                                   "an `http://` root or endpoint allows it)")
+    store_timeout: float = Field(10.0, gt=0, le=300, description="Seconds one store request may take")
+    store_connect_timeout: float = Field(3.0, gt=0, le=60, description="Seconds to connect to a store")
+    store_retries: int = Field(3, ge=0, le=10, description="Retries of a failed idempotent store request "
+                               "(exponential backoff from 100 ms)")
+    store_retry_timeout: float = Field(15.0, gt=0, le=600, description="Seconds after which a failing store "
+                                       "request is not retried again (then 502/503/504 with Retry-After)")
+    store_block_cache_mb: float = Field(64, ge=0, description="Cache of the small reads of remote objects "
+                                        "(TIFF directories) per process, MB")
+    resolvers: dict[str, str] = Field(default_factory=dict, description="Location template per identifier "
+                                      "prefix, tried before the image root: "
+                                      "`{\"slides/\": \"s3://BUCKET/scans/{id}.svs\"}` "
+                                      "(`{id}`: the identifier after the prefix, `{ident}`: all of it); JSON in "
+                                      "the environment")
+    resolver_hook: str | None = Field(None, description="`module:function` called with each identifier (before "
+                                      "the templates), returning a path or store URL, or None to go on")
+    resolver_roots: list[str] = Field(default_factory=list, description="More folders and store URLs the hook's "
+                                      "locations may lie under (the image root and the templates' roots always "
+                                      "may); anything else is a 404")
+    source_cache_dir: Path | None = Field(None, description="Folder of the local copies of remote objects read "
+                                          "only from files (slides, JPEG 2000, untiled images); default "
+                                          "`$TMPDIR/tileserver-sources-UID`")
+    source_cache_mb: float = Field(10240, ge=1, description="Bound of the source cache folder, MB (least "
+                                   "recently used copies removed; a larger object is a 422)")
     # -- request and connection limits, trusted proxies, shutdown (web/limits.py, web/proxies.py, web/server.py) --
     max_url_bytes: int = Field(8192, ge=256, description="Longest request target (path and query string) in "
                                "bytes; longer is a 414")
@@ -328,6 +366,38 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_root(cls, v: Path) -> Path:
         return v.expanduser()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _root_as_url(cls, data: Any) -> Any:
+        """`root` given as a store URL (TILESERVER_ROOT=s3://..., `tileserver serve https://...`) is `root_url`."""
+        if isinstance(data, dict):
+            root = data.get("root")
+            if isinstance(root, str) and root.startswith(STORE_SCHEMES):
+                data = {**data, "root_url": root}
+                del data["root"]
+        return data
+
+    @field_validator("resolvers")
+    @classmethod
+    def _templates(cls, v: dict[str, str]) -> dict[str, str]:
+        for prefix, template in v.items():
+            if not prefix or ("{id}" not in template and "{ident}" not in template):
+                raise ValueError(f"resolvers: {prefix!r} needs a non-empty prefix and an {{id}} in its template")
+            fixed = template[: template.index("{")]
+            if not fixed.startswith(STORE_SCHEMES) and not os.path.isabs(fixed):
+                raise ValueError(f"resolvers: the template of {prefix!r} must start with a store URL or an "
+                                 "absolute folder")
+        return v
+
+    @field_validator("root_url")
+    @classmethod
+    def _store_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        if not v.startswith(STORE_SCHEMES) or "://" not in v or not v.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError(f"root_url must be a store URL ({', '.join(STORE_SCHEMES)}...)")
+        return v
 
     @field_validator("derive_dir")
     @classmethod

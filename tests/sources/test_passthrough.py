@@ -4,6 +4,7 @@ without libvips (recode), and anything else goes through the libvips pipeline.""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -187,7 +188,7 @@ async def test_undecodable_stored_tile_is_left_to_libvips(root: Path, tmp_path: 
     path = str(tmp_path / "damaged.tif")
     with open(path, "rb") as f:
         tf = TiffFile(f)
-        offset, count = tf.tile_location(f.fileno(), tf.pages[0], 2 * 4 + 3)  # tile (3, 2) of 4 columns
+        offset, count = tf.tile_location(lambda n, o: os.pread(f.fileno(), n, o), tf.pages[0], 2 * 4 + 3)  # tile (3, 2) of 4 columns
     with open(path, "r+b") as f:
         f.seek(offset + count // 2)
         f.write(b"\xff\xd9" * 64)  # an early end-of-image marker in the entropy-coded data
@@ -202,11 +203,11 @@ def test_tile_offsets_read_whole_or_one_by_one_agree(root: Path) -> None:
         whole, single = TiffFile(f), TiffFile(g)
         single.MAX_TABLE = 0  # a huge table: read one value at a time
         for index in range(12):
-            assert whole.tile_location(f.fileno(), whole.pages[0], index) == \
-                single.tile_location(f.fileno(), single.pages[0], index)
+            assert whole.tile_location(lambda n, o: os.pread(f.fileno(), n, o), whole.pages[0], index) == \
+                single.tile_location(lambda n, o: os.pread(f.fileno(), n, o), single.pages[0], index)
         assert isinstance(whole.pages[0].values.get(324), tuple) and 324 not in single.pages[0].values
         with pytest.raises(IndexError):
-            whole.tile_location(f.fileno(), whole.pages[0], 12)
+            whole.tile_location(lambda n, o: os.pread(f.fileno(), n, o), whole.pages[0], 12)
 
 
 async def test_rgb_sample_jpeg_tiles_pass_through_marked_rgb(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def _corrupt(path: Path) -> None:
         tf = TiffFile(f)
     fd = os.open(path, os.O_RDWR)
     try:
-        offset, count = tf.tile_location(fd, tf.pages[0], 1)
+        offset, count = tf.tile_location(lambda n, o: os.pread(fd, n, o), tf.pages[0], 1)
         os.pwrite(fd, (b"\xff\xd8" + b"\xff\x01\x02" * count)[:count], offset)
     finally:
         os.close(fd)

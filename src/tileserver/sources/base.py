@@ -101,6 +101,7 @@ class Format(Protocol):
     """One file format (or family read by one library)."""
 
     name: str
+    ranged: bool  # reads a tiled TIFF in a store by byte range (vfs.py); else the registry copies it first
 
     def probe(self, path: str, head: bytes) -> bool:
         """Whether this format reads the file, from its first `HEAD_BYTES` bytes (and, when a library's

@@ -177,6 +177,7 @@ class DerivedFormat:
     """The libvips format, with large untiled images converted to pyramids (see the module's doc)."""
 
     name = "libvips"
+    ranged = True  # see registry.py
 
     def __init__(self, inner: PyvipsFormat, store: DiskStore, options: DeriveOptions,
                  budget: PixelBudget | None = None) -> None:

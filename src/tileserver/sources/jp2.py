@@ -227,6 +227,7 @@ class Jp2Format:
     """JPEG 2000, claimed by content: the JP2/JPX signature box, or a raw codestream's SOC + SIZ."""
 
     name = "jpeg2000"
+    ranged = False  # see registry.py
 
     def __init__(self, cache_bytes: int, tile_size: int = 256, threads: int = 1, *, block: int = BLOCK,
                  whole: int = WHOLE, share: Path | None = None, share_bytes: int = 0,

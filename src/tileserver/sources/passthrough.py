@@ -15,12 +15,12 @@ everything else goes through libvips.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 
 from ..levels import source_box
 from ..models import ImageMeta, OutputFormat, Quality, TileRequest
+from . import vfs
 from .tiff import (
     BITS,
     COMPRESSION,
@@ -117,8 +117,11 @@ class StoredTiles:
             found = self._dirs.get(key)
         if found is not None:
             return found
-        with open(path, "rb") as f:
+        with vfs.open_binary(path) as f:
             tf = TiffFile(f)
+        if vfs.remote(path):
+            with vfs.reader(path) as r:
+                tf.load_tables(r.pread_many_cached)
         pages = [[page, *tf.subifds[i]] for i, page in enumerate(tf.pages)]
         with self._lock:
             if len(self._dirs) > 256:
@@ -137,12 +140,9 @@ class StoredTiles:
         if ifd is None or not passable(ifd, fmt) or TILE_OFFSETS not in ifd.tags:
             return None
         index = row * lv.columns() + col
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            offset, count = tf.tile_location(fd, ifd, index)
-            data = os.pread(fd, count, offset)
-        finally:
-            os.close(fd)
+        with vfs.reader(path) as r:
+            offset, count = tf.tile_location(r.pread, ifd, index)
+            data = r.pread(count, offset)
         if len(data) != count:
             return None
         icc = ifd.values.get(ICC_PROFILE)

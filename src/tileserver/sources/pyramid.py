@@ -31,9 +31,10 @@ from typing import Any, NamedTuple
 import pyvips
 
 from ..cache.memory import ByteLRU
-from ..errors import NotFound, SourceError, TileNotFound
+from ..errors import NotFound, SourceError, TileNotFound, TileServerError
 from ..levels import with_virtual
 from ..models import ImageMeta, Level, OutputFormat, Page, StackItem
+from . import vfs
 from .base import Box4, Selector, SourceImage
 from .channels import select_channels
 from .documents import DocPage, document_pages, stack_items
@@ -93,7 +94,12 @@ def libvips_version() -> str:
     return f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"
 
 
-def vips_error(exc: pyvips.Error, what: str) -> SourceError:
+def vips_error(exc: pyvips.Error, what: str) -> TileServerError:
+    """What a libvips error answers: a broken file (415), or the store failure that made libvips' read
+    fail (a remote object read through a custom source: 502/503/504, logged where it failed)."""
+    failed = vfs.recent_failure()
+    if failed is not None:
+        return failed
     log.error("libvips error for %s: %s", what, getattr(exc, "detail", exc))
     return SourceError("the image could not be decoded")
 
@@ -131,15 +137,17 @@ class PyramidReader:
         for any other multi-page file); with `page`, that page alone as an image of its own (its own
         levels, no page list). NotFound past the last page."""
         try:
-            st = os.stat(path)
-            img = pyvips.Image.new_from_file(path)
-            loader = img.get("vips-loader")
+            st = vfs.stat(path)
+            img = vfs.header(path)
+            loader = img.get("vips-loader").removesuffix("_source")  # a store object: tiffload_source
             if loader == "tiffload":
                 img, layout = self._tiff_layout(path, ident, img, page)
             else:
                 img, layout = self._other_layout(path, ident, img, loader, page)
+        except NotFound as exc:
+            raise NotFound(f"image not found: {ident}") from exc
         except pyvips.Error as exc:
-            if not os.path.exists(path):
+            if not vfs.remote(path) and not os.path.exists(path):
                 raise NotFound(f"image not found: {ident}") from exc
             raise vips_error(exc, ident) from exc
         except (OSError, ValueError) as exc:
@@ -155,7 +163,7 @@ class PyramidReader:
             bands=img.bands, bits=BITS.get(fmt, 8), sample_format=SAMPLE.get(fmt, "float"),
             colorspace=COLORSPACES.get(img.interpretation, "multiband" if img.bands > 4 else "srgb"),
             has_alpha=bool(img.hasalpha()), has_icc="icc-profile-data" in img.get_fields(),
-            mtime=st.st_mtime, file_size=st.st_size, min_values=mins, max_values=maxs, loader=loader,
+            mtime=st.mtime, file_size=st.size, min_values=mins, max_values=maxs, loader=loader,
             resolution=layout.resolution, metadata=tuple(sorted(layout.tags.items())),
             compression=layout.compression, stack=layout.stack, pages=layout.pages,
             decode_pixels=layout.decode_pixels,
@@ -164,13 +172,16 @@ class PyramidReader:
     def _tiff_layout(self, path: str, ident: str, img: Any, page: int | None) -> tuple[Any, _Layout]:
         """Page `page` (the first when None, with the file's pages) of a TIFF: its pyvips header and
         what its directories say."""
-        with open(path, "rb") as f:
+        with vfs.open_binary(path) as f:
             tf = TiffFile(f)
+        if vfs.remote(path):  # the tile tables too, now, in one request (libvips reads them from the cache)
+            with vfs.reader(path) as r:
+                tf.load_tables(r.pread_many_cached)
         doc = document_pages(tf, self.tile_size)
         chosen = _page_of(doc, page, ident)
         ifd = tf.pages[chosen.page]
         if chosen.page:
-            img = pyvips.Image.tiffload(path, page=chosen.page)
+            img = vfs.tiffload(path, page=chosen.page)
         stored = list(chosen.levels)
         stack = stack_items(tf, stored, ident) if page is None else ()
         pages = _page_list(doc) if page is None and not stack else ()
@@ -260,7 +271,7 @@ class PyramidReader:
         if img is not None:
             handles.move_to_end(key)
             return img
-        img = pyvips.Image.tiffload(path, page=lv.page + page, subifd=lv.subifd, access="random", fail_on=FAIL_ON)
+        img = vfs.tiffload(path, page=lv.page + page, subifd=lv.subifd, access="random", fail_on=FAIL_ON)
         handles[key] = img
         while len(handles) > self.open_images:
             handles.popitem(last=False)
@@ -331,6 +342,7 @@ class PyvipsFormat:
     registry's last format, claiming every file no other format claimed; libvips probes by content."""
 
     name = "libvips"
+    ranged = True  # tiled TIFFs in stores are read by byte range (registry.py); the rest is copied first
 
     def __init__(self, reader: PyramidReader) -> None:
         self.reader = reader

@@ -1,5 +1,6 @@
 """Tile-sized reads of uncompressed and deflate-compressed TIFF levels without libvips: the stored
-tiles a box covers are located from the directory (`tiff.TiffFile`), read with `os.pread`, inflated
+tiles a box covers are located from the directory (`tiff.TiffFile`), read by offset (`vfs.Reader`: a
+file, or byte ranges of an object in a store, the tiles of one box in one coalesced request), inflated
 with libdeflate (the `deflate` binding), un-differenced (Predictor 2) with numpy and cropped, giving
 the box's samples as a numpy array.
 
@@ -14,7 +15,6 @@ its size: libvips then reports the damage as it does for any file.
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import deflate
 import numpy as np
 
+from . import vfs
 from .tiff import (
     BITS,
     COMPRESSION,
@@ -81,39 +82,67 @@ def read_box(path: str, tf: TiffFile, ifd: Ifd, p: Plan, box: tuple[int, int, in
     """The samples of `box` (x, y, w, h, inside the directory's image) as a (h, w, samples) array in
     native byte order (a read-only view when the box lies in one tile), or None when the box covers
     more than `MAX_TILES` tiles or a tile is damaged (short, or not inflating to its size)."""
+    return read_boxes(path, tf, [(ifd, p)], box)[0]
+
+
+def read_boxes(path: str, tf: TiffFile, dirs: list[tuple[Ifd, Plan]], box: tuple[int, int, int, int]
+               ) -> list[np.ndarray | None]:
+    """`read_box` of the same box in several directories (the channels of a multi-channel image), their
+    stored tiles read at once: one request for all of them from a store when they lie close together."""
     x, y, w, h = box
-    if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > ifd.size[0] or y + h > ifd.size[1]:
-        return None
-    c0, c1 = x // p.tile_width, (x + w - 1) // p.tile_width
-    r0, r1 = y // p.tile_height, (y + h - 1) // p.tile_height
-    if (c1 - c0 + 1) * (r1 - r0 + 1) > MAX_TILES or c1 >= p.columns or r1 >= p.rows:
-        return None
-    size = p.tile_width * p.tile_height * p.samples * p.dtype.itemsize
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if c0 == c1 and r0 == r1:  # within one tile (what a tile request reads): a view of it, no copy
-            tile = _tile(fd, tf, ifd, p, r0 * p.columns + c0, size)
-            tx, ty = c0 * p.tile_width, r0 * p.tile_height
-            return None if tile is None else tile[y - ty : y - ty + h, x - tx : x - tx + w]
-        out = np.empty((h, w, p.samples), p.dtype.newbyteorder("="))
-        for r in range(r0, r1 + 1):
-            for c in range(c0, c1 + 1):
-                tile = _tile(fd, tf, ifd, p, r * p.columns + c, size)
-                if tile is None:
-                    return None
-                tx, ty = c * p.tile_width, r * p.tile_height
-                ax, ay = max(x, tx), max(y, ty)
-                bx, by = min(x + w, tx + p.tile_width), min(y + h, ty + p.tile_height)
-                out[ay - y : by - y, ax - x : bx - x] = tile[ay - ty : by - ty, ax - tx : bx - tx]
-    finally:
-        os.close(fd)
+    jobs: list[tuple[Ifd, Plan, list[tuple[int, int]]] | None] = []
+    for ifd, p in dirs:
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > ifd.size[0] or y + h > ifd.size[1]:
+            jobs.append(None)
+            continue
+        c0, c1 = x // p.tile_width, (x + w - 1) // p.tile_width
+        r0, r1 = y // p.tile_height, (y + h - 1) // p.tile_height
+        if (c1 - c0 + 1) * (r1 - r0 + 1) > MAX_TILES or c1 >= p.columns or r1 >= p.rows:
+            jobs.append(None)
+            continue
+        jobs.append((ifd, p, [(r, c) for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)]))
+    if all(job is None for job in jobs):
+        return [None] * len(jobs)
+    with vfs.reader(path) as f:
+        where = [[tf.tile_location(f.pread, ifd, r * p.columns + c) for r, c in cells]
+                 for ifd, p, cells in (job for job in jobs if job is not None)]
+        flat = [loc for locs in where for loc in locs]
+        stored = iter(f.pread_many(flat) if len(flat) > 1 else [f.pread(flat[0][1], flat[0][0])])
+    located = iter(where)
+    out: list[np.ndarray | None] = []
+    for job in jobs:
+        if job is None:
+            out.append(None)
+            continue
+        locs = next(located)
+        out.append(_assemble(job[1], job[2], locs, [next(stored) for _ in locs], box))
     return out
 
 
-def _tile(fd: int, tf: TiffFile, ifd: Ifd, p: Plan, index: int, size: int) -> np.ndarray | None:
-    """One whole stored tile, decoded, as (tile height, tile width, samples) in native byte order."""
-    offset, count = tf.tile_location(fd, ifd, index)
-    data: bytes | bytearray = os.pread(fd, count, offset)
+def _assemble(p: Plan, cells: list[tuple[int, int]], where: list[tuple[int, int]], stored: list[bytes],
+              box: tuple[int, int, int, int]) -> np.ndarray | None:
+    x, y, w, h = box
+    size = p.tile_width * p.tile_height * p.samples * p.dtype.itemsize
+    if len(cells) == 1:  # within one tile (what a tile request reads): a view of it, no copy
+        (r, c), = cells
+        tile = _tile(stored[0], where[0][1], p, size)
+        tx, ty = c * p.tile_width, r * p.tile_height
+        return None if tile is None else tile[y - ty : y - ty + h, x - tx : x - tx + w]
+    out = np.empty((h, w, p.samples), p.dtype.newbyteorder("="))
+    for (r, c), data, (_, count) in zip(cells, stored, where, strict=True):
+        tile = _tile(data, count, p, size)
+        if tile is None:
+            return None
+        tx, ty = c * p.tile_width, r * p.tile_height
+        ax, ay = max(x, tx), max(y, ty)
+        bx, by = min(x + w, tx + p.tile_width), min(y + h, ty + p.tile_height)
+        out[ay - y : by - y, ax - x : bx - x] = tile[ay - ty : by - ty, ax - tx : bx - tx]
+    return out
+
+
+def _tile(data: bytes | bytearray, count: int, p: Plan, size: int) -> np.ndarray | None:
+    """One whole stored tile (its `count` stored bytes `data`), decoded, as (tile height, tile width,
+    samples) in native byte order."""
     if len(data) != count:
         return None
     if p.compressed:
@@ -156,6 +185,24 @@ class TiffTiles:
         ifd = self._ifd(page, subifd)
         assert ifd is not None
         return read_box(self.path, self.tf, ifd, p, box)
+
+    def read_many(self, dirs: list[tuple[int, int]], box: tuple[int, int, int, int]) -> list[np.ndarray | None]:
+        """`read` of `box` in each (page, subifd) of `dirs`, their tiles fetched together (`read_boxes`)."""
+        planned: list[tuple[Ifd, Plan] | None] = []
+        for page, subifd in dirs:
+            key = (page, subifd)
+            with self._lock:
+                known = key in self._plans
+                p = self._plans.get(key)
+            ifd = self._ifd(page, subifd)
+            if not known:
+                p = plan(self.tf, ifd) if ifd is not None else None
+                with self._lock:
+                    self._plans[key] = p
+            planned.append((ifd, p) if ifd is not None and p is not None else None)
+        wanted = [d for d in planned if d is not None]
+        got = iter(read_boxes(self.path, self.tf, wanted, box) if wanted else [])
+        return [next(got) if d is not None else None for d in planned]
 
     def _ifd(self, page: int, subifd: int) -> Ifd | None:
         if not 0 <= page < len(self.tf.pages):

@@ -41,7 +41,7 @@ from ..cache.memory import ByteLRU
 from ..errors import ImageTooLarge, NotFound, SourceError
 from ..levels import level_factor, with_virtual
 from ..models import ImageMeta, Level, OutputFormat
-from . import slidelib
+from . import slidelib, vfs
 from .base import Box4, Selector, SourceImage, no_selection
 from .budget import PixelBudget
 from .passthrough import StoredTile, StoredTiles, passable
@@ -56,6 +56,30 @@ CHUNK = 2048  # side of the boxes one OpenSlide call paints (ARGB: 16 MiB)
 MAX_READ_PIXELS = 128 << 20  # largest box one read may ask of a slide (RGB: 384 MiB)
 CACHED_LEVEL_PIXELS = 16 << 20  # virtual levels up to this size are kept whole (bounded LRU)
 BANDS = 3
+
+
+def remote_vendor(path: str) -> str | None:
+    """The slide vendor of a tiled TIFF in a store, from its first directory, by the marks OpenSlide's
+    TIFF-based drivers look for (the object is copied locally only once it is known to be a slide)."""
+    with vfs.open_binary(path) as f:
+        tf = TiffFile(f, max_ifds=1)
+    if not tf.pages:
+        return None
+    ifd = tf.pages[0]
+    desc, soft, xmp = (v if isinstance(v := ifd.values.get(t), bytes) else b"" for t in (270, 305, 700))
+    if desc.startswith(b"Aperio"):
+        return "aperio"
+    if 65420 in ifd.tags:
+        return "hamamatsu"
+    if b"DPUfsImport" in desc:
+        return "philips"
+    if desc.startswith(b"<?xml") and b"leica" in desc.lower():
+        return "leica"
+    if soft.startswith(b"MedScan"):
+        return "trestle"
+    if b"iScan" in xmp:
+        return "ventana"
+    return None
 
 
 def probable_slide(path: str, head: bytes) -> bool:
@@ -80,6 +104,7 @@ class SlideReader:
 
 class SlideFormat:
     name = "openslide"
+    ranged = False  # see registry.py
 
     def __init__(self, reader: SlideReader) -> None:
         self.reader = reader
@@ -87,6 +112,8 @@ class SlideFormat:
     def probe(self, path: str, head: bytes) -> bool:
         if not probable_slide(path, head):
             return False
+        if vfs.remote(path):  # a tiled TIFF in a store (the registry copied anything else)
+            return remote_vendor(path) is not None
         vendor = slidelib.detect(path)
         return vendor is not None and vendor != "generic-tiff"
 
@@ -372,7 +399,7 @@ def _match_directories(tf: TiffFile, fd: int, levels: list[Level]) -> dict[int, 
         if not passable(ifd, OutputFormat.JPEG) or TILE_OFFSETS not in ifd.tags:
             return out
         out[i] = d
-        tf.tile_location(fd, ifd, 0)  # loads the byte counts into the directory
+        tf.tile_location(lambda n, o: os.pread(fd, n, o), ifd, 0)  # loads the byte counts into the directory
         counts = ifd.values.get(TILE_BYTECOUNTS)
         if not isinstance(counts, tuple) or 0 in counts:
             return out

@@ -5,8 +5,8 @@ sent without decoding. Pure Python, synchronous, reads only the directory struct
 
 from __future__ import annotations
 
-import os
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -155,10 +155,11 @@ class TiffFile:
             return tuple(nums[i] / nums[i + 1] if nums[i + 1] else 0.0 for i in range(0, len(nums), 2))
         return struct.unpack(f"{self.e}{count}{code}", data)
 
-    def tile_location(self, fd: int, ifd: Ifd, index: int) -> tuple[int, int]:
-        """(offset, byte count) of one tile. The offset and byte-count arrays are read from `fd` with
-        `os.pread` on first use and kept in the directory (so it can be shared between threads);
-        arrays of more than `MAX_TABLE` entries are read one value at a time instead."""
+    def tile_location(self, pread: Callable[[int, int], bytes], ifd: Ifd, index: int) -> tuple[int, int]:
+        """(offset, byte count) of one tile. The offset and byte-count arrays are read with `pread`
+        (count, offset: `os.pread` of a file, or `vfs.Reader.pread`) on first use and kept in the
+        directory (so it can be shared between threads); arrays of more than `MAX_TABLE` entries are
+        read one value at a time instead."""
         out = []
         for tag in (TILE_OFFSETS, TILE_BYTECOUNTS):
             typ, count, data_offset = ifd.tags[tag]
@@ -166,15 +167,33 @@ class TiffFile:
                 raise IndexError(index)
             vals = ifd.values.get(tag)
             if vals is None and count <= self.MAX_TABLE:
-                raw = os.pread(fd, _SIZES[typ] * count, data_offset)
+                raw = pread(_SIZES[typ] * count, data_offset)
                 vals = ifd.values[tag] = self._decode(typ, count, raw)
             if isinstance(vals, tuple):
                 out.append(int(vals[index]))
                 continue
             size = _SIZES[typ]
-            (value,) = struct.unpack(self.e + _TYPES[typ], os.pread(fd, size, data_offset + index * size))
+            (value,) = struct.unpack(self.e + _TYPES[typ], pread(size, data_offset + index * size))
             out.append(int(value))
         return out[0], out[1]
+
+    def load_tables(self, pread_many: Callable[[Sequence[tuple[int, int]]], list[bytes]]) -> None:
+        """Read every directory's tile offset and byte-count arrays (up to `MAX_TABLE` entries each) at
+        once, with `pread_many` ((offset, count) ranges -> their bytes): for an object in a store, where
+        one request for all of them beats two per directory on first use."""
+        wanted: list[tuple[Ifd, int, int, int]] = []
+        for ifd in [*self.pages, *(s for subs in self.subifds for s in subs)]:
+            for tag in (TILE_OFFSETS, TILE_BYTECOUNTS):
+                if tag in ifd.tags and tag not in ifd.values:
+                    typ, count, data_offset = ifd.tags[tag]
+                    if data_offset >= 0 and count <= self.MAX_TABLE:
+                        wanted.append((ifd, tag, typ, count))
+        if not wanted:
+            return
+        raws = pread_many([(ifd.tags[tag][2], _SIZES[typ] * count) for ifd, tag, typ, count in wanted])
+        for (ifd, tag, typ, count), raw in zip(wanted, raws, strict=True):
+            if len(raw) == _SIZES[typ] * count:
+                ifd.values[tag] = self._decode(typ, count, raw)
 
 
 def descriptive_tags(ifd: Ifd) -> dict[str, str]:
