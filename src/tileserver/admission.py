@@ -1,7 +1,7 @@
 """Admission control: every render runs in one of two lanes, decided from the request and the image alone
 (protocol-neutral, so every protocol, JPEG 2000 and slides alike), after the tile cache missed.
 
-- The **tile lane** runs tile-sized work on `settings.threads` threads of its own, which large work never
+- The **tile lane** runs tile-sized work on `settings.tile_threads` threads of its own, which large work never
   takes, so an uncached tile never waits behind an export.
 - The **large lane** runs exports, big regions, rotations, costly formats and costly sources on
   `admission_large_threads` threads, with at most `admission_large_megapixels` pixels in flight. Past those
@@ -172,7 +172,7 @@ class Admission:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.small = _Lane("tile", settings.threads)
+        self.small = _Lane("tile", settings.tile_threads)
         self.large = _Lane("large", settings.admission_large_threads)
         self.max_pixels = settings.admission_large_megapixels
         self._waiters: deque[_Waiter] = deque()

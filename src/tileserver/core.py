@@ -413,7 +413,7 @@ class TileService:
                "replay": {**self.recorded.stats(), "replayed": self.replayed}, "admission": self.admission.stats()}
         if self.derivatives is not None:
             out["derivatives"] = self.derivatives.stats()
-        if self.settings.root_url is not None or self.settings.resolvers or self.settings.resolver_hook:
+        if self.settings.remote:
             out["stores"] = vfs.counters()
         return out
 

@@ -200,6 +200,9 @@ class Settings(BaseSettings):
                                "(exponential backoff from 100 ms)")
     store_retry_timeout: float = Field(15.0, gt=0, le=600, description="Seconds after which a failing store "
                                        "request is not retried again (then 502/503/504 with Retry-After)")
+    store_threads: int = Field(16, ge=1, le=256, description="Tile-lane threads per process when images come from "
+                               "a store (instead of `threads`, if more): a cold tile's thread mostly waits on "
+                               "the network, so more of them keep the CPU busy")
     store_block_cache_mb: float = Field(64, ge=0, description="Cache of the small reads of remote objects "
                                         "(TIFF directories) per process, MB")
     resolvers: dict[str, str] = Field(default_factory=dict, description="Location template per identifier "
@@ -215,7 +218,7 @@ class Settings(BaseSettings):
     source_cache_dir: Path | None = Field(None, description="Folder of the local copies of remote objects read "
                                           "only from files (slides, JPEG 2000, untiled images); default "
                                           "`$TMPDIR/tileserver-sources-UID`")
-    source_cache_mb: float = Field(10240, ge=1, description="Bound of the source cache folder, MB (least "
+    source_cache_mb: float = Field(10240, gt=0, description="Bound of the source cache folder, MB (least "
                                    "recently used copies removed; a larger object is a 422)")
     # -- request and connection limits, trusted proxies, shutdown (web/limits.py, web/proxies.py, web/server.py) --
     max_url_bytes: int = Field(8192, ge=256, description="Longest request target (path and query string) in "
@@ -414,6 +417,17 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, IipsrvEnvSource(settings_cls), dotenv_settings)
+
+    @property
+    def remote(self) -> bool:
+        """Whether images may come from a store: the root, a resolver template or root is a URL, or a hook."""
+        urls = [self.root_url or "", *self.resolvers.values(), *self.resolver_roots]
+        return any(u.startswith(STORE_SCHEMES) for u in urls) or self.resolver_hook is not None
+
+    @property
+    def tile_threads(self) -> int:
+        """The tile lane's threads: `threads`, or `store_threads` when images come from a store."""
+        return max(self.threads, self.store_threads) if self.remote else self.threads
 
     @property
     def tile_cache_bytes(self) -> int:

@@ -58,16 +58,21 @@ class RemoteSource:
         raise NotFound(f"image not found: {ident}")
 
     def readable(self) -> bool:
-        """Whether the store answers: a listing of one key, or (HTTP) a HEAD of the root answered at all."""
+        """Whether the store answers: a listing of one key, or (HTTP) a HEAD of the root answered at all
+        (an HTTP server may well refuse a folder: 401, 403, 404, 405 still say it is there)."""
+        import obstore
+
+        m = self.mount
         try:
-            if self.mount.can_list:
-                next(iter(self._keys("", 1)), None)
+            if m.can_list:
+                self._keys("", 1, quiet=True)
             else:
-                vfs.stat(self.root)
+                key = m.key(self.root)
+                vfs.call(m, "HEAD", key, lambda: obstore.head(m.store, key), quiet=True)
         except NotFound:
             return True
-        except TileServerError:
-            return False
+        except TileServerError as exc:
+            return not m.can_list and getattr(exc, "store_status", 0) in (401, 403, 404, 405)
         return True
 
     def listing(self, folder: str = "", limit: int = 10_000) -> list[str]:
@@ -96,7 +101,7 @@ class RemoteSource:
             raise NotFound(f"folder not found: {folder}")
         return self.root + folder
 
-    def _keys(self, under: str, limit: int) -> list[str]:
+    def _keys(self, under: str, limit: int, quiet: bool = False) -> list[str]:
         """Keys (relative to the root) of the objects under `under`, at most `limit`."""
         import obstore
 
@@ -112,7 +117,7 @@ class RemoteSource:
                         return out
             return out
 
-        result: list[str] = vfs.call(m, "LIST", prefix, run)
+        result: list[str] = vfs.call(m, "LIST", prefix, run, quiet)
         vfs.count("LIST", 0)
         return result
 

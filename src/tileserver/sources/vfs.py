@@ -169,7 +169,7 @@ def configure(block_cache_bytes: int) -> None:
 _STATUS = re.compile(r"status code: (\d{3})|\b(\d{3}) (?:Service Unavailable|Too Many Requests|Internal Server)")
 
 
-def _failure(m: Mount, op: str, key: str, exc: Exception) -> TileServerError:
+def _failure(m: Mount, op: str, key: str, exc: Exception, quiet: bool = False) -> TileServerError:
     """A store error as the client sees it (the detail only in the log, once)."""
     if isinstance(exc, FileNotFoundError) or type(exc).__name__ == "NotFoundError":
         metrics.store_failed(404)
@@ -189,6 +189,9 @@ def _failure(m: Mount, op: str, key: str, exc: Exception) -> TileServerError:
         err = StoreFailure("the image store does not support this request")
     else:
         err = StoreFailure("the image store failed")
+    err.store_status = status  # type: ignore[attr-defined]
+    if quiet:
+        return err
     log.error("store %s: %s %s failed: %s: %s", m.name, op, key, name, first)
     metrics.store_failed(status_for(err))
     with _counters_lock:
@@ -196,13 +199,15 @@ def _failure(m: Mount, op: str, key: str, exc: Exception) -> TileServerError:
     return err
 
 
-def call(m: Mount, op: str, key: str, fn: Callable[[], Any]) -> Any:
+def call(m: Mount, op: str, key: str, fn: Callable[[], Any], quiet: bool = False) -> Any:
+    """`fn()`, a request to the store of `m`, its failure as a client sees it (`quiet`: not logged or
+    counted: a readiness probe)."""
     try:
         return fn()
     except TileServerError:
         raise
     except Exception as exc:  # obstore raises its own classes, OSError subclasses and builtins
-        raise _failure(m, op, key, exc) from exc
+        raise _failure(m, op, key, exc, quiet) from exc
 
 
 # -- stat ---------------------------------------------------------------------------------------
@@ -239,6 +244,14 @@ def stat(loc: str) -> Stat:
     return st
 
 
+def known_stat(loc: str) -> Stat:
+    """The last stat taken of `loc` (a HEAD only when there is none): what reads go by. Whether an object
+    changed is the core's question, asked every `stat_interval` through `stat`, which renews this."""
+    with _stats_lock:
+        found = _stats.get(loc)
+    return found[1] if found is not None else stat(loc)
+
+
 def forget(loc: str) -> None:
     """Drop the remembered stat of `loc` (after a read found the object changed)."""
     with _stats_lock:
@@ -264,7 +277,7 @@ class Reader:
         if remote(loc):
             self._mount = _mount_of(loc)
             self._key = self._mount.key(loc)
-            self._stat = stat(loc)
+            self._stat = known_stat(loc)
         else:
             try:
                 self._fd = os.open(loc, os.O_RDONLY)
