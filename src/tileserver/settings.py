@@ -190,6 +190,9 @@ class Settings(BaseSettings):
     store_access_key_id: str | None = Field(None, description="S3 access key; default AWS_ACCESS_KEY_ID")
     store_secret_access_key: SecretStr | None = Field(None, description="S3 secret key; default "
                                                       "AWS_SECRET_ACCESS_KEY (never logged or shown)")
+    store_options: dict[str, str] = Field(default_factory=dict, description="More obstore configuration keys for the "
+                                          "store (JSON), e.g. `{\"use_emulator\": \"true\"}` for Azurite or "
+                                          "`{\"base_url\": ...}` for a GCS emulator; the `STORE_*` settings win")
     store_virtual_hosted: bool = Field(False, description="S3 virtual-hosted-style addressing "
                                        "(`BUCKET.HOST`) instead of path style (`HOST/BUCKET`, MinIO and Ceph)")
     store_allow_http: bool = Field(False, description="Allow a plain-http store endpoint (also AWS_ALLOW_HTTP; "

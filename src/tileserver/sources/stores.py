@@ -133,5 +133,6 @@ def options_of(settings: Any) -> vfs.StoreOptions:
         config["secret_access_key"] = settings.store_secret_access_key.get_secret_value()
     if settings.store_virtual_hosted:
         config["virtual_hosted_style_request"] = "true"
-    return vfs.StoreOptions(tuple(config.items()), settings.store_timeout, settings.store_connect_timeout,
-                            settings.store_retries, settings.store_retry_timeout, settings.store_allow_http)
+    return vfs.StoreOptions(tuple(config.items()), tuple(settings.store_options.items()), settings.store_timeout,
+                            settings.store_connect_timeout, settings.store_retries, settings.store_retry_timeout,
+                            settings.store_allow_http)

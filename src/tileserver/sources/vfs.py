@@ -77,7 +77,8 @@ class StoreOptions:
     `secret_access_key`, `virtual_hosted_style_request`, ...) on top of what the standard environment
     variables say (AWS_*, GOOGLE_*, AZURE_*), and the request limits."""
 
-    config: tuple[tuple[str, str], ...] = ()
+    config: tuple[tuple[str, str], ...] = ()  # the S3 settings (endpoint, region, credentials, addressing)
+    extra: tuple[tuple[str, str], ...] = ()  # any store's own keys (settings `store_options`)
     timeout: float = 10.0
     connect_timeout: float = 3.0
     retries: int = 3
@@ -107,7 +108,7 @@ def _make_store(base: str, options: StoreOptions) -> Any:
     from obstore.store import from_url
 
     parts = urlsplit(base)
-    config = dict(options.config)
+    config = {**dict(options.extra), **(dict(options.config) if parts.scheme == "s3" else {})}
     client: dict[str, Any] = {"timeout": f"{options.timeout}s", "connect_timeout": f"{options.connect_timeout}s"}
     endpoint = config.get("endpoint") or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT") or ""
     if (options.allow_http or parts.scheme == "http" or endpoint.startswith("http://")
