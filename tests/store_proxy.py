@@ -12,17 +12,24 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-FaultKind = Literal["503", "500", "stall", "stall-mid", "drop", "drop-mid"]
-FAULT_KINDS = ("503", "500", "stall", "stall-mid", "drop", "drop-mid")
+FaultKind = Literal["503", "500", "429", "403", "stall", "stall-mid", "drop", "drop-mid"]
+ERRORS = {  # status -> reason phrase, S3 error code
+    503: ("Service Unavailable", "SlowDown"),  # S3's throttling
+    500: ("Internal Server Error", "InternalError"),
+    429: ("Too Many Requests", "TooManyRequests"),  # GCS's and many HTTP servers' throttling
+    403: ("Forbidden", "AccessDenied"),  # refused credentials
+}
+FAULT_KINDS = (*(str(s) for s in ERRORS), "stall", "stall-mid", "drop", "drop-mid")
 
 
 @dataclass
 class Fault:
-    """What the proxy does instead of (or while) forwarding: "503" (with `retry_after` seconds when set) and
-    "500" answer at once without asking the store; "stall" waits `seconds` and then forwards; "stall-mid"
-    forwards the head and half the body, waits `seconds`, then the rest; "drop" closes the connection
-    without an answer; "drop-mid" forwards the head and half the body, then closes. Applies to requests
-    whose path contains `match` (all when empty), for the next `times` of them (None: until cleared)."""
+    """What the proxy does instead of (or while) forwarding: "503", "500", "429" and "403" answer that status
+    at once (an S3 error body; Retry-After: `retry_after` when set) without asking the store; "stall" waits
+    `seconds` and then forwards; "stall-mid" forwards the head and half the body, waits `seconds`, then the
+    rest; "drop" closes the connection without an answer; "drop-mid" forwards the head and half the body,
+    then closes. Applies to requests whose path contains `match` (all when empty), for the next `times` of
+    them (None: until cleared)."""
 
     kind: FaultKind
     seconds: float = 0.0
@@ -300,7 +307,7 @@ class StoreProxy:
         if fault and fault.kind == "drop":
             writer.transport.abort()
             return False
-        if fault and fault.kind in ("503", "500"):
+        if fault and fault.kind.isdigit():
             return await self._answer_error(writer, ex, fault)
         if fault and fault.kind == "stall":
             await asyncio.sleep(fault.seconds)
@@ -312,8 +319,8 @@ class StoreProxy:
 
     async def _answer_error(self, writer: asyncio.StreamWriter, ex: Exchange, fault: Fault) -> bool:
         status = int(fault.kind)
-        reason = {503: "Service Unavailable", 500: "Internal Server Error"}[status]
-        body = f"<Error><Code>{'SlowDown' if status == 503 else 'InternalError'}</Code></Error>".encode()
+        reason, code = ERRORS[status]
+        body = f"<Error><Code>{code}</Code><Message>injected by StoreProxy</Message></Error>".encode()
         retry = f"Retry-After: {fault.retry_after}\r\n" if fault.retry_after is not None else ""
         ex.status, ex.bytes = status, len(body)
         writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}"

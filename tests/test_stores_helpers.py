@@ -144,6 +144,8 @@ def test_proxy_adds_its_latency_per_request(nginx_proxy: StoreProxy) -> None:
     pytest.param("503", 3, 503, "3", id="503-retry-after"),
     pytest.param("503", None, 503, None, id="503"),
     pytest.param("500", None, 500, None, id="500"),
+    pytest.param("429", 1, 429, "1", id="429-retry-after"),
+    pytest.param("403", None, 403, None, id="403"),
 ])
 def test_proxy_answers_injected_statuses(nginx_proxy: StoreProxy, kind: str, retry_after: int | None,
                                          status: int, header: str | None) -> None:
@@ -153,6 +155,7 @@ def test_proxy_answers_injected_statuses(nginx_proxy: StoreProxy, kind: str, ret
         for _ in range(2):
             r = c.get(url)
             assert r.status_code == status and r.headers.get("retry-after") == header
+            assert b"<Code>" in r.content
         assert c.get(url).content == SMALL  # the fault was for two requests
     assert [ex.status for ex in nginx_proxy.exchanges()] == [status, status, 200]
 
