@@ -17,12 +17,16 @@ Rows: `local` (`tileserver serve /tmp/tilebench/images`), then for each store a 
 one per `--latency` value (ms) through a StoreProxy (tests/store_proxy.py, in this process) with that latency
 per request; only proxied rows count store requests and bytes. Every row starts its own `tileserver serve`
 (`--workers`, port `--port`, loopback) and stops it:
-- start; 16 `info.json` requests on separate connections (the image's metadata loaded in every worker);
-  proxy counters reset;
+- start; 16 `info.json` requests on separate connections (the image's metadata loaded in every worker): what
+  the store served until then is "to open";
 - cold: one wrk pass over the tile URL list, each URL once (../shared/bench/bench-tiles.sh --mode cold:
   wrk-urls.lua `once`, -t2 -c16); store requests and bytes per tile = the proxy's counts / list length;
-- warm: `--prime` s of random picks (every worker's tile cache filled; not measured), counters reset, then
-  `--duration` s of random picks (wrk-urls.lua `random`); store requests per warm tile = counts / requests.
+- warm: passes over the list like the cold one, not measured (a tile is cached per worker, and a pass puts
+  it in the one its connection reached): behind a proxy until two passes in a row send the store fewer than
+  1 GET per 100 tiles, at most `--prime-passes` (12), else 12; then `--duration` s of random picks
+  (wrk-urls.lua `random`); store requests per warm tile = counts / requests, by method in the notes (HEADs
+  are freshness checks, GETs tiles still missing in a worker).
+`--set NAME=VALUE` passes a setting to every tileserver (e.g. TILESERVER_THREADS=8).
 The tile list: every 256-px tile of big.tif's IIP levels `--levels` as IIIF regions
 (/iiif/3/big.tif/x,y,w,h/sw,/0/default.jpg; ../shared/bench/make-urls.py, shuffled with a fixed seed), the
 stored JPEG tiles, which tileserver passes through. "store alone": wrk straight at the store for 5 s, one
@@ -54,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # the project, for tests/stores.py
 import bench as harness  # the sibling bench.py: the tileserver process, wrk, image set-up, machine line
 from tests.live import free_port
-from tests.store_proxy import Counts, StoreProxy
+from tests.store_proxy import Counts, Exchange, StoreProxy
 from tests.stores import S3Service, moto_server, nginx_files, stop, wait_answering
 
 REPO = harness.REPO
@@ -81,11 +85,15 @@ class Store:
         return f"s3://{BUCKET}/{PREFIX}" if self.s3 else f"{endpoint}/{PREFIX}/"
 
     def env(self, endpoint: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TILESERVER_", "AWS_"))}
-        return {**env, **(self.s3.via(endpoint).env() if self.s3 else {})}
+        return {**clean_env(), **(self.s3.via(endpoint).env() if self.s3 else {})}
 
     def object_path(self) -> str:
         return f"/{BUCKET}/{PREFIX}/{IMAGE}" if self.s3 else f"/{PREFIX}/{IMAGE}"
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without tileserver's or AWS's variables: the servers run on defaults."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("TILESERVER_", "AWS_"))}
 
 
 def s3rver_executable() -> Path:
@@ -151,6 +159,8 @@ class Row:
     latency_ms: float = 0.0
     cold: dict[str, str] = field(default_factory=dict)  # wrk RESULT fields
     warm: dict[str, str] = field(default_factory=dict)
+    open_counts: Counts | None = None  # from the server's start through the 16 info.json requests
+    open_exchanges: list[Exchange] = field(default_factory=list)
     cold_counts: Counts | None = None
     warm_counts: Counts | None = None
     alone: float | None = None
@@ -185,6 +195,7 @@ class Bench:
     args: argparse.Namespace
     wrk: harness.Wrk
     urls: Path
+    n: int  # tiles in the list
     first: str
     rows: list[Row] = field(default_factory=list)
 
@@ -192,10 +203,16 @@ class Bench:
         self.rows.append(row)
         print(f"# {datetime.now(UTC):%H:%M:%S} {row.store}, latency {row.latency}: tileserver serve {root}",
               file=sys.stderr)
+        extra = dict(v.split("=", 1) for v in self.args.set)
+        env = {**(env or clean_env()), **extra}
         ts = harness.Tileserver(self.args.port, self.args.workers, root, env)
         try:
+            if proxy:
+                proxy.reset()
             ts.start()
             load_metadata(self.args.port)
+            row.open_counts = proxy.counts() if proxy else None
+            row.open_exchanges = proxy.exchanges() if proxy else []
             self.measure(row, proxy)
         except RuntimeError as exc:
             lines = [ln for ln in ts.log.read_text(errors="replace").splitlines() if ln.strip()] or [""]
@@ -214,15 +231,34 @@ class Bench:
         row.cold_counts = proxy.counts() if proxy else None
         if note := check(port, self.first):
             row.notes.append(note)
-        self.wrk.raw(port, self.urls, self.args.prime, f"stores-{label}-prime")
+        self.prime(row, proxy, label)
         if proxy:
             proxy.reset()
         warm = self.wrk.raw(port, self.urls, self.args.duration, f"stores-{label}-warm")
         row.warm = warm[0] if warm else {}
         row.warm_counts = proxy.counts() if proxy else None
+        if proxy:
+            row.notes.append(f"store requests: to open {kinds(row.open_exchanges)}, warm {kinds(proxy.exchanges())}")
         for mode, fields in (("cold", row.cold), ("warm", row.warm)):
             print(f"#   {mode}: {fields.get('rps', '?')} tiles/s, p99 {fields.get('p99_ms', '?')} ms, "
                   f"{errors(fields)} errors", file=sys.stderr)
+
+    def prime(self, row: Row, proxy: StoreProxy | None, label: str) -> None:
+        """Passes over the list, each tile once. A tile is cached per worker, and a pass puts it in the one
+        its connection reached: behind a proxy, passes go on until two in a row sent the store fewer than 1
+        GET per 100 tiles (at most `--prime-passes`); else `--prime-passes` of them."""
+        quiet, gets = 0, 0
+        for run in range(1, self.args.prime_passes + 1):
+            if proxy:
+                proxy.reset()
+            self.wrk.bench_tiles(self.args.port, "cold", f"stores-{label}-prime{run}", str(self.urls), single=False)
+            if proxy:
+                gets = sum(1 for ex in proxy.exchanges() if ex.method == "GET")
+                quiet = quiet + 1 if gets < 0.01 * self.n else 0
+                if quiet == 2:
+                    break
+        if proxy:
+            row.notes.append(f"{run} priming passes, the last with {gets} store GETs")
 
     def store_rows(self, store: Store) -> None:
         name = f"{store.kind} ({store.name})"
@@ -237,6 +273,14 @@ class Bench:
 # ---------------------------------------------------------------------------------------------- report
 def errors(fields: dict[str, str]) -> int:
     return sum(int(fields.get(k, 0)) for k in ("err_connect", "err_read", "err_write", "err_status", "err_timeout"))
+
+
+def kinds(exchanges: list[Exchange]) -> str:
+    """'82 GET, 2 HEAD': the store requests by method."""
+    counted: dict[str, int] = {}
+    for ex in exchanges:
+        counted[ex.method] = counted.get(ex.method, 0) + 1
+    return ", ".join(f"{n} {method}" for method, n in sorted(counted.items())) or "none"
 
 
 def rps(fields: dict[str, str]) -> float | None:
@@ -255,6 +299,10 @@ def per(counts: Counts | None, n: float | None, kb: bool = False) -> str:
     if counts is None or not n:
         return "-"
     return f"{counts.bytes / 1024 / n:.1f}" if kb else f"{counts.requests / n:.3f}"
+
+
+def opened(counts: Counts | None) -> str:
+    return "-" if counts is None else f"{counts.requests} ({counts.bytes / 1024:.0f})"
 
 
 def goal(row: Row, local: Row | None) -> str:
@@ -276,9 +324,9 @@ def table_row(row: Row, local: Row | None, n: int) -> str:
     errs = errors(row.cold) + errors(row.warm)
     return (f"| {row.store} | {row.latency} | {fmt(cold)} | {ratio(cold, rps(local.cold) if local else None)} | "
             f"{fmt(warm)} | {ratio(warm, rps(local.warm) if local else None)} | {lat(row.cold)} | {lat(row.warm)} | "
-            f"{fmt(tile_kb, 1)} | {per(row.cold_counts, n)} | {per(row.cold_counts, n, kb=True)} | "
-            f"{per(row.warm_counts, warm_n)} | {fmt(row.alone)} | {errs} | {goal(row, local)} | "
-            f"{'; '.join(row.notes)} |")
+            f"{fmt(tile_kb, 1)} | {opened(row.open_counts)} | {per(row.cold_counts, n)} | "
+            f"{per(row.cold_counts, n, kb=True)} | {per(row.warm_counts, warm_n)} | {fmt(row.alone)} | {errs} | "
+            f"{goal(row, local)} | {'; '.join(row.notes)} |")
 
 
 def report(bench: Bench, n: int, started: datetime, load_start: str) -> str:
@@ -295,21 +343,26 @@ def report(bench: Bench, n: int, started: datetime, load_start: str) -> str:
         f"- image: `{harness.IMAGES / IMAGE}` (20000 x 15000, 256-px JPEG tiles); {n} tiles: IIP levels {a.levels} "
         "as IIIF regions, shuffled; stored tiles passed through",
         f"- load: wrk -t{a.threads} -c{a.connections}; cold = one pass, each tile once, right after the server "
-        f"started and loaded the image's metadata; warm = {a.duration} s of random picks after {a.prime} s of "
-        "the same (not measured)",
+        f"started and loaded the image's metadata; warm = {a.duration} s of random picks after up to "
+        f"{a.prime_passes} passes like the cold one (not measured)" + (f"; set: {', '.join(a.set)}" if a.set else ""),
         f"- reproduce: `cd {REPO} && {a.command}`",
         "",
         "| store | added latency | cold tiles/s | cold vs local | warm tiles/s | warm vs local | cold p50 / p99 ms "
-        "| warm p50 / p99 ms | tile KB | store requests / cold tile | store KB / cold tile "
-        "| store requests / warm tile | store alone req/s | errors | goal | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| warm p50 / p99 ms | tile KB | store requests (KB) to open | store requests / cold tile "
+        "| store KB / cold tile | store requests / warm tile | store alone req/s | errors | goal | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *(table_row(r, local, n) for r in bench.rows),
         "",
         "- added latency: `none` = tileserver talks to the store itself; `N ms` = through a StoreProxy "
         "(tests/store_proxy.py) that waits N ms before forwarding each store request; only those rows count "
         "store requests and bytes (per cold tile: counts / tiles in the list; per warm tile: counts / requests).",
+        f"- to open: what the store served from the server's start through 16 `info.json` requests on "
+        f"separate connections (the image opened in each of the {a.workers} workers, as far as those requests "
+        "reached them all).",
         f"- goal (issue 13): with added latency, cold >= {GOAL_COLD:.0%} of local cold and warm >= "
-        f"{GOAL_WARM:.0%} of local warm.",
+        f"{GOAL_WARM:.0%} of local warm. A tile that costs one store request of L ms cannot come faster than "
+        f"{a.connections} / L per second at {a.connections} connections ("
+        + ", ".join(f"{a.connections / ms * 1000:,.0f}/s at {ms:g} ms" for ms in a.latency if ms) + ").",
         "- store alone: wrk -t2 -c16 for 5 s straight at the store, one 20-KB ranged GET of big.tif over and "
         "over: the store's own ceiling on this machine (moto reads the whole object for every GET).",
         "- errors: wrk connect/read/write/timeout errors and non-2xx/3xx statuses, cold + warm. wrk, the "
@@ -341,7 +394,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="ms added per store request, one proxied row each (default 20; 0 = counted, no delay)")
     p.add_argument("--levels", default="4,5,6", help="IIP levels of big.tif to list (default 4,5,6: 1580 tiles)")
     p.add_argument("--duration", type=int, default=10, help="warm seconds measured (default 10)")
-    p.add_argument("--prime", type=int, default=5, help="warm seconds before, not measured (default 5)")
+    p.add_argument("--prime-passes", type=int, default=12,
+                   help="passes over the list before the warm run (behind a proxy: until two in a row send the store "
+                   "< 1 GET per 100 tiles; default 12)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for every tileserver, e.g. TILESERVER_THREADS=8 (repeatable)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--port", type=int, default=18391, help="tileserver's port (default 18391)")
     p.add_argument("--threads", type=int, default=2)
@@ -350,6 +407,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = set(args.only) - {"local", "s3", "http"} | set(args.s3) - {"s3rver", "moto"}
     if unknown:
         p.error(f"unknown: {', '.join(sorted(unknown))}")
+    if bad := [v for v in args.set if "=" not in v]:
+        p.error(f"--set wants NAME=VALUE, not {bad[0]!r}")
     args.command = shlex.join([".venv/bin/python", "bench/stores.py", *argv])
     return args
 
@@ -369,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     first = next(line for line in urls.read_text().splitlines() if line.strip())
     wrk = harness.Wrk(args.threads, args.connections, args.duration,
                       harness.RESULTS / f"stores-{started:%Y%m%d-%H%M%S}.txt")
-    bench = Bench(args, wrk, urls, first)
+    bench = Bench(args, wrk, urls, n, first)
     try:
         if "local" in args.only:
             bench.row(Row("local", "-"), str(harness.IMAGES), None, None)
