@@ -229,6 +229,7 @@ class Bench:
         cold = self.wrk.bench_tiles(port, "cold", f"stores-{label}-cold", str(self.urls), single=False)
         row.cold = cold[0] if cold else {}
         row.cold_counts = proxy.counts() if proxy else None
+        cold_kinds = kinds(proxy.exchanges()) if proxy else ""
         if note := check(port, self.first):
             row.notes.append(note)
         self.prime(row, proxy, label)
@@ -238,7 +239,8 @@ class Bench:
         row.warm = warm[0] if warm else {}
         row.warm_counts = proxy.counts() if proxy else None
         if proxy:
-            row.notes.append(f"store requests: to open {kinds(row.open_exchanges)}, warm {kinds(proxy.exchanges())}")
+            row.notes.append(f"store requests: to open {kinds(row.open_exchanges)}, cold {cold_kinds}, "
+                             f"warm {kinds(proxy.exchanges())}")
         for mode, fields in (("cold", row.cold), ("warm", row.warm)):
             print(f"#   {mode}: {fields.get('rps', '?')} tiles/s, p99 {fields.get('p99_ms', '?')} ms, "
                   f"{errors(fields)} errors", file=sys.stderr)
