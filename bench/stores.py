@@ -44,6 +44,7 @@ import os
 import re
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -331,13 +332,41 @@ def table_row(row: Row, local: Row | None, n: int) -> str:
             f"{goal(row, local)} | {'; '.join(row.notes)} |")
 
 
+MEDIANS = ("rps", "p50_ms", "p99_ms", "MBps", "requests")
+SUMS = ("err_connect", "err_read", "err_write", "err_status", "err_timeout")
+
+
+def merged(runs: list[Row]) -> Row:
+    """One row of the table from the repeats of one row: medians of the rates and latencies, errors
+    summed; the proxy's counts and the notes of the last run, with any failure noted in the others."""
+    def fields(which: str) -> dict[str, str]:
+        got = [getattr(r, which) for r in runs if getattr(r, which)]
+        if not got:
+            return {}
+        out = {k: f"{statistics.median(float(f[k]) for f in got if k in f):.2f}" for k in MEDIANS if k in got[0]}
+        return {**out, **{k: str(sum(int(f.get(k, 0)) for f in got)) for k in SUMS}}
+
+    last = runs[-1]
+    alone = [r.alone for r in runs if r.alone is not None]
+    failures = [note for r in runs[:-1] for note in r.notes if note.startswith(("not measured", "check", "store"))]
+    notes = list(dict.fromkeys([*failures, *last.notes]))
+    return Row(last.store, last.latency, last.latency_ms, fields("cold"), fields("warm"), last.open_counts,
+               last.open_exchanges, last.cold_counts, last.warm_counts, statistics.median(alone) if alone else None,
+               notes)
+
+
 def report(bench: Bench, n: int, started: datetime, load_start: str) -> str:
     a = bench.args
-    local = next((r for r in bench.rows if r.store == "local"), None)
+    grouped: dict[tuple[str, str], list[Row]] = {}
+    for r in bench.rows:
+        grouped.setdefault((r.store, r.latency), []).append(r)
+    rows = [merged(runs) for runs in grouped.values()]
+    local = next((r for r in rows if r.store == "local"), None)
     git = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
                          text=True).stdout.strip()
     lines = [
-        f"### Images in stores: tiles/s at {a.connections} connections, cold and warm, local vs S3 vs HTTP",
+        f"### Images in stores: tiles/s at {a.connections} connections, cold and warm, local vs S3 vs HTTP"
+        + (f" (medians of {a.repeats} runs in turn)" if a.repeats > 1 else ""),
         "",
         f"- machine: {harness.machine()}; load average {load_start} at start, {harness.loadavg()} at end",
         f"- date: {started:%Y-%m-%d %H:%M} UTC, took {(datetime.now(UTC) - started).seconds // 60} min; "
@@ -353,7 +382,7 @@ def report(bench: Bench, n: int, started: datetime, load_start: str) -> str:
         "| warm p50 / p99 ms | tile KB | store requests (KB) to open | store requests / cold tile "
         "| store KB / cold tile | store requests / warm tile | store alone req/s | errors | goal | notes |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-        *(table_row(r, local, n) for r in bench.rows),
+        *(table_row(r, local, n) for r in rows),
         "",
         "- added latency: `none` = tileserver talks to the store itself; `N ms` = through a StoreProxy "
         "(tests/store_proxy.py) that waits N ms before forwarding each store request; only those rows count "
@@ -401,6 +430,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "< 1 GET per 100 tiles; default 12)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="an environment variable for every tileserver, e.g. TILESERVER_THREADS=8 (repeatable)")
+    p.add_argument("--repeats", type=int, default=1, help="runs of every row, in turn; the table gives medians")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--port", type=int, default=18391, help="tileserver's port (default 18391)")
     p.add_argument("--threads", type=int, default=2)
@@ -432,11 +462,12 @@ def main(argv: list[str] | None = None) -> int:
                       harness.RESULTS / f"stores-{started:%Y%m%d-%H%M%S}.txt")
     bench = Bench(args, wrk, urls, n, first)
     try:
-        if "local" in args.only:
-            bench.row(Row("local", "-"), str(harness.IMAGES), None, None)
         with running_stores(args.only, args.s3, harness.RESULTS) as stores:
-            for store in stores:
-                bench.store_rows(store)
+            for _ in range(args.repeats):  # the rows in turn, again: a quiet spell or a busy one is shared
+                if "local" in args.only:
+                    bench.row(Row("local", "-"), str(harness.IMAGES), None, None)
+                for store in stores:
+                    bench.store_rows(store)
     finally:
         wrk.kill()
     print(report(bench, n, started, load_start))
