@@ -348,7 +348,8 @@ def merged(runs: list[Row]) -> Row:
 
     last = runs[-1]
     alone = [r.alone for r in runs if r.alone is not None]
-    failures = [note for r in runs[:-1] for note in r.notes if note.startswith(("not measured", "check", "store"))]
+    failed = ("not measured", "check", "store alone")
+    failures = [note for r in runs[:-1] for note in r.notes if note.startswith(failed)]
     notes = list(dict.fromkeys([*failures, *last.notes]))
     return Row(last.store, last.latency, last.latency_ms, fields("cold"), fields("warm"), last.open_counts,
                last.open_exchanges, last.cold_counts, last.warm_counts, statistics.median(alone) if alone else None,
