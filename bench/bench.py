@@ -245,10 +245,11 @@ def port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def wait_http(url: str, timeout: float) -> bool:
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+    """Until `url` answers below 500; False after `timeout` s, or as soon as `proc` has exited."""
     deadline = time.monotonic() + timeout
     with httpx.Client(trust_env=False, timeout=5) as client:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and (proc is None or proc.poll() is None):
             with contextlib.suppress(httpx.HTTPError):
                 if client.get(url).status_code < 500:
                     return True
@@ -259,8 +260,10 @@ def wait_http(url: str, timeout: float) -> bool:
 class Tileserver:
     label = "tileserver"
 
-    def __init__(self, port: int, workers: int):
-        self.port, self.workers = port, workers
+    def __init__(self, port: int, workers: int, root: str | Path = IMAGES, env: dict[str, str] | None = None):
+        """`root`: the image root (a folder, or a store URL such as s3://BUCKET/PREFIX); `env`: the server's
+        whole environment (default: this one's)."""
+        self.port, self.workers, self.root, self.env = port, workers, str(root), env
         self.proc: subprocess.Popen[bytes] | None = None
         self.known: dict[int, str] = {}  # pid -> /proc/PID/stat start time, for a precise cleanup
         self.log = RESULTS / f"tileserver-{port}.log"
@@ -268,12 +271,14 @@ class Tileserver:
     def start(self) -> list[int]:
         if not port_free(self.port):
             raise RuntimeError(f"127.0.0.1:{self.port} is in use; pick another --ts-port")
-        cmd = [str(REPO / ".venv" / "bin" / "tileserver"), "serve", str(IMAGES), "--host", "127.0.0.1",
+        cmd = [str(REPO / ".venv" / "bin" / "tileserver"), "serve", self.root, "--host", "127.0.0.1",
                "--port", str(self.port), "--workers", str(self.workers)]
+        RESULTS.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=self.env)
         url = f"http://127.0.0.1:{self.port}{IIP}?FIF={IMAGE}&OBJ=IIP,1.0"
-        if not wait_http(url, 60):
+        if not wait_http(url, 60, self.proc):
             raise RuntimeError(f"tileserver did not come up; see {self.log}")
         # one response does not mean every worker has finished importing: wait for them to appear
         deadline = time.monotonic() + 20

@@ -21,6 +21,7 @@ from .document_images import make_documents
 from .jp2_images import make_jp2s
 from .sequence_images import make_sequences
 from .stack_images import make_stacks
+from .stores import FileServer, S3Service, moto_server, nginx_files
 
 RGB_TIF = "rgb-3lvl-1003x701-tiled-jpeg.tif"
 RGB_1000 = "rgb-3lvl-1000x700-tiled-jpeg.tif"
@@ -173,3 +174,18 @@ def iipsrv13(image_root: Path) -> Iterator[httpx.Client]:
 
     with running_iipsrv(iipsrv13_binary(), image_root) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def s3_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
+    """moto's S3 server on loopback for the whole session (tests/stores.py), started when first asked for."""
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as s3:
+        yield s3
+
+
+@pytest.fixture(scope="session")
+def http_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
+    """nginx on loopback for the whole session, serving an empty folder that tests write files into."""
+    root = tmp_path_factory.mktemp("http-files")
+    with nginx_files(root) as base:
+        yield FileServer(root, base)
