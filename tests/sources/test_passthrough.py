@@ -188,7 +188,8 @@ async def test_undecodable_stored_tile_is_left_to_libvips(root: Path, tmp_path: 
     path = str(tmp_path / "damaged.tif")
     with open(path, "rb") as f:
         tf = TiffFile(f)
-        offset, count = tf.tile_location(lambda n, o: os.pread(f.fileno(), n, o), tf.pages[0], 2 * 4 + 3)  # tile (3, 2) of 4 columns
+        offset, count = tf.tile_location(lambda n, o: os.pread(f.fileno(), n, o), tf.pages[0],
+                                         2 * 4 + 3)  # tile (3, 2) of 4 columns
     with open(path, "r+b") as f:
         f.seek(offset + count // 2)
         f.write(b"\xff\xd9" * 64)  # an early end-of-image marker in the entropy-coded data
