@@ -16,7 +16,7 @@ it answers a few ranged GETs per second and is the limit of its rows: see the "s
 Rows: `local` (`tileserver serve /tmp/tilebench/images`), then for each store a row straight to the store and
 one per `--latency` value (ms) through a StoreProxy (tests/store_proxy.py, in this process) with that latency
 per request; only proxied rows count store requests and bytes. Every row starts its own `tileserver serve`
-(`--workers`, port `--port`, loopback) and stops it:
+(`--workers`, on a free loopback port or `--port`) and stops it:
 - start; 16 `info.json` requests on separate connections (the image's metadata loaded in every worker): what
   the store served until then is "to open";
 - cold: one wrk pass over the tile URL list, each URL once (../shared/bench/bench-tiles.sh --mode cold:
@@ -433,7 +433,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="an environment variable for every tileserver, e.g. TILESERVER_THREADS=8 (repeatable)")
     p.add_argument("--repeats", type=int, default=1, help="runs of every row, in turn; the table gives medians")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--port", type=int, default=18391, help="tileserver's port (default 18391)")
+    p.add_argument("--port", type=int, default=0, help="tileserver's port (default: a free one, so that runs "
+                   "side by side do not meet)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--connections", type=int, default=16)
     args = p.parse_args(argv)
@@ -442,6 +443,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error(f"unknown: {', '.join(sorted(unknown))}")
     if bad := [v for v in args.set if "=" not in v]:
         p.error(f"--set wants NAME=VALUE, not {bad[0]!r}")
+    args.port = args.port or free_port()
     args.command = shlex.join([".venv/bin/python", "bench/stores.py", *argv])
     return args
 
