@@ -409,7 +409,9 @@ def write_urls(levels: str) -> tuple[Path, int]:
     urls = [harness.TS_FORMS["iiif"](u) for u in harness.make_urls("iiif", levels)]
     path = harness.BASE / "urls" / "stores" / "iiif.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(urls) + "\n")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text("\n".join(urls) + "\n")
+    tmp.replace(path)  # whole at once: another run may be reading it
     return path, len(urls)
 
 
