@@ -4,7 +4,8 @@ markdown table. Run by hand with the project's .venv (httpx, obstore, moto[serve
 (Debian nginx-light) and, for the default S3 server, node + npm.
 
     .venv/bin/python bench/stores.py                         # big.tif, levels 4,5,6, 20 ms, warm 10 s
-    .venv/bin/python bench/stores.py --s3 moto,s3rver --latency 0,20,50 --duration 5 --only local,s3
+    .venv/bin/python bench/stores.py --repeats 3 --latency 0,20,50 --only local,s3
+    .venv/bin/python bench/stores.py --only s3 --s3 moto --levels 4   # moto: ~100 tiles, or it takes long
 
 The image is big.tif of ../shared/bench/make-test-images.sh (a 20000 x 15000 JPEG-tiled pyramid, 336 MB;
 made if missing, ~75 s), uploaded once per run into each S3 server (bucket `tilebench`, key
@@ -26,7 +27,8 @@ per request; only proxied rows count store requests and bytes. Every row starts 
   1 GET per 100 tiles, at most `--prime-passes` (12), else 12; then `--duration` s of random picks
   (wrk-urls.lua `random`); store requests per warm tile = counts / requests, by method in the notes (HEADs
   are freshness checks, GETs tiles still missing in a worker).
-`--set NAME=VALUE` passes a setting to every tileserver (e.g. TILESERVER_THREADS=8).
+`--set NAME=VALUE` passes a setting to every tileserver (e.g. TILESERVER_STORE_THREADS=32); `--repeats N`
+runs every row N times in turn, and the table gives medians.
 The tile list: every 256-px tile of big.tif's IIP levels `--levels` as IIIF regions
 (/iiif/3/big.tif/x,y,w,h/sw,/0/default.jpg; ../shared/bench/make-urls.py, shuffled with a fixed seed), the
 stored JPEG tiles, which tileserver passes through. "store alone": wrk straight at the store for 5 s, one
