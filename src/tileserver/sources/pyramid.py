@@ -181,7 +181,7 @@ class PyramidReader:
         chosen = _page_of(doc, page, ident)
         ifd = tf.pages[chosen.page]
         if chosen.page:
-            img = vfs.tiffload(path, page=chosen.page)
+            img = vfs.tiffload(path, fill=True, page=chosen.page)
         stored = list(chosen.levels)
         stack = stack_items(tf, stored, ident) if page is None else ()
         pages = _page_list(doc) if page is None and not stack else ()

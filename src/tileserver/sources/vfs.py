@@ -533,12 +533,13 @@ def _keep(src: Any) -> None:
         _sources.append(src)
 
 
-def tiffload(loc: str, **options: Any) -> Any:
-    """libvips' TIFF loader on `loc` (a local file, or an object read by range through a custom source)."""
+def tiffload(loc: str, fill: bool = False, **options: Any) -> Any:
+    """libvips' TIFF loader on `loc` (a local file, or an object read by range through a custom source;
+    `fill`: its small reads fill the block cache, for a first look at an object's directories)."""
     if not remote(loc):
         return pyvips.Image.tiffload(loc, **options)
     r = Reader(loc)
-    f = RangeFile(r, fill=False)
+    f = RangeFile(r, fill=fill)
     src = pyvips.SourceCustom()
 
     def read(n: int) -> bytes:
@@ -559,7 +560,7 @@ def header(loc: str) -> Any:
     """libvips' header of `loc` (pixels are decoded on demand)."""
     if not remote(loc):
         return pyvips.Image.new_from_file(loc)
-    return tiffload(loc)
+    return tiffload(loc, fill=True)  # the directory reads fill blocks (libvips reads IFD fields one by one)
 
 
 # -- local copies ---------------------------------------------------------------------------------
