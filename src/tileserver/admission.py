@@ -111,11 +111,13 @@ def lane_for(cost: Cost, settings: Settings) -> Lane:
 
 
 def _renice(nice: int) -> None:
-    """Lower the OS priority of the calling pool thread by `nice` (Linux: a thread id is a valid
-    PRIO_PROCESS target and the niceness is the thread's own; elsewhere nothing is changed)."""
+    """Lower the OS priority of the calling pool thread by `nice`, from the process's own (a server
+    started niced keeps tiles ahead of exports; Linux: a thread id is a valid PRIO_PROCESS target and the
+    niceness is the thread's own; elsewhere nothing is changed)."""
     if nice and sys.platform.startswith("linux"):
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
         except OSError as exc:  # not allowed here (a seccomp profile): run at normal priority
             log.warning("cannot lower the large lane's thread priority: %s", exc)
 
