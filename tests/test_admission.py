@@ -368,7 +368,7 @@ async def test_a_render_past_the_deadline_is_busy_in_the_core(service: TileServi
     assert service.stats()["admission"]["tile_expired"] == 1
     blocker.release()
     await until(lambda: service.stats()["admission"]["tile_in_flight"] == 0)
-    assert service.tiles.get((req, (await service.info("a.tif")).mtime)) is None  # nothing cached from it
+    assert service.tiles.get((req, (await service.info("a.tif")).mtime, "")) is None  # nothing cached from it
 
 
 # -- against a live server -----------------------------------------------------------------------------

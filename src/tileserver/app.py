@@ -15,6 +15,7 @@ from .core import TileService
 from .errors import install_handlers
 from .pages import index as pages
 from .pages import manifests, viewers
+from .protocols import cacheapi
 from .settings import Settings
 from .web import telemetry
 from .web.limits import RequestLimitMiddleware
@@ -29,6 +30,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     recording = metrics.configure(settings.metrics, settings.metrics_dir)
     sampler = metrics.Sampler()
 
+    warmer = cacheapi.Warmer(service)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service.start()
@@ -36,6 +39,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             async with telemetry.sampling(service, sampler):
                 yield
         finally:
+            await warmer.close()
+            await service.aclose()
             service.stop()
 
     # forwarded headers dropped from untrusted clients first (replay keys and access logs include them); then
@@ -56,13 +61,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # manifests come before the protocols (`/iiif/{rest:path}` would take them), and the protocols before
     # the pages, so the routes of tile requests are matched first
     manifest_routes = manifests.ROUTES if "iiif" in settings.protocols else []
-    routes = (manifest_routes + protocols.routes(settings.protocols) + pages.ROUTES + viewers.ROUTES
+    routes = (cacheapi.routes(settings) + manifest_routes + protocols.routes(settings.protocols) + pages.ROUTES
+              + viewers.ROUTES
               + viewers.asset_mounts(settings) + (telemetry.ROUTES if recording else []))
     middleware += [Middleware(RequestLimitMiddleware, settings=settings), Middleware(OptionsMiddleware, routes=routes)]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings
     app.state.service = service
     app.state.sampler = sampler
+    app.state.warmer = warmer
     app.state.query_protocols = protocols.query_commands(settings.protocols)
     install_handlers(app)
     return app

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 
 SECRET_VAR = "TILESERVER_STORE_SECRET_ACCESS_KEY"
+# settings a dump masks, handed to worker processes through their own variables
+SECRETS = {"store_secret_access_key": SECRET_VAR, "cache_api_token": "TILESERVER_CACHE_API_TOKEN"}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -63,10 +65,12 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     from .web.server import serve
 
     # worker processes rebuild the app from the environment: hand them the resolved settings
-    # (the store secret, which a dump masks, through its own variable)
-    os.environ["TILESERVER_SETTINGS_JSON"] = settings.model_dump_json(exclude={"store_secret_access_key"})
-    if settings.store_secret_access_key is not None:
-        os.environ[SECRET_VAR] = settings.store_secret_access_key.get_secret_value()
+    # (the secrets, which a dump masks, through variables of their own)
+    os.environ["TILESERVER_SETTINGS_JSON"] = settings.model_dump_json(exclude=set(SECRETS))
+    for name, var in SECRETS.items():
+        secret = getattr(settings, name)
+        if secret is not None:
+            os.environ[var] = secret.get_secret_value()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve(settings, verbose=args.verbose)
@@ -79,11 +83,22 @@ def app_from_env() -> Any:
 
     raw = os.environ.get("TILESERVER_SETTINGS_JSON")
     settings = Settings.model_validate_json(raw) if raw else Settings()
-    if raw and os.environ.get(SECRET_VAR):
+    if raw:
         from pydantic import SecretStr
 
-        settings = settings.model_copy(update={"store_secret_access_key": SecretStr(os.environ[SECRET_VAR])})
+        secrets = {name: SecretStr(os.environ[var]) for name, var in SECRETS.items() if os.environ.get(var)}
+        settings = settings.model_copy(update=secrets)
     return create_app(settings)
+
+
+def _shown(settings: Settings) -> dict[str, Any]:
+    """The settings as `tileserver info` prints them: secrets masked, a cache URL without its password."""
+    from .cache.backends import redacted
+
+    shown: dict[str, Any] = json.loads(settings.model_dump_json())
+    if shown.get("cache_url"):
+        shown["cache_url"] = redacted(shown["cache_url"])
+    return shown
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -98,7 +113,7 @@ def _info(args: argparse.Namespace) -> int:
         "version": __version__, "libvips": libvips_version(),
         "openjpeg": {"version": lib.version, "library": lib.path} if lib else None,
         "output_formats": [f.suffix for f in available_formats()],
-        "settings": json.loads(settings.model_dump_json()),
+        "settings": _shown(settings),
     }, indent=2))
     return 0
 

@@ -11,16 +11,21 @@ misses the tile cache is placed in the tile lane or the large lane by its estima
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import secrets
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from . import __version__
 from .admission import Admission, Lane, estimate, lane_for
+from .cache import codec
 from .cache.disk import DiskStore
 from .cache.memory import ByteLRU, CountLRU
-from .errors import Busy, NotFound
+from .cache.shared import SharedCache, entry_key
+from .errors import Busy, NotFound, TileServerError
 from .imaging.encode import available_formats
 from .imaging.render import render, samples
 from .models import ImageMeta, OutputFormat, Rendered, Samples, Sequence, TileRequest
@@ -39,8 +44,16 @@ from .sources.slide import SlideFormat, SlideReader
 from .sources.stores import RemoteSource, options_of
 
 T = TypeVar("T")
+TileKey = tuple[TileRequest, float, str]  # the request, the file's mtime, the image's purge generation
 TRANSLATIONS = 8192  # remembered URL translations per process
 CACHE_TIMING = "cache;desc=local"  # Server-Timing of a tile cache hit
+# the settings a shared-cache entry depends on besides the image and the request: replicas that differ in one
+# of them do not share entries
+OUTPUT_SETTINGS = ("jpeg_quality", "png_compression", "webp_quality", "avif_quality", "tiff_compression",
+                   "interpolation", "keep_icc", "background", "rotation_fill", "passthrough", "virtual_tile_size",
+                   "derive_dir", "derive_min_megapixels", "derive_quality", "filename_pattern", "filename_prefix",
+                   "filename_suffix")
+SHARED_SCHEMA = "1"  # bumped when what the shared entries hold changes shape
 PREVIEW_TIMING = 'preview;desc="from a preview while the pyramid is made"'
 
 
@@ -78,6 +91,25 @@ class Recorded:
 
 
 @dataclass(frozen=True)
+class _Found:
+    """Where an identifier's image is and which version of it, before it is opened: enough to open it
+    later (`TileService._opened`) and to name its shared-cache entries."""
+
+    ident: str
+    path: str
+    stat: vfs.Stat
+    base: str | None = None  # a selection `base;key=value`: the file's own identifier
+    selector: Selector | None = None
+    sequence: Sequence | None = None
+
+    def version(self, namespace: str, generation: str) -> str:
+        """What every shared entry of this image depends on, hashed into their keys."""
+        seq = "" if self.sequence is None else codec.stable(self.sequence)
+        st = self.stat
+        return "\x00".join((namespace, self.ident, str(st.size), repr(st.mtime), st.version, seq, generation))
+
+
+@dataclass(frozen=True)
 class _Entry:
     """An opened image (`image`), the metadata protocols see (`meta`: the image's own, with a sequence's
     views added) and when its file was last checked. An image may replace its own `meta` (a pyramid
@@ -85,16 +117,19 @@ class _Entry:
     is made again from the image's new metadata, which retires every translation, document and
     recorded response made for the old one."""
 
-    image: SourceImage
+    image: SourceImage | None  # None: not opened yet (its metadata came from the shared cache)
     meta: ImageMeta
     path: str
     checked: float
     own: ImageMeta  # image.meta when the entry was made
     stat: vfs.Stat | None = None  # the file's (the object's) size, mtime and version when it was opened
+    found: _Found | None = None  # how to open the image when `image` is None (metadata from the shared cache)
+    generation: str = ""  # the purge generation the entry was made under (cache API; part of every cache key)
+    gen_checked: float = 0.0  # when `generation` was last read from the shared cache
 
     @classmethod
     def of(cls, image: SourceImage, path: str, checked: float, ident: str | None = None,
-           sequence: Sequence | None = None, stat: vfs.Stat | None = None) -> _Entry:
+           sequence: Sequence | None = None, stat: vfs.Stat | None = None, found: _Found | None = None) -> _Entry:
         """The entry of `image`, its metadata under `ident` and with a sequence's views when given."""
         own = image.meta
         changes: dict[str, object] = {}
@@ -103,17 +138,18 @@ class _Entry:
         if sequence is not None:
             changes["sequence"] = sequence
         return cls(image, replace(own, **changes) if changes else own, path, checked, own,  # type: ignore[arg-type]
-                   stat)
+                   stat, found)
 
     @property
     def current(self) -> bool:
-        return self.image.meta is self.own
+        return self.image is None or self.image.meta is self.own
 
     def rechecked(self, now: float) -> _Entry:
         """The entry after its file was found unchanged at `now`."""
-        if self.current:
+        if self.current or self.image is None:
             return replace(self, checked=now)
-        return _Entry.of(self.image, self.path, now, self.meta.ident, self.meta.sequence, self.stat)
+        made = _Entry.of(self.image, self.path, now, self.meta.ident, self.meta.sequence, self.stat)
+        return replace(made, found=self.found, generation=self.generation, gen_checked=self.gen_checked)
 
 
 class TileService:
@@ -134,15 +170,23 @@ class TileService:
         # small values derived from a whole image (render's histograms), kept while its file is unchanged
         self.derived: ByteLRU[Hashable, object] = ByteLRU(8 << 20)
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)
-        self.tiles: ByteLRU[tuple[TileRequest, float], Rendered] = ByteLRU(settings.tile_cache_bytes)
+        self.tiles: ByteLRU[TileKey, Rendered] = ByteLRU(settings.tile_cache_bytes)
         self.translations: CountLRU[str, Translation] = CountLRU(TRANSLATIONS)
         self.documents: CountLRU[str, Document] = CountLRU(TRANSLATIONS)
         self.recorded: CountLRU[Hashable, Recorded] = CountLRU(TRANSLATIONS)
         self.replayed = 0  # responses answered by replay
         self._loading: dict[str, asyncio.Future[_Entry]] = {}
+        self._opening: dict[str, asyncio.Future[_Entry]] = {}
         self.admission = Admission(settings)
         self._started = False
         self._formats: tuple[OutputFormat, ...] | None = None
+        # the shared second-level cache of a cluster (cache/shared.py), and what its entries depend on
+        self.shared = None if settings.cache_url is None else SharedCache.from_url(
+            settings.cache_url, timeout=settings.cache_timeout, pause=settings.cache_breaker_seconds,
+            ttl=settings.cache_ttl, max_entry=settings.cache_max_entry_bytes, lease_ms=settings.cache_lease_ms)
+        self.namespace = "\x00".join([SHARED_SCHEMA, __version__,
+                                      *(str(getattr(settings, n)) for n in OUTPUT_SETTINGS)])
+        self._generations: dict[str, str] = {}  # purges without a shared cache: image name ("" for all) -> token
 
     @staticmethod
     def _source(settings: Settings) -> Source | RemoteSource | Resolver:
@@ -183,6 +227,31 @@ class TileService:
         self.admission.stop()
         self._started = False
 
+    async def aclose(self) -> None:
+        """Finish the shared cache's background writes (briefly) and close its connections."""
+        if self.shared is not None:
+            await self.shared.close()
+
+    # -- purges (the cache API, protocols/cacheapi.py) --------------------------------------------------
+    async def purge(self, ident: str | None = None) -> bool:
+        """Forget every tile, document, translation, recorded response and metadata entry of image `ident`
+        (with its selections: `doc.tif` purges `doc.tif;page=2`), or of every image (None): in this process at
+        once, and on every replica through a new generation in the shared cache, which each re-reads within
+        `cache_generation_ttl`. Whether the cluster was told (False: the shared cache did not answer)."""
+        name = None if ident is None else generation_name(ident)
+        self._generations[name or ""] = secrets.token_hex(8)
+        if name is None:
+            for lru in (self.tiles, self.metadata, self.translations, self.documents, self.recorded, self.derived):
+                lru.clear()
+        else:
+            for key in self.metadata.snapshot():
+                if generation_name(key) == name:
+                    self.metadata.discard(key)  # reloaded under the new generation; what it made retires with it
+        return True if self.shared is None else await self.shared.bump(name)
+
+    def _local_generation(self, ident: str) -> str:
+        return f"{self._generations.get('', '')}/{self._generations.get(generation_name(ident), '')}"
+
     async def ready(self, timeout: float) -> dict[str, bool]:
         """Readiness: whether the thread pool runs a trivial job within `timeout` seconds (`pool`; never started
         here: a stopped pool is not ready) and, in that job, whether the image root is a readable folder (`root`)."""
@@ -210,10 +279,14 @@ class TileService:
         return (await self._entry(ident)).meta
 
     def _fresh(self, ident: str) -> _Entry | None:
-        """The cached entry for `ident` if its file was checked within `stat_interval` and its image
-        still has the metadata the entry was made from."""
+        """The cached entry for `ident` if its file was checked within `stat_interval` (and, with a shared cache,
+        its purge generation within `cache_generation_ttl`) and its image still has the metadata the entry was
+        made from."""
         entry = self.metadata.get(ident)
-        if entry is None or time.monotonic() - entry.checked >= self.settings.stat_interval or not entry.current:
+        now = time.monotonic()
+        if entry is None or now - entry.checked >= self.settings.stat_interval or not entry.current:
+            return None
+        if self.shared is not None and now - entry.gen_checked >= self.settings.cache_generation_ttl:
             return None
         return entry
 
@@ -226,51 +299,76 @@ class TileService:
         loading = self._loading.get(ident)
         if loading is None:  # one load per image at a time, however many requests wait for it
             loading = self._loading[ident] = asyncio.ensure_future(self._reload(ident, entry, now))
-            loading.add_done_callback(lambda done: self._finished(ident, done))
+            loading.add_done_callback(lambda done: self._finished(ident, done, self._loading))
         return await asyncio.shield(loading)
 
     async def _reload(self, ident: str, old: _Entry | None, now: float) -> _Entry:
-        entry = await self.run(self._load, ident, old, now)
+        if self.shared is None:
+            entry = await self.run(self._load, ident, old, now)
+            if self._generations:  # purged through the cache API: entries carry the generation into tile keys
+                entry = replace(entry, generation=self._local_generation(ident))
+        else:
+            entry = await self._reload_shared(self.shared, ident, old, now)
         self.metadata.put(ident, entry)
         return entry
 
-    def _finished(self, ident: str, done: asyncio.Future[_Entry]) -> None:
-        if self._loading.get(ident) is done:
-            del self._loading[ident]
+    async def _reload_shared(self, shared: SharedCache, ident: str, old: _Entry | None, now: float) -> _Entry:
+        """`_reload` with a shared cache: the image's purge generation first (an entry of an older one is not
+        used again), then the file's version; then its metadata from the shared cache, or from the file."""
+        generation = await shared.generation(generation_name(ident))
+        if generation is None:  # the shared cache is unavailable: keep what was last read
+            generation = old.generation if old is not None else ""
+        if old is not None and old.generation != generation:
+            old = None  # purged through another replica: made anew
+        if old is not None and now - old.checked < self.settings.stat_interval and old.current:
+            return replace(old, gen_checked=now)  # only the generation was due
+        found = await self.run(self._locate, ident, old, now)
+        if isinstance(found, _Entry):
+            return replace(found, generation=generation, gen_checked=now)
+        key = entry_key("m", found.version(self.namespace, generation))
+        meta = await shared.meta(key)
+        if meta is not None and not meta.provisional and meta.ident == ident:
+            self.budget.check(meta)
+            return _Entry(None, meta, found.path, now, meta, found.stat, found, generation, now)
+        entry = await self.run(self._opened, found, now)
+        if not entry.meta.provisional:
+            shared.put_meta(key, entry.meta)
+        return replace(entry, generation=generation, gen_checked=now)
+
+    @staticmethod
+    def _finished(ident: str, done: asyncio.Future[_Entry], flights: dict[str, asyncio.Future[_Entry]]) -> None:
+        if flights.get(ident) is done:
+            del flights[ident]
         if not done.cancelled():
             done.exception()  # retrieved here too: every waiter may have gone (client disconnects)
 
     def _load(self, ident: str, old: _Entry | None, now: float) -> _Entry:
+        found = self._locate(ident, old, now)
+        return found if isinstance(found, _Entry) else self._opened(found, now)
+
+    def _locate(self, ident: str, old: _Entry | None, now: float) -> _Entry | _Found:
+        """`old` re-checked when its file is unchanged, else where the image is and its version."""
         try:
             path = self.source.resolve(ident)
         except NotFound:
             selected = split_selector(ident)
             if selected is None:
-                return self._load_sequence(ident, old, now)  # no such file: maybe an image sequence
-            return self._load_selection(ident, *selected, old, now)
+                return self._locate_sequence(ident, old, now)  # no such file: maybe an image sequence
+            return self._locate_selection(ident, *selected, old, now)
         if old is not None and old.path == path and old.meta.sequence is None and self._unchanged(path, old):
             return old.rechecked(now)
-        stat = self._stat(path, ident)
-        image = self._admitted(self.formats.open(path, ident))
-        return _Entry.of(image, path, now, stat=stat)
+        return _Found(ident, path, self._stat(path, ident))
 
-    def _load_selection(self, ident: str, base: str, selector: Selector, old: _Entry | None, now: float
-                        ) -> _Entry:
-        """`base;key=value...`: what the selectors pick out of `base`'s image (`SourceImage.select`),
-        from `base`'s own entry when it is loaded and unchanged (a document's pages are asked for one
-        after another). Protocols see it under the identifier as asked (`;page=01` too)."""
+    def _locate_selection(self, ident: str, base: str, selector: Selector, old: _Entry | None, now: float
+                          ) -> _Entry | _Found:
+        """`base;key=value...`: what the selectors pick out of `base`'s image (`SourceImage.select`).
+        Protocols see it under the identifier as asked (`;page=01` too)."""
         path = self.source.resolve(base)
         if old is not None and old.path == path and self._unchanged(path, old):
             return old.rechecked(now)
-        whole = self.metadata.get(base)
-        stat = self._stat(path, base)
-        if whole is not None and whole.path == path and whole.meta.sequence is None and self._unchanged(path, whole):
-            image = whole.image.select(selector)
-        else:
-            image = self._admitted(self.formats.open(path, base)).select(selector)
-        return _Entry.of(self._admitted(image), path, now, ident=ident, stat=stat)
+        return _Found(ident, path, self._stat(path, base), base, selector)
 
-    def _load_sequence(self, ident: str, old: _Entry | None, now: float) -> _Entry:
+    def _locate_sequence(self, ident: str, old: _Entry | None, now: float) -> _Entry | _Found:
         """An image sequence's metadata: its first view's (000_090, as iipsrv 1.3) with its views. Kept
         while the first view's file and the list of views are unchanged; each view is an identifier of
         its own (`Sequence.member`), cached and checked as any file."""
@@ -278,9 +376,48 @@ class TileService:
         path = self.source.resolve(seq.member(0, 90))
         if old is not None and old.path == path and old.meta.sequence == seq and self._unchanged(path, old):
             return old.rechecked(now)
-        stat = self._stat(path, ident)
-        image = self._admitted(self.formats.open(path, ident))
-        return _Entry.of(image, path, now, sequence=seq, stat=stat)
+        return _Found(ident, path, self._stat(path, ident), sequence=seq)
+
+    def _opened(self, found: _Found, now: float) -> _Entry:
+        """The entry of `found`'s image, opened (in a pool thread). A selection is made from its base's own
+        entry when that is loaded and unchanged (a document's pages are asked for one after another)."""
+        if found.selector is None:
+            image = self._admitted(self.formats.open(found.path, found.ident))
+            return _Entry.of(image, found.path, now, sequence=found.sequence, stat=found.stat, found=found)
+        assert found.base is not None
+        whole = self.metadata.get(found.base)
+        if (whole is not None and whole.image is not None and whole.path == found.path and whole.meta.sequence is None
+                and self._unchanged(found.path, whole)):
+            image = whole.image.select(found.selector)
+        else:
+            image = self._admitted(self.formats.open(found.path, found.base)).select(found.selector)
+        return _Entry.of(self._admitted(image), found.path, now, ident=found.ident, stat=found.stat, found=found)
+
+    async def _image(self, entry: _Entry) -> SourceImage:
+        """The entry's image, opened now (once, however many renders wait) when its metadata came from the
+        shared cache. If the file opens with other metadata than the shared entry said, the entry is made
+        anew from the file (translations made for the old metadata retire with it)."""
+        if entry.image is not None:
+            return entry.image
+        ident = entry.meta.ident
+        opening = self._opening.get(ident)
+        if opening is None:
+            opening = self._opening[ident] = asyncio.ensure_future(self._open_entry(entry))
+            opening.add_done_callback(lambda done: self._finished(ident, done, self._opening))
+        image = (await asyncio.shield(opening)).image
+        assert image is not None
+        return image
+
+    async def _open_entry(self, entry: _Entry) -> _Entry:
+        assert entry.found is not None
+        opened = await self.run(self._opened, entry.found, entry.checked)
+        if opened.meta == entry.meta:  # the same object stays: translations and recorded responses hold
+            opened = replace(entry, image=opened.image, own=opened.own)
+        else:
+            opened = replace(opened, generation=entry.generation, gen_checked=entry.gen_checked)
+        if self.metadata.peek(entry.meta.ident) is entry:
+            self.metadata.put(entry.meta.ident, opened)
+        return opened
 
     def _admitted(self, image: SourceImage) -> SourceImage:
         """`image` when it is within the pixel budget (sources/budget.py), else SourceTooLarge. An image
@@ -320,11 +457,15 @@ class TileService:
         return hit if hit is not None and await self._current(hit.meta) else None
 
     async def _current(self, meta: ImageMeta) -> bool:
-        """True while `meta` is still the image's metadata (the file has not changed since)."""
+        """True while `meta` is still the image's metadata (the file has not changed since, nor was it purged)."""
+        return await self._current_entry(meta) is not None
+
+    async def _current_entry(self, meta: ImageMeta) -> _Entry | None:
         fresh = self._fresh(meta.ident)
         if fresh is not None:
-            return fresh.meta is meta  # checked recently: no await, the hot path of every repeat
-        return await self.info(meta.ident) is meta
+            return fresh if fresh.meta is meta else None  # checked recently: no await, the hot path of every repeat
+        entry = await self._entry(meta.ident)
+        return entry if entry.meta is meta else None
 
     def remember_document(self, key: str, meta: ImageMeta, body: bytes, media_type: str,
                           headers: dict[str, str] | None = None) -> Document:
@@ -344,11 +485,12 @@ class TileService:
         unchanged and, for a tile, the tile is still cached; else None (the full stack answers, and records
         again)."""
         hit = self.recorded.get(key)
-        if hit is None or not await self._current(hit.meta):
+        entry = None if hit is None else await self._current_entry(hit.meta)
+        if hit is None or entry is None:
             return None
         body = hit.body
         if hit.request is not None:
-            tile = self.tiles.get((hit.request, hit.meta.mtime))
+            tile = self.tiles.get((hit.request, hit.meta.mtime, entry.generation))
             if tile is None or len(tile.body) != hit.length:
                 return None
             body = tile.body
@@ -356,18 +498,34 @@ class TileService:
         return body, hit
 
     # -- pixels -----------------------------------------------------------------------------------
-    async def render(self, req: TileRequest) -> Rendered:
+    async def render(self, req: TileRequest, *, background: bool = False) -> Rendered:
+        """The encoded image of `req`: from this process's tile cache, else the shared cache, else rendered here
+        (once per cluster at a time, through the shared cache's lease). `background` renders (warm-ups) run in
+        the large lane, whose threads are niced, so tiles asked for by clients go first."""
         entry = await self._entry(req.ident)
-        key = (req, entry.meta.mtime)
+        key = (req, entry.meta.mtime, entry.generation)
         hit = self.tiles.get(key)
         if hit is not None:
             return hit
+        if self.shared is None or entry.meta.provisional or entry.found is None:
+            return await self._render_here(entry, req, key, background)
+        skey = entry_key("t", entry.found.version(self.namespace, entry.generation), codec.stable(req))
+        out, shared = await self.shared.tile_or_render(skey, lambda: self._render_here(entry, req, key, background))
+        if not shared:
+            return out
+        out = replace(out, etag=etag_for(entry.meta, repr(req)))
+        self.tiles.put(key, replace(out, source="cache", timing=CACHE_TIMING), len(out.body) + 200)
+        return out
+
+    async def _render_here(self, entry: _Entry, req: TileRequest, key: TileKey, background: bool = False
+                           ) -> Rendered:
+        image = entry.image if entry.image is not None else await self._image(entry)
         cost = estimate(entry.meta, req)
         self._ensure_started()
-        out = await self.admission.run(lane_for(cost, self.settings), render, entry.image, req, self.settings,
-                                       self.derived, cost=cost)
+        lane = Lane.LARGE if background else lane_for(cost, self.settings)
+        out = await self.admission.run(lane, render, image, req, self.settings, self.derived, cost=cost)
         out = replace(out, etag=etag_for(entry.meta, repr(req)))
-        if entry.meta.provisional:  # made from a preview: never cached, and marked so HTTP does not either
+        if entry.meta.provisional or image.meta.provisional:  # from a preview: never cached, and marked so
             return replace(out, provisional=True, timing=f"{out.timing}, {PREVIEW_TIMING}")
         # the cached copy says where later answers come from (Server-Timing), not how this one was made
         self.tiles.put(key, replace(out, source="cache", timing=CACHE_TIMING), len(out.body) + 200)
@@ -379,8 +537,9 @@ class TileService:
         entry = await self._entry(ident)
         if entry.meta.provisional:  # a preview's samples are not the file's
             raise Busy(f"{ident} is being prepared; its samples can be read in a moment")
+        image = await self._image(entry)
         self._ensure_started()
-        return await self.admission.run(Lane.SMALL, samples, entry.image, level, box, page)
+        return await self.admission.run(Lane.SMALL, samples, image, level, box, page)
 
     async def output_formats(self) -> tuple[OutputFormat, ...]:
         """The formats the installed libvips can write (probed once, in the pool), for protocols
@@ -406,21 +565,44 @@ class TileService:
         if self.derivatives is not None:
             d = self.derivatives.stats()
             out["derived"] = {"hits": d["reused"], "misses": d["converted"] + d["failed"], "bytes": d["bytes"]}
+        if self.shared is not None:
+            c = self.shared.counters
+            out["shared_tile"] = {"hits": c.hits["tile"], "misses": c.misses["tile"]}
+            out["shared_metadata"] = {"hits": c.hits["metadata"], "misses": c.misses["metadata"]}
         return out
 
-    def stats(self) -> dict[str, dict[str, int]]:
+    def stats(self) -> dict[str, dict[str, Any]]:
         out = {"tile_cache": self.tiles.stats(), "metadata_cache": self.metadata.stats(),
                "replay": {**self.recorded.stats(), "replayed": self.replayed}, "admission": self.admission.stats()}
         if self.derivatives is not None:
             out["derivatives"] = self.derivatives.stats()
         if self.settings.remote:
             out["stores"] = vfs.counters()
+        if self.shared is not None:
+            out["shared_cache"] = self.shared.stats()
         return out
 
 
 def _lookups(lru: CountLRU[Any, Any]) -> dict[str, int]:
     """A count-bounded cache's counters (its `bytes` is its entry count, left out)."""
     return {"hits": lru.hits, "misses": lru.misses, "entries": len(lru)}
+
+
+@functools.lru_cache(maxsize=8192)
+def generation_name(ident: str) -> str:
+    """The name an image is purged by: its file's identifier (`doc.tif` for `doc.tif;page=2`)."""
+    try:
+        selected = split_selector(ident)
+    except TileServerError:
+        return ident
+    return ident if selected is None else selected[0]
+
+
+@functools.lru_cache(maxsize=8192)
+def surrogate_key(ident: str) -> str:
+    """The token naming an image in `Surrogate-Key` and `Cache-Tag` (a CDN purges by it): stable across
+    replicas and releases, plain hex (safe in any header), the same for an image's selections."""
+    return "img-" + hashlib.blake2b(generation_name(ident).encode(), digest_size=10).hexdigest()
 
 
 def etag_for(meta: ImageMeta, key: str) -> str:

@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROTOCOL_NAMES = ("iip", "iiif", "deepzoom", "zoomify")
+CACHE_SCHEMES = ("redis://", "rediss://", "memcached://")
 STORE_SCHEMES = ("s3://", "gs://", "az://", "abfs://", "azure://", "http://", "https://")
 Interpolation = Literal["nearest", "linear", "cubic", "mitchell", "lanczos2", "lanczos3"]
 Channel = Annotated[int, Field(ge=0, le=255)]
@@ -86,6 +87,8 @@ IIPSRV_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "IIIF_VERSION": ("iiif_version", lambda v: 2 if int(v) < 3 else 3),
     "IIIF_DELIMITER": ("iiif_delimiter", str),
     "FILENAME_PATTERN": ("filename_pattern", str),
+    "MEMCACHED_SERVERS": ("cache_url", lambda v: "memcached://" + ",".join(p.strip() for p in v.split(","))),
+    "MEMCACHED_TIMEOUT": ("cache_ttl", _clamp(1, 2_592_000)),
 }
 
 
@@ -180,6 +183,31 @@ class Settings(BaseSettings):
     derive_jobs: int = Field(1, ge=1, le=16, description="Conversions running at once per process")
     derive_preview_size: int = Field(2048, ge=64, le=8192, description="Longest side of the preview that answers "
                                      "an image's requests while its pyramid is made")
+    # -- shared cache, single flight across replicas, the cache API (cache/shared.py, core.py, protocols/cacheapi.py) --
+    cache_url: str | None = Field(None, description="Shared second-level cache of the replicas of a cluster: "
+                                  "`redis://HOST:PORT/DB` (`rediss://` for TLS, `redis://:PASSWORD@HOST...`) or "
+                                  "`memcached://HOST:PORT[,HOST:PORT...]` (iipsrv MEMCACHED_SERVERS); it holds "
+                                  "encoded tiles and image metadata behind the in-process caches; None: off")
+    cache_ttl: int = Field(86400, ge=1, le=2_592_000, description="Seconds a shared-cache entry lives (at most 30 "
+                           "days, memcached's limit; iipsrv MEMCACHED_TIMEOUT)")
+    cache_max_entry_bytes: int = Field(1_000_000, ge=1024, le=512 << 20, description="Largest entry stored in the "
+                                       "shared cache (memcached refuses items over 1 MB by default: raise its `-I` "
+                                       "before this)")
+    cache_timeout: float = Field(0.1, gt=0, le=10, description="Seconds one shared-cache call may take; a slower or "
+                                 "failed call is a miss (the request goes on from the local caches and the image)")
+    cache_breaker_seconds: float = Field(5.0, gt=0, le=300, description="After a failed or slow call, seconds the "
+                                         "shared cache is not used at all (then one call tries it again)")
+    cache_lease_ms: int = Field(2000, ge=10, le=60_000, description="Single flight across the cluster: how long "
+                                "a replica that misses a tile holds its lease while it renders it; the replicas "
+                                "missing it meanwhile wait for its result up to this long, then render it themselves")
+    cache_generation_ttl: float = Field(1.0, ge=0, le=60, description="Seconds a replica trusts the purge "
+                                        "generation it last read for an image: a purge made through any replica is "
+                                        "seen by all within this (plus `cache_timeout`)")
+    cache_api_token: SecretStr | None = Field(None, description="Bearer token of the cache API (`DELETE /cache/{id}`, "
+                                              "`DELETE /cache`, `POST /cache/{id}/warm`); at least 16 characters; "
+                                              "None: the API is off (404)")
+    cache_warm_max_tiles: int = Field(20_000, ge=1, le=10_000_000, description="Most tiles one warm-up request may "
+                                      "ask for (more: 413)")
     # -- stores: images in object storage and behind HTTP (sources/vfs.py, sources/stores.py) --
     root_url: str | None = Field(None, description="Image root as a URL instead of a folder: `s3://BUCKET/PREFIX`, "
                                  "`gs://...`, `az://...`, `https://HOST/PREFIX/` (`tileserver serve URL`, or "
@@ -305,6 +333,26 @@ class Settings(BaseSettings):
                                "`decode` figure for libvips' single pass (recoded tiles are always split)")
     ready_timeout: float = Field(2.0, gt=0, le=60, description="Seconds within which the thread pool must run a "
                                  "trivial job and the image root be readable for `/health/ready` to answer 200")
+
+    @field_validator("cache_url")
+    @classmethod
+    def _cache_url(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        v = v.strip()
+        if not v.startswith(CACHE_SCHEMES) or not v.split("://", 1)[1].strip("/,"):
+            raise ValueError(f"cache_url must be {' or '.join(s + 'HOST:PORT' for s in CACHE_SCHEMES)}")
+        return v
+
+    @field_validator("cache_api_token", mode="before")
+    @classmethod
+    def _token(cls, v: Any) -> Any:
+        raw = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        if not isinstance(raw, str) or len(raw.strip()) < 16:
+            raise ValueError("cache_api_token must be at least 16 characters")
+        return raw.strip()
 
     @field_validator("metrics_dir", mode="before")
     @classmethod

@@ -45,6 +45,23 @@ class ByteLRU(Generic[K, V]):
                 _, (_, s) = self._data.popitem(last=False)
                 self.bytes -= s
 
+    def peek(self, key: K) -> V | None:
+        """The value under `key` without counting a lookup or refreshing it."""
+        with self._lock:
+            item = self._data.get(key)
+            return None if item is None else item[0]
+
+    def discard(self, key: K) -> None:
+        with self._lock:
+            item = self._data.pop(key, None)
+            if item is not None:
+                self.bytes -= item[1]
+
+    def snapshot(self) -> list[K]:
+        """A snapshot of the keys, least recently used first."""
+        with self._lock:
+            return list(self._data)
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()

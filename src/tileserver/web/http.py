@@ -1,5 +1,6 @@
-"""HTTP caching semantics applied once for every protocol: ETag, Last-Modified, 304 answers and
-Cache-Control (on successful GET/HEAD only)."""
+"""HTTP caching semantics applied once for every protocol: ETag, Last-Modified, 304 answers,
+Cache-Control (on successful GET/HEAD only), and the `Surrogate-Key` / `Cache-Tag` naming the image (a CDN
+purges every response of an image by it, as `DELETE /cache/{id}` does here)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..core import Document, etag_for
+from ..core import Document, etag_for, surrogate_key
 from ..models import ImageMeta, Rendered, TileRequest
 from . import replay, telemetry
 
@@ -54,7 +55,8 @@ def send(
     `Cache-Control: no-store` and no validators, so nothing keeps it; a conditional request that
     matches the final response's validators (`etag`: a client holding the final response) is a 304."""
     cc = request.app.state.settings.cache_control if cache_control is None else cache_control
-    out = {"ETag": etag, "Last-Modified": http_date(meta.mtime)}
+    tag = surrogate_key(meta.ident)  # CDNs purge by it (Fastly: Surrogate-Key, Cloudflare: Cache-Tag)
+    out = {"ETag": etag, "Last-Modified": http_date(meta.mtime), "Surrogate-Key": tag, "Cache-Tag": tag}
     if cc:
         out["Cache-Control"] = cc
     if headers:
