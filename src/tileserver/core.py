@@ -400,6 +400,9 @@ class TileService:
         if entry.image is not None:
             return entry.image
         ident = entry.meta.ident
+        now = self.metadata.peek(ident)  # opened meanwhile by another render of this image
+        if now is not None and now.image is not None and now.found == entry.found:
+            return now.image
         opening = self._opening.get(ident)
         if opening is None:
             opening = self._opening[ident] = asyncio.ensure_future(self._open_entry(entry))

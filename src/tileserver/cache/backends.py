@@ -16,6 +16,7 @@ aiomcache speaks to one server only. Both were as fast here (bench/cache_clients
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import re
@@ -107,10 +108,11 @@ class Redis:
         from redis.backoff import NoBackoff
 
         # a blocking pool waits (up to `timeout`) for a free connection instead of failing when all are busy;
-        # no retries: a failed call is a miss, and the caller's breaker decides when to try again
+        # one retry at once, on a new connection: a pooled one may be stale (the server restarted); beyond that
+        # a failed call is a miss, and the caller's breaker decides when to try again
         pool = aredis.BlockingConnectionPool.from_url(
             url, max_connections=CONNECTIONS, timeout=timeout, socket_timeout=timeout,
-            socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+            socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1))
         self.client: Any = aredis.Redis(connection_pool=pool)
 
     async def get_many(self, keys: list[bytes]) -> list[bytes | None]:
@@ -128,7 +130,7 @@ class Redis:
         await self.client.delete(key)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.aclose(close_connection_pool=True)
 
 
 class Memcached:
@@ -137,17 +139,19 @@ class Memcached:
     def __init__(self, servers: list[tuple[str, int]], timeout: float) -> None:
         self.servers = servers
         self.timeout = timeout
-        self._client: Any = None
+        self._client: asyncio.Future[Any] | None = None
 
     async def _connected(self) -> Any:
-        if self._client is None:  # emcache's client is made in the running event loop
+        """emcache's client, made once in the running event loop; shielded, so that a call that times out
+        while it is made does not leave half a client behind."""
+        if self._client is None:
             import emcache
 
             nodes = [emcache.MemcachedHostAddress(h, p) for h, p in self.servers]
-            self._client = await emcache.create_client(
+            self._client = asyncio.ensure_future(emcache.create_client(
                 nodes, timeout=self.timeout, connection_timeout=self.timeout, max_connections=CONNECTIONS,
-                min_connections=1)
-        return self._client
+                min_connections=1))
+        return await asyncio.shield(self._client)
 
     async def get_many(self, keys: list[bytes]) -> list[bytes | None]:
         client = await self._connected()
@@ -178,5 +182,6 @@ class Memcached:
 
     async def close(self) -> None:
         if self._client is not None:
-            client, self._client = self._client, None
-            await client.close()
+            made, self._client = self._client, None
+            with contextlib.suppress(Exception):
+                await (await made).close()

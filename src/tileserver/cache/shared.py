@@ -146,6 +146,7 @@ class SharedCache:
         self._open_until = 0.0
         self._pending: set[asyncio.Task[None]] = set()
         self._flights: dict[bytes, asyncio.Future[tuple[Rendered, bool]]] = {}
+        self._closed = False
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SharedCache:
@@ -160,7 +161,7 @@ class SharedCache:
 
     async def _call(self, op: Callable[..., Awaitable[T]], *args: Any) -> tuple[bool, T | None]:
         """(True, result) or (False, None) when the breaker is open or the call failed or took too long."""
-        if not self.available:
+        if not self.available or self._closed:
             self.counters.skipped += 1
             return False, None
         tripped = self._open_until > 0
@@ -387,8 +388,12 @@ class SharedCache:
                 "lease_waits": c.lease_waits, "lease_served": c.lease_served, "lease_expired": c.lease_expired}
 
     async def close(self) -> None:
+        """Stop: flights still rendering are cancelled, the background writes get a moment to finish."""
+        for flight in list(self._flights.values()):
+            flight.cancel()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(max(self.timeout * 10, 1.0)):
                 await self.drain()
+        self._closed = True
         with contextlib.suppress(Exception):
             await self.backend.close()
