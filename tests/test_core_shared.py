@@ -114,6 +114,10 @@ async def test_a_tile_rendered_by_one_replica_is_served_by_the_other(image_root:
         assert second.headers["etag"] == first.headers["etag"]  # the same validators on every replica
         stats = b.service.shared.stats() if b.service.shared else {}
         assert (stats["tile_hits"], stats["metadata_hits"]) == (1, 1)
+        health = (await b.client.get("/health")).json()["shared_cache"]
+        assert (health["tile_hits"], health["backend"], health["available"]) == (1, shared.kind, True)
+        scraped = (await b.client.get("/metrics")).text
+        assert 'tileserver_cache_hits_total{cache="shared_tile"}' in scraped
         third = await b.client.get(TILE_URL)  # now from B's own memory (replayed)
         assert third.content == first.content and b.service.shared.stats()["tile_hits"] == 1  # type: ignore[union-attr]
 
@@ -258,6 +262,20 @@ async def test_a_stopped_shared_cache_is_used_again_when_it_is_back(image_root: 
         await a.client.get(TILE_URL)
         await a.settle()
         assert (await b.client.get(TILE_URL)).headers["server-timing"] == "cache;desc=shared"
+
+
+async def test_a_purge_the_shared_cache_does_not_take_is_a_503_and_purges_this_replica(
+        image_root: Path, shared: CacheServer) -> None:
+    async with two(image_root, shared) as (a, _b):
+        await a.client.get(TILE_URL)
+        shared.stop()
+        try:
+            r = await a.client.delete(f"/cache/{RGB_TIF}", headers=AUTH)
+            assert r.status_code == 503 and r.json()["cluster"] is False and int(r.headers["retry-after"]) >= 1
+            after = await a.client.get(TILE_URL)
+            assert after.status_code == 200 and "decode" in after.headers["server-timing"]  # read and made again
+        finally:
+            shared.start()
 
 
 async def test_entries_larger_than_the_limit_are_not_stored(image_root: Path, shared: CacheServer) -> None:

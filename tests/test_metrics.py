@@ -121,6 +121,27 @@ def test_sampler_turns_cache_counters_into_increments() -> None:
     assert value(after, "tileserver_cache_bytes", cache="tile") == 10
 
 
+def test_sampler_turns_shared_cache_counters_into_increments() -> None:
+    sampler = metrics.Sampler()
+    before = scrape()
+    sampler.shared(None)  # no shared cache: nothing
+    sampler.shared({"errors": 1, "skipped": 10, "leases": 2, "lease_waits": 3, "lease_served": 2, "lease_expired": 1,
+                    "available": False})
+    sampler.shared({"errors": 1, "skipped": 25, "leases": 4, "lease_waits": 3, "lease_served": 2, "lease_expired": 1,
+                    "available": True})
+    after = scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("tileserver_shared_cache_errors_total", kind="error") == 1
+    assert delta("tileserver_shared_cache_errors_total", kind="skipped") == 25
+    assert delta("tileserver_shared_cache_leases_total", outcome="won") == 4
+    assert delta("tileserver_shared_cache_leases_total", outcome="waited") == 3
+    assert delta("tileserver_shared_cache_leases_total", outcome="expired") == 1
+    assert value(after, "tileserver_shared_cache_available") == 1
+
+
 def test_file_reads_are_sampled(tmp_path: Path) -> None:
     data = tmp_path / "blob"
     data.write_bytes(os.urandom(300_000))

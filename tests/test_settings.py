@@ -74,3 +74,33 @@ def test_derive_dir_is_the_xdg_cache_unless_set(monkeypatch: pytest.MonkeyPatch,
     assert (s.derive_dir, s.derive_cache_bytes, s.derive_min_megapixels) == (tmp_path / "d", 10 << 20, 50.0)
     with pytest.raises(ValidationError):
         Settings(derive_cache_mb=0)
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    pytest.param({"MEMCACHED_SERVERS": "mc1:11211, mc2"}, {"cache_url": "memcached://mc1:11211,mc2"}, id="servers"),
+    pytest.param({"MEMCACHED_SERVERS": "localhost", "MEMCACHED_TIMEOUT": "3600"},
+                 {"cache_url": "memcached://localhost", "cache_ttl": 3600}, id="timeout"),
+    pytest.param({"MEMCACHED_TIMEOUT": "99999999"}, {"cache_ttl": 2_592_000}, id="ttl-capped-at-30-days"),
+])
+def test_iipsrv_memcached_variables_name_the_shared_cache(env: dict[str, str], expected: dict[str, object]) -> None:
+    assert iipsrv(env) == expected
+    assert Settings(**{k: v for k, v in expected.items()}).model_dump(include=set(expected)) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://:pw@cache:6380/2", "memcached://a:1,b:2"])
+def test_cache_urls_accepted(url: str) -> None:
+    assert Settings(cache_url=url).cache_url == url
+
+
+@pytest.mark.parametrize("url", ["http://cache:6379", "redis://", "memcached://", "memcached://,"])
+def test_cache_urls_refused(url: str) -> None:
+    with pytest.raises(ValidationError, match="cache_url"):
+        Settings(cache_url=url)
+
+
+def test_cache_api_token_is_secret_and_long_enough() -> None:
+    assert Settings(cache_api_token="").cache_api_token is None  # type: ignore[arg-type]
+    settings = Settings(cache_api_token="x" * 20)  # type: ignore[arg-type]
+    assert settings.cache_api_token is not None and "x" * 20 not in settings.model_dump_json()
+    with pytest.raises(ValidationError, match="16 characters"):
+        Settings(cache_api_token="short")  # type: ignore[arg-type]

@@ -324,6 +324,9 @@ class TileService:
             return replace(old, gen_checked=now)  # only the generation was due
         found = await self.run(self._locate, ident, old, now)
         if isinstance(found, _Entry):
+            made = found.found
+            if old is not None and found.meta is not old.meta and not found.meta.provisional and made is not None:
+                shared.put_meta(entry_key("m", made.version(self.namespace, generation)), found.meta)  # its pyramid
             return replace(found, generation=generation, gen_checked=now)
         key = entry_key("m", found.version(self.namespace, generation))
         meta = await shared.meta(key)

@@ -54,7 +54,8 @@ class Families:
                                  "last body byte, by protocol and route template", ("protocol", "route"),
                                  LATENCY_BUCKETS)
         self.images = counter("tileserver_image_responses", "Image responses by where the body came from: replay, "
-                              "cache (the tile cache), passthrough, recode, decode", ("source",))
+                              "cache (the tile cache), shared (the shared cache), passthrough, recode, decode",
+                              ("source",))
         self.rendered = counter("tileserver_tiles_rendered", "Images made (cache misses) by path: passthrough "
                                 "(stored bytes), recode (stored JPEG tiles cut without libvips), decode", ("path",))
         self.render = histogram("tileserver_render_seconds", "Time to make one image (cache misses), by path and "
@@ -79,6 +80,16 @@ class Families:
         self.store_requests = counter("tileserver_store_requests", "Requests made to image stores (S3, GCS, Azure, "
                                       "HTTP), by operation: HEAD, GET (ranges and whole copies), LIST", ("op",))
         self.store_bytes = counter("tileserver_store_read_bytes", "Bytes read from image stores", ())
+        self.shared_errors = counter("tileserver_shared_cache_errors", "Shared-cache trouble, by kind: calls that "
+                                     "failed or timed out (error), calls not made while its breaker was open "
+                                     "(skipped), entries that did not parse (corrupt), writes not made (dropped: too "
+                                     "large, or too many in flight)", ("kind",))
+        self.shared_leases = counter("tileserver_shared_cache_leases", "Single flight across replicas: tile leases won "
+                                     "(won: this replica renders), misses that waited for another replica's render "
+                                     "(waited), of which got it (served) or rendered it here after all (expired)",
+                                     ("outcome",))
+        self.shared_available = gauge("tileserver_shared_cache_available", "1 while the shared cache is used, 0 while "
+                                      "its breaker is open (live processes: the number of workers using it)", ())
         self.store_failures = counter("tileserver_store_failures", "Store requests that failed after their "
                                       "retries, by the status answered (404, 502, 503, 504)", ("status",))
 
@@ -213,6 +224,12 @@ class Sampler:
 
     def __init__(self) -> None:
         self.seen: dict[str, tuple[int, int]] = {}
+        self.shared_seen: dict[str, int] = {}
+
+    def shared(self, stats: Mapping[str, Any] | None) -> None:
+        """The shared cache's counters (`SharedCache.stats`; None: no shared cache) as metric increments."""
+        if stats is not None:
+            _shared_sample(self, stats)
 
     def caches(self, stats: Mapping[str, Mapping[str, int]]) -> None:
         """`stats`: cache name -> its counters (`hits`, `misses`, `entries`, `bytes`; any may be absent)."""
@@ -234,6 +251,23 @@ class Sampler:
             if "bytes" in s:
                 _child(f.cache_bytes, name).set(s["bytes"])
         _sample_io(f)
+
+
+SHARED_ERRORS = {"errors": "error", "skipped": "skipped", "corrupt": "corrupt", "dropped": "dropped"}
+SHARED_LEASES = {"leases": "won", "lease_waits": "waited", "lease_served": "served", "lease_expired": "expired"}
+
+
+def _shared_sample(sampler: Sampler, stats: Mapping[str, Any]) -> None:
+    f = _state.families
+    if f is None:
+        return
+    for family, names in ((f.shared_errors, SHARED_ERRORS), (f.shared_leases, SHARED_LEASES)):
+        for name, label in names.items():
+            now, before = int(stats.get(name, 0)), sampler.shared_seen.get(name, 0)
+            if now > before:
+                _child(family, label).inc(now - before)
+            sampler.shared_seen[name] = now
+    _child(f.shared_available).set(1 if stats.get("available") else 0)
 
 
 def _read_io(into: dict[str, int]) -> bool:

@@ -3,6 +3,7 @@ past the C range overflowed into a 500) is ignored, so the full answer comes, in
 
 from __future__ import annotations
 
+import re
 from email.utils import formatdate
 
 import httpx
@@ -32,3 +33,24 @@ async def test_an_unreadable_if_modified_since_is_ignored(client: httpx.AsyncCli
 async def test_a_later_if_modified_since_is_a_304(client: httpx.AsyncClient, url: str) -> None:
     r = await client.get(url, headers={"If-Modified-Since": formatdate(4102444800, usegmt=True)})  # in 2100
     assert r.status_code == 304 and not r.content
+
+
+@pytest.mark.parametrize("url", URLS)
+async def test_responses_name_their_image_for_cdn_purges(client: httpx.AsyncClient, url: str) -> None:
+    """Surrogate-Key (Fastly, Varnish xkey) and Cache-Tag (Cloudflare, Akamai): one token per image, the same in
+    every protocol, for the first answer and its replays, header-safe whatever the identifier."""
+    from tileserver.core import surrogate_key
+
+    answers = [await client.get(url) for _ in range(2)]  # the second is replayed
+    for r in answers:
+        assert r.status_code == 200
+        assert r.headers["surrogate-key"] == r.headers["cache-tag"] == surrogate_key(RGB_TIF)
+    assert re.fullmatch(r"img-[0-9a-f]{20}", surrogate_key(RGB_TIF))
+
+
+@pytest.mark.parametrize("ident", ["doc.tif;page=2", "doc.tif;c=1:0-10:ff0000", "doc.tif"])
+def test_an_image_and_its_selections_share_one_surrogate_key(ident: str) -> None:
+    from tileserver.core import generation_name, surrogate_key
+
+    assert generation_name(ident) == "doc.tif" and surrogate_key(ident) == surrogate_key("doc.tif")
+    assert surrogate_key("a\r\nb;page=x").startswith("img-")  # odd identifiers still give a plain token

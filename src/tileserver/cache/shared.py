@@ -150,9 +150,9 @@ class SharedCache:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SharedCache:
-        from .backends import redacted
+        from .backends import check_url, redacted
 
-        return cls(connect(url, options["timeout"]), where=redacted(url), **options)
+        return cls(connect(check_url(url), options["timeout"]), where=redacted(url), **options)
 
     @property
     def available(self) -> bool:

@@ -168,12 +168,14 @@ async def purge_all(request: Request) -> Response:
 
 
 async def _purge(request: Request, ident: str | None) -> Response:
+    """Purged here at once; `cluster`: the other replicas were told too (through the shared cache)."""
     service: TileService = request.app.state.service
     told = await service.purge(ident)
-    body: dict[str, Any] = {"purged": "*" if ident is None else ident, "cluster": told}
+    clustered = service.shared is not None
+    body: dict[str, Any] = {"purged": "*" if ident is None else ident, "cluster": clustered and told}
     if ident is not None:
         body["surrogate_key"] = surrogate_key(ident)
-    if not told:
+    if clustered and not told:
         body["error"] = "the shared cache did not answer: purged on this replica only"
         retry = str(max(1, round(request.app.state.settings.cache_breaker_seconds)))
         return _json(body, 503, {"Retry-After": retry})

@@ -134,7 +134,12 @@ async def sample_every(service: TileService, sampler: metrics.Sampler) -> None:
     """Sample the service's cache counters every `metrics.SAMPLE_INTERVAL` seconds until cancelled."""
     while True:
         await asyncio.sleep(metrics.SAMPLE_INTERVAL)
-        sampler.caches(service.cache_stats())
+        sample(service, sampler)
+
+
+def sample(service: TileService, sampler: metrics.Sampler) -> None:
+    sampler.caches(service.cache_stats())
+    sampler.shared(None if service.shared is None else service.shared.stats())
 
 
 @contextlib.asynccontextmanager
@@ -147,7 +152,7 @@ async def sampling(service: TileService, sampler: metrics.Sampler) -> Any:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        sampler.caches(service.cache_stats())
+        sample(service, sampler)
         metrics.mark_dead()
 
 
@@ -155,7 +160,7 @@ async def scrape(request: Request) -> Response:
     """`/metrics`: every family, across the worker processes of this server (this worker's caches sampled
     now, the others' within `metrics.SAMPLE_INTERVAL`); the files are read off the event loop."""
     state = request.app.state
-    state.sampler.caches(state.service.cache_stats())
+    sample(state.service, state.sampler)
     body = await asyncio.to_thread(metrics.exposition)
     return Response(body, headers={"Content-Type": metrics.CONTENT_TYPE, "Cache-Control": "no-cache"})
 
