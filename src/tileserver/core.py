@@ -1,11 +1,19 @@
 """The async core: `TileService.info(ident)` and `TileService.render(request)`.
 
 It knows no protocol. It owns the metadata cache (re-checking file mtimes at most every
-`stat_interval` seconds), the encoded-tile cache (bounded in bytes, keyed by the frozen request and
-the file's mtime), and the admission control (admission.py): the thread pools in which the synchronous
-reader and encoder run, so the event loop never blocks on pyvips or the file system. A render that
-misses the tile cache is placed in the tile lane or the large lane by its estimated cost; cached tiles
-(and responses replayed before routing, web/replay.py) never pass admission.
+`stat_interval` seconds), the encoded-tile cache (bounded in bytes, keyed by the frozen request,
+the file's mtime and the image's purge generation), and the admission control (admission.py): the thread
+pools in which the synchronous reader and encoder run, so the event loop never blocks on pyvips or the file
+system. A render that misses the tile cache is placed in the tile lane or the large lane by its estimated
+cost; cached tiles (and responses replayed before routing, web/replay.py) never pass admission.
+
+With `cache_url` a shared second-level cache (cache/shared.py) stands behind the in-process ones: image
+metadata and encoded tiles, keyed by the image's version (size, mtime, store ETag), its purge generation and
+the request, so a replica answers an info request and a cached tile without opening a file another replica
+opened (an image known from shared metadata is opened only when a tile must be rendered here), and a tile
+missed by several replicas at once is rendered by one (a lease). Purges (`purge`, the cache API) bump a
+generation that every replica re-reads within `cache_generation_ttl`; an entry made under an older one is made
+anew, which retires what was derived from it (translations, documents, recorded responses).
 """
 
 from __future__ import annotations
