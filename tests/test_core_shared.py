@@ -307,3 +307,51 @@ async def test_warmed_tiles_are_served_from_the_shared_cache(image_root: Path, s
         dz = await b.client.get(f"/deepzoom/{RGB_TIF}_files/9/1_1.jpg")
         assert dz.status_code == 200 and dz.headers["server-timing"] == "cache;desc=shared"
         assert b.rendered == [] and decode(dz.content).width == 502 - 256
+
+
+# -- images in S3: the other replica sends the store no GET at all ------------------------------------------------
+@pytest.fixture(scope="module")
+def s3_images(image_root: Path) -> Iterator[Any]:
+    from .stores import moto_server
+
+    with moto_server() as s3:
+        s3.create_bucket("cluster")
+        s3.put("cluster", f"set/{RGB_TIF}", image_root / RGB_TIF)
+        yield s3
+
+
+def s3_settings(s3: Any, endpoint: str, server: CacheServer | None) -> Settings:
+    cache: dict[str, Any] = {} if server is None else {"cache_url": server.url, "cache_generation_ttl": GEN_TTL}
+    return Settings(root_url="s3://cluster/set/", store_endpoint=endpoint, store_access_key_id=s3.access_key_id,
+                    store_secret_access_key=s3.secret_access_key, store_region=s3.region, derive_dir=None,
+                    **cache)
+
+
+@pytest.mark.parametrize("with_cache", [True, False], ids=["shared", "alone"])
+async def test_over_s3_the_other_replica_only_asks_for_the_version(s3_images: Any, shared: CacheServer,
+                                                                   with_cache: bool) -> None:
+    """B knows the image and its tile from the shared cache: one HEAD (its version), no GET of a directory or a
+    tile. Alone (no shared cache) B reads both from the store: what the shared cache saves."""
+    from tileserver.sources import vfs
+
+    from .stores import StoreProxy
+
+    server = shared if with_cache else None
+    with StoreProxy(s3_images.endpoint) as proxy:
+        async with replica(s3_settings(s3_images, s3_images.endpoint, server)) as a:
+            first = await a.client.get(TILE_URL)
+            info = await a.client.get(f"/iiif/3/{RGB_TIF}/info.json")
+            assert first.status_code == info.status_code == 200
+            if a.service.shared is not None:
+                await a.settle()
+            vfs._blocks.clear()  # what another process would not have: this process's store caches
+            vfs._stats.clear()
+            async with replica(s3_settings(s3_images, proxy.url, server)) as b:
+                assert (await b.client.get(f"/iiif/3/{RGB_TIF}/info.json")).content == info.content
+                tile = await b.client.get(TILE_URL)
+                assert tile.content == first.content
+    methods = [ex.method for ex in proxy.exchanges()]
+    if with_cache:
+        assert methods == ["HEAD"] and b.opened == [] and b.rendered == []
+    else:
+        assert methods.count("GET") >= 2 and b.opened == [RGB_TIF]

@@ -104,3 +104,17 @@ def test_cache_api_token_is_secret_and_long_enough() -> None:
     assert settings.cache_api_token is not None and "x" * 20 not in settings.model_dump_json()
     with pytest.raises(ValidationError, match="16 characters"):
         Settings(cache_api_token="short")  # type: ignore[arg-type]
+
+
+def test_tileserver_info_shows_no_cache_secret(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+                                               ) -> None:
+    import json
+
+    from tileserver.cli import main
+
+    monkeypatch.setenv("TILESERVER_CACHE_URL", "redis://:hunter2-password@cache:6379/1")
+    monkeypatch.setenv("TILESERVER_CACHE_API_TOKEN", "api-token-hunter2-0123456789")
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert json.loads(out)["settings"]["cache_url"] == "redis://:***@cache:6379/1"
