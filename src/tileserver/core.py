@@ -523,7 +523,7 @@ class TileService:
             return hit
         if self.shared is None or entry.meta.provisional or entry.found is None:
             return await self._render_here(entry, req, key, background)
-        skey = entry_key("t", entry.found.version(self.namespace, entry.generation), codec.stable(req))
+        skey = entry_key("t", entry.found.version(self.namespace, entry.generation), request_text(req))
         out, shared = await self.shared.tile_or_render(skey, lambda: self._render_here(entry, req, key, background))
         if not shared:
             return out
@@ -600,6 +600,12 @@ class TileService:
 def _lookups(lru: CountLRU[Any, Any]) -> dict[str, int]:
     """A count-bounded cache's counters (its `bytes` is its entry count, left out)."""
     return {"hits": lru.hits, "misses": lru.misses, "entries": len(lru)}
+
+
+@functools.lru_cache(maxsize=8192)
+def request_text(req: TileRequest) -> str:
+    """The stable text of a request (cache/codec.py), hashed into its shared-cache key; kept for the hot ones."""
+    return codec.stable(req)
 
 
 @functools.lru_cache(maxsize=8192)

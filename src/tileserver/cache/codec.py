@@ -19,6 +19,7 @@ import functools
 import json
 import types
 import typing
+from collections.abc import Hashable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -27,14 +28,16 @@ MAX_DEPTH = 16  # nesting of a document this codec accepts (ImageMeta needs 4)
 
 def encode(value: Any) -> Any:
     """JSON-ready form: a dataclass as an object of its fields, an enum by member name, a tuple as a list."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    kind: Hashable = type(value)
+    names = _names(kind)
+    if names is not None:
+        return {name: encode(getattr(value, name)) for name in names}
     if isinstance(value, enum.Enum):
         return value.name
     if isinstance(value, tuple | list):
         return [encode(v) for v in value]
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
@@ -59,6 +62,12 @@ def loads(cls: type[T], data: bytes) -> T:
 def decode(cls: type[T], data: Any) -> T:
     value: T = _decode(cls, data, 0)
     return value
+
+
+@functools.cache
+def _names(cls: Any) -> tuple[str, ...] | None:
+    """The field names of a dataclass type; None for any other type."""
+    return tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else None
 
 
 @functools.cache

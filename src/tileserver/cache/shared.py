@@ -282,8 +282,13 @@ class SharedCache:
         render it themselves). A NONE marker (the holder could not store it) sends them to render at once."""
         flight = self._flights.get(key)
         if flight is None:
-            flight = self._flights[key] = asyncio.ensure_future(self._flight(key, render))
-            flight.add_done_callback(lambda done: self._landed(key, done))
+            found = await self.tile(key)  # a hit, the common case, needs no flight
+            if isinstance(found, Rendered):
+                return found, True
+            flight = self._flights.get(key)  # another miss here started one meanwhile
+            if flight is None:
+                flight = self._flights[key] = asyncio.ensure_future(self._flight(key, render, found))
+                flight.add_done_callback(lambda done: self._landed(key, done))
         return await asyncio.shield(flight)
 
     def _landed(self, key: bytes, done: asyncio.Future[tuple[Rendered, bool]]) -> None:
@@ -292,10 +297,9 @@ class SharedCache:
         if not done.cancelled():
             done.exception()  # retrieved: every waiter may have gone
 
-    async def _flight(self, key: bytes, render: Callable[[], Awaitable[Rendered]]) -> tuple[Rendered, bool]:
-        found = await self.tile(key)
-        if isinstance(found, Rendered):
-            return found, True
+    async def _flight(self, key: bytes, render: Callable[[], Awaitable[Rendered]], found: bool | None
+                      ) -> tuple[Rendered, bool]:
+        """After a miss (`found` None) or a NONE marker (False: render here at once, without a lease)."""
         won = None if found is False else await self.lease(key)
         if won is False:  # another replica renders it
             waited = await self._wait(key)
