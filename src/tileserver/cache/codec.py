@@ -19,7 +19,6 @@ import functools
 import json
 import types
 import typing
-from collections.abc import Hashable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -30,8 +29,7 @@ def encode(value: Any) -> Any:
     """JSON-ready form: a dataclass as an object of its fields, an enum by member name, a tuple as a list."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    kind: Hashable = type(value)
-    names = _names(kind)
+    names = _names(type(value))
     if names is not None:
         return {name: encode(getattr(value, name)) for name in names}
     if isinstance(value, enum.Enum):
@@ -64,10 +62,17 @@ def decode(cls: type[T], data: Any) -> T:
     return value
 
 
-@functools.cache
-def _names(cls: Any) -> tuple[str, ...] | None:
+_NAMES: dict[type, tuple[str, ...] | None] = {}  # a few model classes and builtins: bounded by the code
+
+
+def _names(cls: type) -> tuple[str, ...] | None:
     """The field names of a dataclass type; None for any other type."""
-    return tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else None
+    try:
+        return _NAMES[cls]
+    except KeyError:
+        names = tuple(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else None
+        _NAMES[cls] = names
+        return names
 
 
 @functools.cache
