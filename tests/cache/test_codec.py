@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tileserver.cache import codec
+from tileserver.cache import codec, shared
 from tileserver.core import TileService
 from tileserver.models import (
     Box,
@@ -29,6 +29,7 @@ from tileserver.settings import Settings
 
 from ..conftest import GREY16_TIF, META_TIF, PLAIN_JPG, RGB_TIF, SUBIFD_TIF
 from ..document_images import DOC_TIF
+from ..jp2_images import TILED_RGB
 from ..sequence_images import SEQ as SEQUENCE
 from ..stack_images import STACK_TIF
 
@@ -49,11 +50,13 @@ def test_a_full_image_meta_round_trips() -> None:
 
 
 @pytest.mark.parametrize("name", [RGB_TIF, GREY16_TIF, PLAIN_JPG, SUBIFD_TIF, META_TIF, STACK_TIF, DOC_TIF,
-                                  f"{DOC_TIF};page=1", SEQUENCE])
+                                  f"{DOC_TIF};page=1", SEQUENCE, TILED_RGB])
 async def test_the_metadata_of_real_images_round_trips(image_root: Path, name: str) -> None:
     service = TileService(Settings(root=image_root))
     meta = await service.info(name)
     assert codec.loads(ImageMeta, codec.dumps(meta)) == meta
+    key = shared.entry_key("m", name)
+    assert shared.unpack_meta(key, shared.pack_meta(key, meta)) == meta  # shaped as an image's: accepted
     service.stop()
 
 

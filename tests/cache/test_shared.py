@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -86,6 +87,19 @@ def test_entries_round_trip_and_are_bound_to_their_key(pack, unpack) -> None:  #
     for broken in (b"", data[:8], b"TSC1x" + data[5:], data[:5] + b"\xff\xff\xff\xff" + data[9:], b"\x80\x04" + data):
         with pytest.raises(ValueError):
             unpack(key, broken)
+
+
+@pytest.mark.parametrize("changes", [
+    pytest.param({"levels": ()}, id="no-levels"),
+    pytest.param({"width": 2000}, id="full-level-another-size"),
+    pytest.param({"bands": 0}, id="no-bands"),
+    pytest.param({"levels": (META.levels[0], replace(META.levels[1], tile_width=0))}, id="zero-tile"),
+    pytest.param({"levels": (META.levels[1], META.levels[0])}, id="growing-levels"),
+])
+def test_metadata_not_shaped_as_an_image_is_refused(changes: dict[str, object]) -> None:
+    key = sc.entry_key("m", "a")
+    with pytest.raises(ValueError):
+        sc.unpack_meta(key, sc.pack_meta(key, replace(META, **changes)))  # type: ignore[arg-type]
 
 
 def test_a_tile_entry_gives_the_body_and_a_known_media_type_only() -> None:

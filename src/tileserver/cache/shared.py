@@ -111,8 +111,16 @@ def pack_meta(key: bytes, meta: ImageMeta) -> bytes:
 
 
 def unpack_meta(key: bytes, data: bytes) -> ImageMeta:
+    """The metadata of an entry, when it is shaped as a reader makes it (levels from full size down, each with
+    a tile size), else ValueError: protocols compute grids from it before any file is opened."""
     _, body = unpack(META, key, data)
-    return codec.loads(ImageMeta, body)
+    meta = codec.loads(ImageMeta, body)
+    levels = meta.levels
+    if (not levels or (levels[0].width, levels[0].height) != (meta.width, meta.height) or meta.bands < 1
+            or any(lv.width < 1 or lv.height < 1 or lv.tile_width < 1 or lv.tile_height < 1 for lv in levels)
+            or any(b.width > a.width or b.height > a.height for a, b in itertools.pairwise(levels))):
+        raise ValueError("the metadata is not shaped as an image's")
+    return meta
 
 
 # -- the cache --------------------------------------------------------------------------------------------
