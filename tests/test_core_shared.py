@@ -197,6 +197,25 @@ async def test_a_purge_forgets_this_replica_at_once(image_root: Path, shared: Ca
         assert len(a.rendered) == 2 and a.opened == [RGB_TIF, RGB_TIF]
 
 
+@pytest.mark.parametrize(("change", "shares"), [
+    pytest.param({"jpeg_quality": 40}, False, id="another-jpeg-quality"),
+    pytest.param({"interpolation": "nearest"}, False, id="another-kernel"),
+    pytest.param({"port": 9999, "threads": 3}, True, id="only-process-settings"),  # and another derive_dir
+    pytest.param({"derive_dir": None}, False, id="no-derivation"),
+])
+async def test_replicas_share_entries_only_when_their_output_settings_agree(
+        image_root: Path, shared: CacheServer, change: dict[str, Any], shares: bool) -> None:
+    url = f"/iiif/3/{RGB_TIF}/0,0,600,600/300,/0/default.jpg"
+    async with replica(settings_for(image_root, shared, derive_dir=image_root.parent / "derived-a")) as a, \
+            replica(settings_for(image_root, shared, **{"derive_dir": image_root.parent / "derived-b", **change})) as b:
+        await a.client.get(url)
+        await a.settle()
+        answer = await b.client.get(url)
+        assert answer.status_code == 200
+        assert (answer.headers["server-timing"] == "cache;desc=shared") is shares
+        assert (b.rendered == []) is shares
+
+
 async def test_concurrent_misses_across_replicas_decode_once(image_root: Path, shared: CacheServer) -> None:
     async with two(image_root, shared) as (a, b):
         for r in (a, b):

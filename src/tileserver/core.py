@@ -59,8 +59,7 @@ CACHE_TIMING = "cache;desc=local"  # Server-Timing of a tile cache hit
 # of them do not share entries
 OUTPUT_SETTINGS = ("jpeg_quality", "png_compression", "webp_quality", "avif_quality", "tiff_compression",
                    "interpolation", "keep_icc", "background", "rotation_fill", "passthrough", "virtual_tile_size",
-                   "derive_dir", "derive_min_megapixels", "derive_quality", "filename_pattern", "filename_prefix",
-                   "filename_suffix")
+                   "derive_min_megapixels", "derive_quality", "filename_pattern", "filename_prefix", "filename_suffix")
 SHARED_SCHEMA = "1"  # bumped when what the shared entries hold changes shape
 PREVIEW_TIMING = 'preview;desc="from a preview while the pyramid is made"'
 
@@ -192,7 +191,7 @@ class TileService:
         self.shared = None if settings.cache_url is None else SharedCache.from_url(
             settings.cache_url, timeout=settings.cache_timeout, pause=settings.cache_breaker_seconds,
             ttl=settings.cache_ttl, max_entry=settings.cache_max_entry_bytes, lease_ms=settings.cache_lease_ms)
-        self.namespace = "\x00".join([SHARED_SCHEMA, __version__,
+        self.namespace = "\x00".join([SHARED_SCHEMA, __version__, str(settings.derive_dir is not None),  # not where
                                       *(str(getattr(settings, n)) for n in OUTPUT_SETTINGS)])
         self._generations: dict[str, str] = {}  # purges without a shared cache: image name ("" for all) -> token
 
