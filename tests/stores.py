@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,7 +38,7 @@ from .live import free_port
 from .store_proxy import Counts, Exchange, Fault, FaultKind, StoreProxy
 
 __all__ = ["Counts", "Exchange", "Fault", "FaultKind", "FileServer", "S3Service", "StoreProxy", "moto_server",
-           "nginx_files", "unavailable"]
+           "nginx", "nginx_files", "unavailable"]
 
 ACCESS_KEY = "tileserver-test-key"
 SECRET_KEY = "tileserver-test-secret"
@@ -173,7 +173,7 @@ class FileServer:
         return f"{self.url}/{relative.lstrip('/')}"
 
 
-NGINX_CONF = """\
+NGINX_MAIN = """\
 daemon off;
 master_process off;
 worker_processes 1;
@@ -181,13 +181,17 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log {access};
     client_body_temp_path {tmp}/body;
     proxy_temp_path {tmp}/proxy;
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
     default_type application/octet-stream;
+{http}
+}}
+"""
+FILES_HTTP = """\
+    access_log {access};
     sendfile on;
     keepalive_requests 100000;
     keepalive_timeout 75s;
@@ -197,7 +201,6 @@ http {{
         autoindex {autoindex};
         autoindex_format json;
     }}
-}}
 """
 
 
@@ -208,27 +211,39 @@ def nginx_executable() -> str:
 
 
 @contextmanager
-def nginx_files(root: Path, *, autoindex: bool = False, access_log: bool = False) -> Iterator[str]:
-    """Debian's nginx, as the current user (one process, `master_process off`), serving `root` at "/" on a
-    free loopback port with its static-file defaults: Range (206, multiple ranges too), ETag, Last-Modified,
-    If-None-Match / If-Modified-Since / If-Range. `autoindex`: folders answer a JSON listing. Config, pid,
-    logs and temp folders live in a temp folder. Yields the base URL "http://127.0.0.1:PORT"."""
+def nginx(http: Callable[[Path], str], port: int, *, ready_path: str = "/", what: str = "nginx") -> Iterator[Path]:
+    """Debian's nginx as the current user (one process, `master_process off`) on loopback, running the
+    http-block text `http(folder)` gives for its temp folder (config, pid, error.log and temp folders live
+    there; put access logs there too). Yields the folder once 127.0.0.1:`port` answers `ready_path` (any
+    status); stopped on exit. The http text must `listen 127.0.0.1:port`."""
     exe = nginx_executable()
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="nginx-files-") as tmp:
-        conf = Path(tmp) / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, root=Path(root).resolve(),
-                                          autoindex="on" if autoindex else "off",
-                                          access=f"{tmp}/access.log" if access_log else "off"))
-        with open(Path(tmp) / "stdout.log", "ab") as out:
-            proc = subprocess.Popen([exe, "-e", f"{tmp}/error.log", "-p", tmp, "-c", str(conf)], stdout=out,
+    with tempfile.TemporaryDirectory(prefix=f"{what}-") as name:
+        tmp = Path(name)
+        conf = tmp / "nginx.conf"
+        conf.write_text(NGINX_MAIN.format(tmp=tmp, http=http(tmp)))
+        with open(tmp / "stdout.log", "ab") as out:
+            proc = subprocess.Popen([exe, "-e", f"{tmp}/error.log", "-p", str(tmp), "-c", str(conf)], stdout=out,
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
         try:
             try:
-                wait_answering(base + "/", proc, "nginx")
+                wait_answering(f"http://127.0.0.1:{port}{ready_path}", proc, what)
             except RuntimeError as exc:
-                raise RuntimeError(f"{exc}: {(Path(tmp) / 'error.log').read_text(errors='replace')[-2000:]}") from exc
-            yield base
+                raise RuntimeError(f"{exc}: {(tmp / 'error.log').read_text(errors='replace')[-2000:]}") from exc
+            yield tmp
         finally:
             stop(proc)
+
+
+@contextmanager
+def nginx_files(root: Path, *, autoindex: bool = False, access_log: bool = False) -> Iterator[str]:
+    """`nginx` serving `root` at "/" on a free loopback port with its static-file defaults: Range (206,
+    multiple ranges too), ETag, Last-Modified, If-None-Match / If-Modified-Since / If-Range. `autoindex`:
+    folders answer a JSON listing. Yields the base URL "http://127.0.0.1:PORT"."""
+    port = free_port()
+
+    def http(tmp: Path) -> str:
+        return FILES_HTTP.format(port=port, root=Path(root).resolve(), autoindex="on" if autoindex else "off",
+                                 access=f"{tmp}/access.log" if access_log else "off")
+
+    with nginx(http, port, what="nginx-files"):
+        yield f"http://127.0.0.1:{port}"
