@@ -4,12 +4,12 @@ rewritten) in front of N `tileserver serve s3://BUCKET/PREFIX` replicas (one pro
 read their images from moto's S3 server (tests/stores.py) and share one redis-server or memcached
 (Debian's packages, `.ci/run` installs them).
 
-    with running_cluster(s3, "s3://bucket/set", folder, replicas=3, backend="redis") as c:
+    with running_cluster("s3://bucket/set", folder, s3=s3, replicas=3, backend="redis") as c:
         c.url                               # nginx: "http://127.0.0.1:PORT"
         c.replicas[1].url                   # that replica, directly
         c.replicas[1].metrics().total("tileserver_tiles_rendered_total")
         c.kill(1); c.restart(1)             # SIGKILL its process group; start it again on its port
-        c.cache.kill(); c.cache.start()     # the shared cache server, likewise
+        c.shared().kill(); c.shared().start()  # the shared cache server, likewise
         c.access_log()                      # nginx's lines: status, every replica tried
         with Load(c.url, paths) as load:    # client threads sending GETs through nginx until the block ends
             ...
@@ -320,13 +320,21 @@ class Replica:
 class Cluster:
     url: str  # nginx
     replicas: list[Replica]
-    cache: CacheServer
-    s3: S3Service
+    cache: CacheServer | None  # None: the replicas share nothing
+    s3: S3Service | None  # None: they read a folder
     nginx_folder: Path
+
+    def shared(self) -> CacheServer:
+        if self.cache is None:
+            raise RuntimeError("this cluster has no shared cache server")
+        return self.cache
 
     def access_log(self) -> list[Logged]:
         path = self.nginx_folder / "access.log"
         return parse_log(path.read_text(errors="replace")) if path.exists() else []
+
+    def nginx_pid(self) -> int:
+        return int((self.nginx_folder / "nginx.pid").read_text())
 
     def kill(self, index: int) -> None:
         self.replicas[index].kill()
@@ -341,27 +349,34 @@ class Cluster:
         return [r.metrics() for r in self.replicas]
 
 
-def replica_env(s3: S3Service, cache: CacheServer, settings: Mapping[str, str]) -> dict[str, str]:
+def replica_env(s3: S3Service | None, cache: CacheServer | None, settings: Mapping[str, str]) -> dict[str, str]:
     """What compose gives a replica (the store, the shared cache, the cache API token), plus `settings`;
     no TILESERVER_, iipsrv or AWS_ variable of this environment."""
     env = {k: v for k, v in clean_env().items() if not k.startswith("AWS_")}
-    return {**env, "TILESERVER_STORE_ENDPOINT": s3.endpoint, "TILESERVER_STORE_REGION": s3.region,
-            "TILESERVER_STORE_ACCESS_KEY_ID": s3.access_key_id,
-            "TILESERVER_STORE_SECRET_ACCESS_KEY": s3.secret_access_key, "TILESERVER_STORE_ALLOW_HTTP": "true",
-            "TILESERVER_CACHE_URL": cache.url, "TILESERVER_CACHE_API_TOKEN": TOKEN, **settings}
+    if s3 is not None:
+        env.update({"TILESERVER_STORE_ENDPOINT": s3.endpoint, "TILESERVER_STORE_REGION": s3.region,
+                    "TILESERVER_STORE_ACCESS_KEY_ID": s3.access_key_id,
+                    "TILESERVER_STORE_SECRET_ACCESS_KEY": s3.secret_access_key, "TILESERVER_STORE_ALLOW_HTTP": "true"})
+    if cache is not None:
+        env["TILESERVER_CACHE_URL"] = cache.url
+    return {**env, "TILESERVER_CACHE_API_TOKEN": TOKEN, **settings}
 
 
 @contextlib.contextmanager
-def running_cluster(s3: S3Service, root: str, folder: Path, *, replicas: int = 3, backend: str = "redis",
-                    workers: int = 1, settings: Mapping[str, str] | None = None) -> Iterator[Cluster]:
-    """The cache server, `replicas` replicas serving `root` (an s3:// URL of `s3`), started together and
-    waited for, then nginx on a free port; logs in `folder`. Everything is stopped on exit."""
+def running_cluster(root: str, folder: Path, *, s3: S3Service | None = None, replicas: int = 3,
+                    backend: str | None = "redis", workers: int = 1,
+                    settings: Mapping[str, str] | None = None) -> Iterator[Cluster]:
+    """The cache server (`backend`: redis, memcached or None), `replicas` replicas serving `root` (a folder,
+    or an s3:// URL of `s3`), started together and waited for, then nginx on a free port; logs in `folder`.
+    Everything is stopped on exit."""
     folder.mkdir(parents=True, exist_ok=True)
-    cache = CacheServer(backend, folder / backend)
-    cache.start()
-    env = replica_env(s3, cache, settings or {})
-    nodes = [Replica(i, free_port(), root, env, folder / f"replica-{i}.log", workers) for i in range(replicas)]
+    cache = CacheServer(backend, folder / backend) if backend else None
+    nodes: list[Replica] = []
     try:
+        if cache is not None:
+            cache.start()
+        env = replica_env(s3, cache, settings or {})
+        nodes = [Replica(i, free_port(), root, env, folder / f"replica-{i}.log", workers) for i in range(replicas)]
         for node in nodes:
             node.start()
         for node in nodes:
@@ -374,7 +389,8 @@ def running_cluster(s3: S3Service, root: str, folder: Path, *, replicas: int = 3
     finally:
         for node in nodes:
             node.stop()
-        cache.stop()
+        if cache is not None:
+            cache.stop()
 
 
 # -------------------------------------------------------------------------------------------- load
