@@ -51,6 +51,8 @@ TOKEN = "cluster-test-token"  # TILESERVER_CACHE_API_TOKEN of the replicas
 CACHE_URL = "cache_url" in Settings.model_fields
 CACHE_API = "cache_api_token" in Settings.model_fields
 NO_CACHE_URL = "Settings has no cache_url: the shared cache (TILESERVER_CACHE_URL, issue 14) is not on this branch"
+LOCAL_SOURCES = ("replay", "cache")  # tileserver_image_responses_total{source}: from a replica's own memory
+MADE_SOURCES = ("passthrough", "recode", "decode")  # ... made by the replica (any other source: the shared cache)
 NO_CACHE_API = ("Settings has no cache_api_token: the cache API (DELETE /cache/{identifier}, "
                 "TILESERVER_CACHE_API_TOKEN, issue 14) is not on this branch")
 

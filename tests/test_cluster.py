@@ -28,6 +28,8 @@ from .cluster import (
     BACKENDS,
     CACHE_API,
     CACHE_URL,
+    LOCAL_SOURCES,
+    MADE_SOURCES,
     NO_CACHE_API,
     NO_CACHE_URL,
     TOKEN,
@@ -58,8 +60,6 @@ SETTINGS = {
     "TILESERVER_CACHE_TIMEOUT": "1",  # ... and a loaded machine can hold a loopback call past the default 0.1 s
 }
 HOST = {"Host": "tiles.example"}  # one public host for every replica: their documents are the same bytes
-LOCAL = ("replay", "cache")  # image_responses sources answered from a replica's own memory
-MADE = ("passthrough", "recode", "decode")  # ... and made by the replica itself
 RED, BLUE = (200, 40, 40), (40, 40, 200)
 
 
@@ -153,7 +153,7 @@ def test_what_one_replica_made_another_serves_from_the_shared_cache(cluster: Clu
         assert rendered(after_a) - rendered(before_a) == 1
         assert rendered(after_b) - rendered(before_b) == 0, "replica B made the image again"
         sources = answered(before_b, after_b)
-        assert sum(sources.values()) == 1 and not set(sources) & {*LOCAL, *MADE}, sources
+        assert sum(sources.values()) == 1 and not set(sources) & {*LOCAL_SOURCES, *MADE_SOURCES}, sources
     assert store_gets(after_b) - store_gets(before_b) == 0, "replica B read the image from the store"
 
 
@@ -283,7 +283,8 @@ def test_the_cache_server_killed_under_load_costs_no_request(cluster: Cluster) -
     print(f"cache server kill ({cluster.shared().kind}): sent {load.sent}, failed {len(load.failed)}, "
           f"answered after the kill by source {sources}")
     assert load.failed == []
-    assert sum(sources.get(k, 0) for k in LOCAL) > 0 and sum(sources.get(k, 0) for k in MADE) > 0, sources
+    local, made = (sum(sources.get(k, 0) for k in kinds) for kinds in (LOCAL_SOURCES, MADE_SOURCES))
+    assert local > 0 and made > 0, sources
 
     cluster.shared().start()  # on its port again: the replicas use it once more
     a, b, _ = cluster.replicas
