@@ -34,6 +34,7 @@ PENDING = ("cache_url", "cache_api_token")  # issue 14's shared cache and cache 
 REPLICAS = ("tileserver-1", "tileserver-2", "tileserver-3")
 PORT = 8000
 RETRY = ("error", "timeout", "http_502", "http_503", "http_504")
+STAND_IN = "stand-in-for-a-secret-0123456789"  # what the files leave to the environment (tokens: >= 16 characters)
 
 
 def compose() -> dict[str, Any]:
@@ -53,7 +54,7 @@ def manifest(kind: str, name: str) -> dict[str, Any]:
 
 def interpolated(value: str) -> str:
     """A compose value with its `${VAR:?message}` / `${VAR:-default}` references given a stand-in."""
-    return re.sub(r"\$\{[A-Z0-9_]+(?::[?-][^}]*)?\}", "stand-in", str(value))
+    return re.sub(r"\$\{[A-Z0-9_]+(?::[?-][^}]*)?\}", STAND_IN, str(value))
 
 
 def nginx_directive(name: str, text: str | None = None) -> list[str]:
@@ -69,7 +70,7 @@ def replica_env(name: str = "tileserver-1") -> dict[str, str]:
 def k8s_env() -> dict[str, str]:
     """What a replica pod sees: the ConfigMap's data, and the Secret's keys (with stand-in values)."""
     pod = manifest("Deployment", "tileserver")["spec"]["template"]["spec"]["containers"][0]
-    secrets = {e["name"]: "stand-in" for e in pod["env"] if "secretKeyRef" in e.get("valueFrom", {})}
+    secrets = {e["name"]: STAND_IN for e in pod["env"] if "secretKeyRef" in e.get("valueFrom", {})}
     return {**manifest("ConfigMap", "tileserver-settings")["data"], **secrets}
 
 
@@ -140,7 +141,7 @@ def test_the_replicas_of_compose_are_one_definition() -> None:
 def test_secrets_come_from_outside_the_files() -> None:
     for key, value in replica_env().items():
         if re.search("SECRET|TOKEN|PASSWORD", key):
-            assert value == "stand-in", f"compose: {key} must come from the environment"
+            assert value == STAND_IN, f"compose: {key} must come from the environment"
     configmap = manifest("ConfigMap", "tileserver-settings")["data"]
     assert not [k for k in configmap if re.search("SECRET|TOKEN|PASSWORD|ACCESS_KEY", k)]
     pod = manifest("Deployment", "tileserver")["spec"]["template"]["spec"]["containers"][0]
