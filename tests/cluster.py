@@ -234,9 +234,10 @@ class CacheServer:
                 data += chunk
             return data
 
-    def stats(self) -> dict[str, int]:
-        """The server's integer counters: Redis `INFO` (keyspace_hits, keyspace_misses, db0 keys, ...),
-        memcached `stats` (get_hits, get_misses, curr_items, ...)."""
+    def stats(self) -> dict[str, float]:
+        """The server's numeric counters: Redis `INFO` (keyspace_hits, keyspace_misses, total_commands_processed,
+        used_cpu_user, ..., and `keys` of db 0), memcached `stats` (get_hits, get_misses, cmd_get, rusage_user,
+        ..., and `keys`: curr_items)."""
         if self.kind == "redis":
             def whole(d: bytes) -> bool:
                 head, _, rest = d.partition(b"\r\n")
@@ -244,23 +245,42 @@ class CacheServer:
 
             raw = self._talk(b"INFO\r\n", whole).partition(b"\r\n")[2].decode()
             pairs = [ln.split(":", 1) for ln in raw.splitlines() if ":" in ln and not ln.startswith("#")]
-            out = {k: int(v) for k, v in pairs if v.strip().isdigit()}
             keys = re.search(r"^db0:keys=(\d+)", raw, re.M)
-            out["keys"] = int(keys[1]) if keys else 0
-            return out
+            return {**_numbers(pairs), "keys": int(keys[1]) if keys else 0}
         raw = self._talk(b"stats\r\n", lambda d: d.endswith(b"END\r\n")).decode()
-        pairs = [ln.split()[1:3] for ln in raw.splitlines() if ln.startswith("STAT ")]
-        out = {k: int(v) for k, v in pairs if v.isdigit()}
-        out["keys"] = out.get("curr_items", 0)
-        return out
+        out = _numbers([ln.split()[1:3] for ln in raw.splitlines() if ln.startswith("STAT ")])
+        return {**out, "keys": out.get("curr_items", 0)}
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used, as it counts it (microseconds, unlike /proc's clock ticks)."""
+        st = self.stats()
+        if self.kind == "redis":
+            return st["used_cpu_user"] + st["used_cpu_sys"]
+        return st["rusage_user"] + st["rusage_system"]
+
+    def commands(self) -> int:
+        """Commands the server has answered (memcached: gets, sets, deletes, touches and arithmetic)."""
+        st = self.stats()
+        if self.kind == "redis":
+            return int(st["total_commands_processed"])
+        return int(sum(st.get(k, 0) for k in ("cmd_get", "cmd_set", "cmd_touch", "delete_hits", "delete_misses",
+                                                "incr_hits", "incr_misses", "decr_hits", "decr_misses")))
 
     def hits(self) -> int:
-        return self.stats()["keyspace_hits" if self.kind == "redis" else "get_hits"]
+        return int(self.stats()["keyspace_hits" if self.kind == "redis" else "get_hits"])
 
     def flush(self) -> None:
         """Forgets every entry (FLUSHALL / flush_all)."""
         command = b"FLUSHALL\r\n" if self.kind == "redis" else b"flush_all\r\n"
         self._talk(command, lambda d: d.endswith(b"\r\n"))
+
+
+def _numbers(pairs: Sequence[Sequence[str]]) -> dict[str, float]:
+    out = {}
+    for key, value in (p for p in pairs if len(p) == 2):
+        with contextlib.suppress(ValueError):
+            out[key] = float(value)
+    return out
 
 
 @dataclass
