@@ -39,6 +39,7 @@ import contextlib
 import os
 import random
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -56,7 +57,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # the project, for tests/cluster.py
 import bench as harness  # the sibling bench.py: wrk, image set-up, machine line, process trees
-from tests.cluster import CACHE_URL, LOCAL_SOURCES, MADE_SOURCES, Cluster, Metrics, running_cluster
+from tests.cluster import CACHE_URL, LOCAL_SOURCES, MADE_SOURCES, CacheServer, Cluster, Metrics, running_cluster
 from tests.stores import S3Service
 
 IIP = harness.IIP
@@ -370,6 +371,24 @@ def faults(b: Bench) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- model
+def redis_alone(b: Bench, value_kb: float) -> tuple[float, float]:
+    """redis-benchmark (16 connections, GET and SET of `value_kb` values) against a redis-server of its own:
+    (requests/s, Redis CPU us per command). (0, 0) without redis-benchmark."""
+    exe = shutil.which("redis-benchmark")
+    if not exe:
+        return 0.0, 0.0
+    server = CacheServer("redis", b.folder / "redis-alone")
+    server.start()
+    try:
+        cpu, ops, t = server.cpu_seconds(), server.commands(), time.monotonic()
+        subprocess.run([exe, "-h", "127.0.0.1", "-p", str(server.port), "-t", "get,set", "-d",
+                        str(int(value_kb * 1024)), "-n", "40000", "-c", "16", "-q"], capture_output=True, check=True)
+        done = server.commands() - ops
+        return done / (time.monotonic() - t), (server.cpu_seconds() - cpu) * 1e6 / max(done, 1)
+    finally:
+        server.stop()
+
+
 def model(b: Bench) -> None:
     f = b.figures
     need = ("cold_cpu", "local_hit_cpu", "shared_hit_cpu", "nginx")
@@ -379,30 +398,35 @@ def model(b: Bench) -> None:
     mixes = [("all local hits", 1.0, 0.0, 0.0), ("all shared hits", 0.0, 1.0, 0.0), ("all cold", 0.0, 0.0, 1.0)]
     if "mix_local" in f:
         mixes.append(("the Zipf mix above", f["mix_local"], f["mix_shared"], f["mix_made"]))
-    cmd_cpu = f.get("cmd_us", 0.0) / 1000  # ms of Redis CPU per command (the mix), else from the cost rows
-    cmd_cpu = cmd_cpu or f.get("shared_hit_cache_cpu", 0.0) / max(f.get("shared_hit_ops", 0.0), 1e-9)
+    served_us = f.get("cmd_us", 0.0)  # Redis CPU per command serving the replicas (the mix: a few thousand/s)
+    served_us = served_us or 1000 * f.get("shared_hit_cache_cpu", 0.0) / max(f.get("shared_hit_ops", 0.0), 1e-9)
+    alone_rate, alone_us = redis_alone(b, f.get("tile_kb", 20.0))
     rows = []
     for name, lo, sh, co in mixes:
         per = lo * f["local_hit_cpu"] + sh * f["shared_hit_cpu"] + co * f["cold_cpu"] + f["nginx"]
         ops = sh * f.get("shared_hit_ops", 0.0) + co * f.get("cold_ops", 0.0)
         for cores in (16, 64):
             rate = cores * 1000 / per
-            redis = rate * ops * cmd_cpu / 1000  # Redis cores busy (it runs on one)
+            busy = " / ".join(f"{rate * ops * us / 1e6:.2f}" for us in (served_us, alone_us) if us)
             gbit = rate * f.get("tile_kb", 20.0) * 8 / 1e6
-            rows.append(f"| {name} | {cores} | {per:.2f} | {rate:,.0f} | {rate * ops:,.0f} | {redis:.2f} | "
-                        f"{gbit:.1f} |")
+            rows.append(f"| {name} | {cores} | {per:.2f} | {rate:,.0f} | {rate * ops:,.0f} | {busy} | {gbit:.1f} |")
     b.lines += [
         "### 16- and 64-core estimate (a model from the CPU figures above, not a measurement)", "",
         "| workload | cores | CPU ms per request (replica + nginx) | tiles/s | Redis commands/s "
-        "| Redis cores busy | Gbit/s out |", "|---|---|---|---|---|---|---|", *rows, "",
+        "| Redis cores busy (at its cost serving the replicas / under redis-benchmark) | Gbit/s out |",
+        "|---|---|---|---|---|---|---|",
+        *rows, "",
         f"- inputs (CPU ms per request, measured here): cold {f['cold_cpu']:.2f}, local hit {f['local_hit_cpu']:.2f},"
-        f" shared hit {f['shared_hit_cpu']:.2f}, nginx {f['nginx']:.3f}; Redis {cmd_cpu * 1000:.1f} us CPU per "
-        f"command; {f.get('tile_kb', 0):.1f} KB per tile",
+        f" shared hit {f['shared_hit_cpu']:.2f}, nginx {f['nginx']:.3f}; {f.get('tile_kb', 0):.1f} KB per tile; "
+        f"Redis CPU per command {served_us:.1f} us serving the replicas"
+        + (f", {alone_us:.1f} us under redis-benchmark ({alone_rate:,.0f} commands/s, 16 connections, GET and SET "
+           f"of {f.get('tile_kb', 0):.0f}-KB values)" if alone_us else ""),
         "- model: tiles/s = cores / (CPU per request), with one replica process per core (replicas share nothing "
-        "but Redis, so they add up) and nginx's share included; Redis is single-threaded, so its load must stay "
-        "well under one core; the network is tiles/s x tile size. It ignores memory bandwidth, NUMA, the "
-        "kernel's network stack at high rates, and the store's own latency (a cold tile from S3 waits on it "
-        "without using CPU: STORE_THREADS covers that wait).", ""]
+        "but Redis, so they add up) and nginx's share included; Redis runs commands on one thread, so its busy "
+        "cores must stay well under 1 (beyond: several Redis or memcached servers, keys spread over them); the "
+        "network is tiles/s x tile size. It ignores memory bandwidth, NUMA, the kernel's network stack at high "
+        "rates, and the store's own latency (a cold tile from S3 waits on it without using CPU: STORE_THREADS "
+        "covers that wait).", ""]
 
 
 # ----------------------------------------------------------------------------------------------- main
