@@ -57,10 +57,14 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # the project, for tests/cluster.py
 import bench as harness  # the sibling bench.py: wrk, image set-up, machine line, process trees
-from tests.cluster import CACHE_URL, LOCAL_SOURCES, MADE_SOURCES, CacheServer, Cluster, Metrics, running_cluster
+from tests.cache_servers import redis_server
+from tests.cluster import LOCAL_SOURCES, MADE_SOURCES, Cluster, Metrics, running_cluster
 from tests.stores import S3Service
 
+from tileserver.settings import Settings
+
 IIP = harness.IIP
+CACHE_URL = "cache_url" in Settings.model_fields  # a checkout without the shared cache: rows say so
 CLK = os.sysconf("SC_CLK_TCK")
 BUCKET, PREFIX = "tilebench", "images"
 
@@ -377,16 +381,12 @@ def redis_alone(b: Bench, value_kb: float) -> tuple[float, float]:
     exe = shutil.which("redis-benchmark")
     if not exe:
         return 0.0, 0.0
-    server = CacheServer("redis", b.folder / "redis-alone")
-    server.start()
-    try:
+    with redis_server() as server:
         cpu, ops, t = server.cpu_seconds(), server.commands(), time.monotonic()
         subprocess.run([exe, "-h", "127.0.0.1", "-p", str(server.port), "-t", "get,set", "-d",
                         str(int(value_kb * 1024)), "-n", "40000", "-c", "16", "-q"], capture_output=True, check=True)
         done = server.commands() - ops
         return done / (time.monotonic() - t), (server.cpu_seconds() - cpu) * 1e6 / max(done, 1)
-    finally:
-        server.stop()
 
 
 def model(b: Bench) -> None:

@@ -6,19 +6,24 @@ port, with no persistence, stopped on exit.
         server.flush()                       # FLUSHALL / flush_all
         server.pause(); server.resume()      # SIGSTOP / SIGCONT: a server that hangs
         server.stop(); server.start()        # a server that is gone, and back (same port)
+        server.kill()                        # SIGKILL: gone with no goodbye (the cluster tests, under load)
+        server.stats(); server.hits()        # its own counters: Redis INFO, memcached stats
+        server.cpu_seconds(); server.commands()  # the CPU it used and the commands it answered (bench/cluster.py)
 
 Installed by `.ci/run` (apt: redis-server, memcached). Outside CI a test whose server is missing is skipped;
 under CI (CI set) it fails, as the store tests do (tests/stores.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -60,6 +65,60 @@ class CacheServer:
         reply = self._ask(b"FLUSHALL\r\n" if self.kind == "redis" else b"flush_all\r\n")
         assert reply.startswith((b"+OK", b"OK")), reply
 
+    def _talk(self, command: bytes, done: Callable[[bytes], bool]) -> bytes:
+        """`command`'s whole reply: read until `done(reply so far)`."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            s.sendall(command)
+            data = b""
+            while not done(data):
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise OSError(f"{self.kind} closed the connection")
+                data += chunk
+            return data
+
+    def stats(self) -> dict[str, float]:
+        """The server's numeric counters: Redis `INFO` (keyspace_hits, total_commands_processed, used_cpu_user,
+        ...; `keys`: of db 0), memcached `stats` (get_hits, cmd_get, rusage_user, ...; `keys`: curr_items)."""
+        if self.kind == "redis":
+            def whole(d: bytes) -> bool:
+                head, _, rest = d.partition(b"\r\n")
+                return head.startswith(b"$") and len(rest) >= int(head[1:]) + 2
+
+            raw = self._talk(b"INFO\r\n", whole).partition(b"\r\n")[2].decode()
+            keys = re.search(r"^db0:keys=(\d+)", raw, re.M)
+            pairs = [ln.split(":", 1) for ln in raw.splitlines() if ":" in ln and not ln.startswith("#")]
+            return {**_numbers(pairs), "keys": int(keys[1]) if keys else 0}
+        raw = self._talk(b"stats\r\n", lambda d: d.endswith(b"END\r\n")).decode()
+        out = _numbers([ln.split()[1:3] for ln in raw.splitlines() if ln.startswith("STAT ")])
+        return {**out, "keys": out.get("curr_items", 0)}
+
+    def hits(self) -> int:
+        """Lookups that found their key."""
+        return int(self.stats()["keyspace_hits" if self.kind == "redis" else "get_hits"])
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server has used, by its own count (microseconds, unlike /proc's clock ticks)."""
+        st = self.stats()
+        if self.kind == "redis":
+            return st["used_cpu_user"] + st["used_cpu_sys"]
+        return st["rusage_user"] + st["rusage_system"]
+
+    def commands(self) -> int:
+        """Commands the server has answered (memcached: gets, sets, deletes, touches and arithmetic)."""
+        st = self.stats()
+        if self.kind == "redis":
+            return int(st["total_commands_processed"])
+        return int(sum(st.get(k, 0) for k in ("cmd_get", "cmd_set", "cmd_touch", "delete_hits", "delete_misses",
+                                                "incr_hits", "incr_misses", "decr_hits", "decr_misses")))
+
+    def kill(self) -> None:
+        """SIGKILL: the server is gone at once, its connections reset; `start()` brings it back on its port."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
     def pause(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
@@ -78,6 +137,14 @@ class CacheServer:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+def _numbers(pairs: Sequence[Sequence[str]]) -> dict[str, float]:
+    out = {}
+    for key, value in (p for p in pairs if len(p) == 2):
+        with contextlib.suppress(ValueError):
+            out[key] = float(value)
+    return out
 
 
 def _binary(name: str) -> str:

@@ -2,7 +2,7 @@
 running deploy/nginx/tileserver.conf (the file docker-compose.yml mounts; only its addresses and log path
 rewritten) in front of N `tileserver serve s3://BUCKET/PREFIX` replicas (one process group each), which
 read their images from moto's S3 server (tests/stores.py) and share one redis-server or memcached
-(Debian's packages, `.ci/run` installs them).
+(Debian's packages, started by tests/cache_servers.py; `.ci/run` installs them).
 
     with running_cluster("s3://bucket/set", folder, s3=s3, replicas=3, backend="redis") as c:
         c.url                               # nginx: "http://127.0.0.1:PORT"
@@ -25,36 +25,27 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from tileserver.settings import Settings
-
+from .cache_servers import CacheServer, cache_server
 from .live import clean_env, free_port
-from .stores import S3Service, nginx, unavailable
+from .stores import S3Service, nginx
 
 REPO = Path(__file__).resolve().parents[1]
 NGINX_CONF = REPO / "deploy" / "nginx" / "tileserver.conf"
 BACKENDS = ("redis", "memcached")
 TOKEN = "cluster-test-token"  # TILESERVER_CACHE_API_TOKEN of the replicas
-# the other part of issue 14 (the shared cache and the cache API): tests that need it name what is missing
-CACHE_URL = "cache_url" in Settings.model_fields
-CACHE_API = "cache_api_token" in Settings.model_fields
-NO_CACHE_URL = "Settings has no cache_url: the shared cache (TILESERVER_CACHE_URL, issue 14) is not on this branch"
 LOCAL_SOURCES = ("replay", "cache")  # tileserver_image_responses_total{source}: from a replica's own memory
 MADE_SOURCES = ("passthrough", "recode", "decode")  # ... made by the replica (any other source: the shared cache)
-NO_CACHE_API = ("Settings has no cache_api_token: the cache API (DELETE /cache/{identifier}, "
-                "TILESERVER_CACHE_API_TOKEN, issue 14) is not on this branch")
 
 
 # ------------------------------------------------------------------------------------- nginx config
@@ -172,117 +163,6 @@ def _stop(proc: subprocess.Popen[bytes] | None, *, kill: bool = False) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def executable(name: str, package: str) -> str:
-    found = shutil.which(name) or next((p for p in (f"/usr/bin/{name}", f"/usr/sbin/{name}") if os.access(p, os.X_OK)),
-                                       None)
-    if not found:
-        unavailable(f"{name} is missing (apt-get install {package})")
-    return found
-
-
-class CacheServer:
-    """redis-server or memcached on a loopback port (no persistence, 64 MB, least recently used evicted)."""
-
-    def __init__(self, kind: str, folder: Path, port: int | None = None, memory_mb: int = 64) -> None:
-        if kind not in BACKENDS:
-            raise ValueError(f"backend {kind!r}: not one of {BACKENDS}")
-        self.kind, self.folder, self.port, self.memory_mb = kind, folder, port or free_port(), memory_mb
-        self.proc: subprocess.Popen[bytes] | None = None
-        folder.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0" if self.kind == "redis" else f"memcached://127.0.0.1:{self.port}"
-
-    def command(self) -> list[str]:
-        if self.kind == "redis":
-            return [executable("redis-server", "redis-server"), "--bind", "127.0.0.1", "--port", str(self.port),
-                    "--save", "", "--appendonly", "no", "--dir", str(self.folder), "--maxmemory",
-                    f"{self.memory_mb}mb", "--maxmemory-policy", "allkeys-lru", "--protected-mode", "yes"]
-        user = ["-u", "root"] if os.geteuid() == 0 else []  # memcached refuses root without -u
-        return [executable("memcached", "memcached"), "-l", "127.0.0.1", "-p", str(self.port), "-U", "0",
-                "-m", str(self.memory_mb), "-I", "8m", *user]
-
-    def start(self, timeout: float = 10.0) -> None:
-        with open(self.folder / f"{self.kind}.log", "ab") as out:
-            self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}")
-            with contextlib.suppress(OSError):
-                self.stats()
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.kind} did not answer on port {self.port} within {timeout} s")
-
-    def kill(self) -> None:
-        _stop(self.proc, kill=True)
-
-    def stop(self) -> None:
-        _stop(self.proc)
-
-    def _talk(self, command: bytes, done: Callable[[bytes], bool]) -> bytes:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
-            s.sendall(command)
-            data = b""
-            while not done(data):
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise OSError(f"{self.kind} closed the connection")
-                data += chunk
-            return data
-
-    def stats(self) -> dict[str, float]:
-        """The server's numeric counters: Redis `INFO` (keyspace_hits, keyspace_misses, total_commands_processed,
-        used_cpu_user, ..., and `keys` of db 0), memcached `stats` (get_hits, get_misses, cmd_get, rusage_user,
-        ..., and `keys`: curr_items)."""
-        if self.kind == "redis":
-            def whole(d: bytes) -> bool:
-                head, _, rest = d.partition(b"\r\n")
-                return head.startswith(b"$") and len(rest) >= int(head[1:]) + 2
-
-            raw = self._talk(b"INFO\r\n", whole).partition(b"\r\n")[2].decode()
-            pairs = [ln.split(":", 1) for ln in raw.splitlines() if ":" in ln and not ln.startswith("#")]
-            keys = re.search(r"^db0:keys=(\d+)", raw, re.M)
-            return {**_numbers(pairs), "keys": int(keys[1]) if keys else 0}
-        raw = self._talk(b"stats\r\n", lambda d: d.endswith(b"END\r\n")).decode()
-        out = _numbers([ln.split()[1:3] for ln in raw.splitlines() if ln.startswith("STAT ")])
-        return {**out, "keys": out.get("curr_items", 0)}
-
-    def cpu_seconds(self) -> float:
-        """CPU time the server has used, as it counts it (microseconds, unlike /proc's clock ticks)."""
-        st = self.stats()
-        if self.kind == "redis":
-            return st["used_cpu_user"] + st["used_cpu_sys"]
-        return st["rusage_user"] + st["rusage_system"]
-
-    def commands(self) -> int:
-        """Commands the server has answered (memcached: gets, sets, deletes, touches and arithmetic)."""
-        st = self.stats()
-        if self.kind == "redis":
-            return int(st["total_commands_processed"])
-        return int(sum(st.get(k, 0) for k in ("cmd_get", "cmd_set", "cmd_touch", "delete_hits", "delete_misses",
-                                                "incr_hits", "incr_misses", "decr_hits", "decr_misses")))
-
-    def hits(self) -> int:
-        return int(self.stats()["keyspace_hits" if self.kind == "redis" else "get_hits"])
-
-    def flush(self) -> None:
-        """Forgets every entry (FLUSHALL / flush_all)."""
-        command = b"FLUSHALL\r\n" if self.kind == "redis" else b"flush_all\r\n"
-        self._talk(command, lambda d: d.endswith(b"\r\n"))
-
-
-def _numbers(pairs: Sequence[Sequence[str]]) -> dict[str, float]:
-    out = {}
-    for key, value in (p for p in pairs if len(p) == 2):
-        with contextlib.suppress(ValueError):
-            out[key] = float(value)
-    return out
-
-
 @dataclass
 class Replica:
     """One `tileserver serve ROOT` on 127.0.0.1:`port`, in a process group of its own."""
@@ -392,27 +272,23 @@ def running_cluster(root: str, folder: Path, *, s3: S3Service | None = None, rep
     or an s3:// URL of `s3`), started together and waited for, then nginx on a free port; logs in `folder`.
     Everything is stopped on exit."""
     folder.mkdir(parents=True, exist_ok=True)
-    cache = CacheServer(backend, folder / backend) if backend else None
     nodes: list[Replica] = []
-    try:
-        if cache is not None:
-            cache.start()
+    with contextlib.ExitStack() as stack:
+        cache = stack.enter_context(cache_server(backend)) if backend else None
         env = replica_env(s3, cache, settings or {})
         nodes = [Replica(i, free_port(), root, env, folder / f"replica-{i}.log", workers) for i in range(replicas)]
+        stack.callback(lambda: [node.stop() for node in nodes])
         for node in nodes:
             node.start()
         for node in nodes:
             node.wait_ready()
         port = free_port()
         text = NGINX_CONF.read_text()
-        with nginx(lambda tmp: loopback_config(text, port, [n.port for n in nodes], tmp / "access.log"), port,
-                   ready_path="/health/live", what="nginx-cluster") as tmp:
-            yield Cluster(f"http://127.0.0.1:{port}", nodes, cache, s3, tmp)
-    finally:
-        for node in nodes:
-            node.stop()
-        if cache is not None:
-            cache.stop()
+        def http(tmp: Path) -> str:
+            return loopback_config(text, port, [n.port for n in nodes], tmp / "access.log")
+
+        tmp = stack.enter_context(nginx(http, port, ready_path="/health/live", what="nginx-cluster"))
+        yield Cluster(f"http://127.0.0.1:{port}", nodes, cache, s3, tmp)
 
 
 # -------------------------------------------------------------------------------------------- load

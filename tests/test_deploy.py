@@ -3,10 +3,7 @@ docker-compose.yml (nginx, three replicas, Redis, MinIO), deploy/nginx/tileserve
 manifests in deploy/k8s name real settings with valid values, real routes for their probes and health
 checks, the same ports and service names on both ends of every connection, and one retry policy; and the
 nginx file, rewritten for loopback as tests/cluster.py runs it, is accepted by nginx. (No Docker engine or
-Kubernetes cluster runs on the project's machines, so images are not built and manifests not applied here.)
-
-The settings of issue 14's other part (the shared cache and the cache API: `cache_url`, `cache_api_token`)
-are checked by their own test, skipped while `Settings` does not have them yet."""
+Kubernetes cluster runs on the project's machines, so images are not built and manifests not applied here.)"""
 
 from __future__ import annotations
 
@@ -30,7 +27,7 @@ from .stores import nginx_executable
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 NGINX_CONF = ROOT / "deploy" / "nginx" / "tileserver.conf"
-PENDING = ("cache_url", "cache_api_token")  # issue 14's shared cache and cache API
+SHARED = ("cache_url", "cache_api_token")  # the shared cache and its API token
 REPLICAS = ("tileserver-1", "tileserver-2", "tileserver-3")
 PORT = 8000
 RETRY = ("error", "timeout", "http_502", "http_503", "http_504")
@@ -105,16 +102,8 @@ def test_dockerfile_command_parses() -> None:
 # -------------------------------------------------------------------------------- the settings named
 def test_compose_and_manifests_name_only_real_settings() -> None:
     names = {(where, var.removeprefix("TILESERVER_").lower()) for where, var in every_setting_name()}
-    assert {n for _, n in names} >= set(PENDING), "compose and the manifests configure the shared cache"
-    unknown = [(where, n) for where, n in names if n not in Settings.model_fields and n not in PENDING]
-    assert unknown == []
-
-
-@pytest.mark.parametrize("name", PENDING)
-def test_the_shared_cache_settings_they_name_are_real(name: str) -> None:
-    if name not in Settings.model_fields:
-        pytest.skip(f"Settings has no {name} (issue 14's shared cache / cache API is not on this branch)")
-    assert name in {var.removeprefix("TILESERVER_").lower() for _, var in every_setting_name()}
+    assert {n for _, n in names} >= set(SHARED), "compose and the manifests configure the shared cache"
+    assert [(where, n) for where, n in names if n not in Settings.model_fields] == []
 
 
 @pytest.mark.parametrize("where", ["compose", "k8s"])
@@ -127,9 +116,8 @@ def test_their_settings_are_valid(where: str, monkeypatch: pytest.MonkeyPatch) -
     settings = settings_from(env, monkeypatch)
     assert settings.root_url == "s3://images/"
     assert str(settings.store_endpoint).startswith("http://")
-    assert settings.store_secret_access_key is not None
-    if "cache_url" in Settings.model_fields:
-        assert str(settings.cache_url).startswith("redis://")  # type: ignore[attr-defined]
+    assert settings.store_secret_access_key is not None and settings.cache_api_token is not None
+    assert str(settings.cache_url).startswith("redis://")
 
 
 def test_the_replicas_of_compose_are_one_definition() -> None:
