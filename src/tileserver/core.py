@@ -248,11 +248,15 @@ class TileService:
         name = None if ident is None else generation_name(ident)
         self._generations[name or ""] = secrets.token_hex(8)
         if name is None:
+            vfs.forget()  # the objects are asked again: one replaced just before the purge is seen
             for lru in (self.tiles, self.metadata, self.translations, self.documents, self.recorded, self.derived):
                 lru.clear()
         else:
             for key in self.metadata.snapshot():
                 if generation_name(key) == name:
+                    entry = self.metadata.peek(key)
+                    if entry is not None:
+                        vfs.forget(entry.path)
                     self.metadata.discard(key)  # reloaded under the new generation; what it made retires with it
         return True if self.shared is None else await self.shared.bump(name)
 
@@ -326,7 +330,8 @@ class TileService:
         if generation is None:  # the shared cache is unavailable: keep what was last read
             generation = old.generation if old is not None else ""
         if old is not None and old.generation != generation:
-            old = None  # purged through another replica: made anew
+            vfs.forget(old.path)  # purged through another replica, maybe just after its object was replaced
+            old = None  # made anew
         if old is not None and now - old.checked < self.settings.stat_interval and old.current:
             return replace(old, gen_checked=now)  # only the generation was due
         found = await self.run(self._locate, ident, old, now)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import pyvips
 
 from tileserver.errors import SourceError
-from tileserver.sources.pyramid import PyramidReader
+from tileserver.models import OutputFormat
+from tileserver.sources.pyramid import PyramidReader, configure_vips
 
 from ..conftest import ALPHA_PNG, GREY16_TIF, PLAIN_JPG, RGB_TIF, STRIPED_TIF, SUBIFD_TIF, max_diff
 
@@ -118,3 +120,39 @@ def test_virtual_levels_keep_samples_and_bands(reader: PyramidReader, tmp_path: 
     assert (got.format, got.bands, got.width, got.height) == (fmt, bands, 300, 205)
     expected = img.resize(0.5)
     assert max_diff(got.crop(2, 2, 290, 200), expected.crop(2, 2, 290, 200)) <= 1
+
+
+def flat_tiff(path: Path, colour: tuple[int, int, int]) -> None:
+    img = (pyvips.Image.black(300, 200, bands=3) + list(colour)).cast("uchar").copy(interpretation="srgb")
+    img.tiffsave(str(path), tile=True, pyramid=True, tile_width=128, tile_height=128, compression="jpeg", Q=90)
+
+
+@pytest.mark.parametrize("how", ["read", "stored_tile"])
+def test_a_file_replaced_with_its_mtime_kept_is_read_anew(tmp_path: Path, how: str) -> None:
+    """Open handles and parsed directories are keyed by the file's version (mtime, size, an object's ETag),
+    not by its mtime alone: S3's Last-Modified has whole seconds, so an object replaced within the second
+    it was written keeps its mtime."""
+    configure_vips()  # as the server runs: no libvips operation cache, which would keep the old file's image
+    reader = PyramidReader(256, 8)
+    path, new = tmp_path / "swap.tif", tmp_path / "new.tif"
+    flat_tiff(path, (200, 40, 40))
+    flat_tiff(new, (40, 40, 200))
+    st = path.stat()
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    def red_and_blue() -> tuple[float, float]:
+        meta = reader.info(str(path), "swap.tif")
+        if how == "read":
+            img = reader.read(str(path), meta, 0, (0, 0, 64, 64))
+        else:
+            stored = reader.stored_tile(str(path), meta, (0, 0, 0), OutputFormat.JPEG)
+            assert stored is not None
+            img = pyvips.Image.new_from_buffer(stored.data, "")
+        return img[0].avg(), img[2].avg()
+
+    red, blue = red_and_blue()
+    assert red > 190 and blue < 50
+    os.replace(new, path)
+    assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_size != st.st_size
+    red, blue = red_and_blue()
+    assert red < 50 and blue > 190

@@ -108,11 +108,11 @@ class StoredTiles:
     """Reads stored tile bytes; TIFF directories are parsed once per file version and shared."""
 
     def __init__(self) -> None:
-        self._dirs: dict[tuple[str, float], tuple[TiffFile, list[list[Ifd]]]] = {}
+        self._dirs: dict[tuple[str, vfs.Version], tuple[TiffFile, list[list[Ifd]]]] = {}
         self._lock = threading.Lock()
 
     def _directories(self, path: str, meta: ImageMeta) -> tuple[TiffFile, list[list[Ifd]]]:
-        key = (path, meta.mtime)
+        key = (path, vfs.version_of(path, meta.mtime, meta.file_size))
         with self._lock:
             found = self._dirs.get(key)
         if found is not None:

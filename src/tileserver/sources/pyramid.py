@@ -124,7 +124,7 @@ class PyramidReader:
         self.open_images = open_images
         self._local = threading.local()
         # decoded levels kept in memory: virtual levels, and small stored levels read as a whole
-        self._decoded: ByteLRU[tuple[str, float, int, int], Any] = ByteLRU(decoded_cache_bytes)
+        self._decoded: ByteLRU[tuple[str, vfs.Version, int, int], Any] = ByteLRU(decoded_cache_bytes)
         self._stored = StoredTiles()
 
     def decoded_stats(self) -> dict[str, int]:
@@ -263,10 +263,10 @@ class PyramidReader:
     def _open(self, path: str, meta: ImageMeta, lv: Level, page: int) -> Any:
         if meta.loader != "tiffload" or not meta.compression:  # not a tiled TIFF directory
             return self._whole(path, meta, lv.page + page)
-        handles: OrderedDict[tuple[str, float, int, int], Any] | None = getattr(self._local, "h", None)
+        handles: OrderedDict[tuple[str, vfs.Version, int, int], Any] | None = getattr(self._local, "h", None)
         if handles is None:
             handles = self._local.h = OrderedDict()
-        key = (path, meta.mtime, lv.page + page, lv.subifd)
+        key = (path, vfs.version_of(path, meta.mtime, meta.file_size), lv.page + page, lv.subifd)
         img = handles.get(key)
         if img is not None:
             handles.move_to_end(key)
@@ -284,7 +284,7 @@ class PyramidReader:
         Never opened for random access: libvips would decode such a file past VIPS_DISC_THRESHOLD (100 MB)
         into a temporary file on disc, kept open (and its disc space taken) as long as the handle. The
         pixel budget (budget.py) has bounded its size (`ImageMeta.decode_pixels`) before this runs."""
-        key = (path, meta.mtime, page, 0)
+        key = (path, vfs.version_of(path, meta.mtime, meta.file_size), page, 0)
         img = self._decoded.get(key)
         if img is None:
             options = {"page": page} if page else {}
@@ -354,9 +354,9 @@ class PyvipsFormat:
         return PyramidImage(self.reader, path, self.reader.info(path, ident))
 
 
-def _decoded_key(path: str, meta: ImageMeta, index: int, page: int) -> tuple[str, float, int, int]:
+def _decoded_key(path: str, meta: ImageMeta, index: int, page: int) -> tuple[str, vfs.Version, int, int]:
     """A decoded level's key: file, version, directory of the page's full resolution, level."""
-    return path, meta.mtime, meta.levels[0].page + page, index
+    return path, vfs.version_of(path, meta.mtime, meta.file_size), meta.levels[0].page + page, index
 
 
 def shrink(src: Any, width: int, height: int) -> Any:

@@ -245,6 +245,16 @@ def stat(loc: str) -> Stat:
     return st
 
 
+Version = tuple[float, int, str]
+
+
+def version_of(loc: str, mtime: float, size: int) -> Version:
+    """What tells one version of a file from another in a cache key: mtime and size, and an object's ETag
+    (S3's Last-Modified has whole seconds: an object replaced within the second it was written would
+    otherwise keep the handles and directories read from the old one)."""
+    return mtime, size, known_stat(loc).version if remote(loc) else ""
+
+
 def known_stat(loc: str) -> Stat:
     """The last stat taken of `loc` (a HEAD only when there is none): what reads go by. Whether an object
     changed is the core's question, asked every `stat_interval` through `stat`, which renews this."""
@@ -253,10 +263,14 @@ def known_stat(loc: str) -> Stat:
     return found[1] if found is not None else stat(loc)
 
 
-def forget(loc: str) -> None:
-    """Drop the remembered stat of `loc` (after a read found the object changed)."""
+def forget(loc: str | None = None) -> None:
+    """Drop the remembered stat of `loc` (of every object: None), so that the next `stat` asks the store: after
+    a read found the object changed, and at a purge (an object replaced a moment before it must be seen)."""
     with _stats_lock:
-        _stats.pop(loc, None)
+        if loc is None:
+            _stats.clear()
+        else:
+            _stats.pop(loc, None)
 
 
 # -- reads --------------------------------------------------------------------------------------
