@@ -210,6 +210,14 @@ def test_the_replicas_reach_the_store_and_the_cache_by_service_name() -> None:
     assert configmap["TILESERVER_CACHE_URL"] == f"redis://tileserver-redis:{redis}/0"
 
 
+def test_redis_evicts_entries_and_keeps_the_purge_generations() -> None:
+    """The shared cache's entries have a TTL and its purge generations none: volatile-lru evicts the first."""
+    pod = manifest("Deployment", "tileserver-redis")["spec"]["template"]["spec"]["containers"][0]
+    for args in (compose()["services"]["redis"]["command"], pod["args"]):
+        assert args[0] == "redis-server" and args[args.index("--maxmemory-policy") + 1] == "volatile-lru"
+        assert args[args.index("--save") + 1] == "" and "--maxmemory" in args
+
+
 def test_service_ingress_autoscaler_and_budget_point_at_the_deployment() -> None:
     deployment = manifest("Deployment", "tileserver")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
