@@ -351,7 +351,7 @@ def under_load(b: Bench, c: Cluster, urls: Path, label: str, fault: str) -> tupl
     elif c.cache:
         c.cache.kill()
     load.join()
-    lines = c.access_log()[seen:]
+    lines = c.access_log(at_least=seen + int(got[0].get("requests", 0)) if got else 0)[seen:]
     return ((got[0] if got else {}), sum(ln.retried for ln in lines),
             sum(ln.status not in (200, 499) for ln in lines), sum(ln.status == 499 for ln in lines))
 

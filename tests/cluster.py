@@ -231,9 +231,16 @@ class Cluster:
             raise RuntimeError("this cluster has no shared cache server")
         return self.cache
 
-    def access_log(self) -> list[Logged]:
+    def access_log(self, at_least: int = 0, timeout: float = 5.0) -> list[Logged]:
+        """nginx's access log, once it has `at_least` lines (nginx writes a line after the response has gone,
+        so a client may see the answer before its line is there)."""
         path = self.nginx_folder / "access.log"
-        return parse_log(path.read_text(errors="replace")) if path.exists() else []
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = parse_log(path.read_text(errors="replace")) if path.exists() else []
+            if len(lines) >= at_least or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.02)
 
     def nginx_pid(self) -> int:
         return int((self.nginx_folder / "nginx.pid").read_text())

@@ -124,7 +124,7 @@ def test_nginx_spreads_requests_over_every_replica_on_kept_alive_connections(clu
         for path in paths:
             r = client.get(path)
             assert r.status_code == 200 and decode(r.content).width == int(path.split("/")[5].rstrip(","))
-    lines = cluster.access_log()[seen:]
+    lines = cluster.access_log(at_least=seen + len(paths))[seen:]
     assert [ln.path for ln in lines] == paths and all(ln.status == 200 and not ln.retried for ln in lines)
     by = {r.address: sum(ln.answered_by == r.address for ln in lines) for r in cluster.replicas}
     assert min(by.values()) >= len(paths) // 3 - 1, by  # round robin
@@ -235,7 +235,7 @@ def test_a_replica_killed_under_load_costs_no_request(cluster: Cluster) -> None:
         cluster.kill(victim.index)
         killed_after = load.sent
         load.wait_sent(killed_after + 150, timeout=60)
-    lines = cluster.access_log()
+    lines = cluster.access_log(at_least=start + load.sent)
     before, after = lines[start:at_kill], lines[at_kill:]
     retried = [ln for ln in after if ln.retried]
     print(f"replica kill ({cluster.shared().kind}): sent {load.sent}, failed {len(load.failed)}, "

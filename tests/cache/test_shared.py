@@ -203,6 +203,30 @@ async def test_a_render_waits_for_the_lease_holder_and_takes_its_result() -> Non
     assert sc.lease_key(key) not in backend.data  # released after the entry was written
 
 
+async def test_a_lease_won_after_the_holder_stored_the_tile_renders_nothing() -> None:
+    """A replica misses, the holder stores the tile and releases its lease, then this replica takes the lease
+    (the three replicas of tests/test_cluster.py met this): it finds the tile, renders nothing, lets go."""
+    key = sc.entry_key("t", "late")
+
+    class Late(Scripted):
+        async def add(self, k: bytes, value: bytes, ttl_ms: int) -> bool:
+            self.data[key] = sc.pack_tile(key, TILE)  # the holder's write landed just before this lease
+            return await super().add(k, value, ttl_ms)
+
+    backend = Late()
+    cache = cache_of(backend)
+    renders = []
+
+    async def render() -> Rendered:
+        renders.append("here")
+        return TILE
+
+    out, from_shared = await cache.tile_or_render(key, render)
+    assert renders == [] and from_shared and out.body == TILE.body
+    await cache.drain()
+    assert sc.lease_key(key) not in backend.data
+
+
 async def test_a_failed_render_tells_the_waiters_at_once() -> None:
     backend = Scripted()
     holder, waiter = cache_of(backend, lease_ms=5000), cache_of(backend, lease_ms=5000)

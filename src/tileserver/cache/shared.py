@@ -315,6 +315,10 @@ class SharedCache:
                 return waited, True
         elif won:
             self.counters.leases += 1
+            late = await self.tile(key, count=False)  # stored by the holder before us, between our miss and lease
+            if isinstance(late, Rendered):
+                self.release(lease_key(key))
+                return late, True
         return await self._render_and_store(key, render, bool(won)), False
 
     async def _wait(self, key: bytes) -> Rendered | None:
