@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 import httpx
 import pytest
 
-from .live import free_port
+from .live import free_port, stop
 from .store_proxy import Counts, Exchange, Fault, FaultKind, StoreProxy
 
 __all__ = ["Counts", "Exchange", "Fault", "FaultKind", "FileServer", "S3Service", "StoreProxy", "moto_server",
@@ -66,16 +66,6 @@ def wait_answering(url: str, proc: subprocess.Popen[bytes], what: str, timeout: 
             except httpx.HTTPError:
                 time.sleep(0.05)
     raise RuntimeError(f"{what} did not answer {url} within {timeout} s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ------------------------------------------------------------------------------------------------- S3

@@ -106,13 +106,14 @@ class RemoteSource:
         import obstore
 
         m = self.mount
-        prefix = m.key(self.root) + under
+        base = m.key(self.root)
+        prefix = base + under
         out: list[str] = []
 
         def run() -> list[str]:
             for batch in obstore.list(m.store, prefix=prefix or None, chunk_size=1000):
                 for item in batch:
-                    out.append(str(item["path"])[len(m.key(self.root)):])
+                    out.append(str(item["path"])[len(base):])
                     if len(out) >= limit:
                         return out
             return out

@@ -318,20 +318,19 @@ class Reader:
         """Exactly these bytes (fewer at the end of the object): one request for a remote object."""
         if self._mount is None:
             return os.pread(self._fd, count, offset)
-        if count <= 0 or offset >= self._stat.size:
-            return b""
-        return self._get([(offset, min(count, self._stat.size - offset))])[0]
+        count = self._clip(count, offset)
+        return self._get([(offset, count)])[0] if count else b""
 
     def pread_cached(self, count: int, offset: int) -> bytes:
         """As `pread`; for a remote object, a read shorter than `SMALL` comes from (and fills) the
         cache of 4 KiB blocks: the many small reads of a directory parser cost a few requests."""
         if self._mount is None:
             return os.pread(self._fd, count, offset)
-        if count <= 0 or offset >= self._stat.size:
+        count = self._clip(count, offset)
+        if not count:
             return b""
-        count = min(count, self._stat.size - offset)
         if count < SMALL:
-            return self._cached(count, offset)
+            return self.pread_many_cached([(offset, count)])[0]
         return self._get([(offset, count)])[0]
 
     def pread_known(self, count: int, offset: int) -> bytes:
@@ -340,18 +339,12 @@ class Reader:
         than the tile."""
         if self._mount is None:
             return os.pread(self._fd, count, offset)
-        if count <= 0 or offset >= self._stat.size:
-            return b""
-        count = min(count, self._stat.size - offset)
-        first, last = offset // BLOCK, (offset + count - 1) // BLOCK
-        blocks = []
-        for b in range(first, last + 1):
-            got = _blocks.get((self.loc, self._version, b))
-            if got is None:
-                return self._get([(offset, count)])[0]
-            blocks.append(got)
-        start = offset - first * BLOCK
-        return b"".join(blocks)[start : start + count]
+        count = self._clip(count, offset)
+        return self._from_blocks(count, offset) if count else b""
+
+    def _clip(self, count: int, offset: int) -> int:
+        """`count` cut to what the object holds from `offset` (0: nothing)."""
+        return max(0, min(count, self._stat.size - offset))
 
     def pread_many_cached(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """The bytes of each (offset, count), fetched as whole blocks (one request for ranges close
@@ -372,11 +365,12 @@ class Reader:
                     _blocks.put((self.loc, ver, b), chunk, len(chunk) + 64)
         out = []
         for o, c in ranges:
-            c = max(0, min(c, size - o))
+            c = self._clip(c, o)
             out.append(self._from_blocks(c, o) if c else b"")
         return out
 
     def _from_blocks(self, count: int, offset: int) -> bytes:
+        """The range from the block cache, or fetched exactly when a block of it is not there."""
         first, last = offset // BLOCK, (offset + count - 1) // BLOCK
         parts = []
         for b in range(first, last + 1):
@@ -395,8 +389,7 @@ class Reader:
         """The bytes of each (offset, count) in `ranges`."""
         if self._mount is None:
             return [os.pread(self._fd, count, offset) for offset, count in ranges]
-        size = self._stat.size
-        clipped = [(o, max(0, min(c, size - o))) for o, c in ranges]
+        clipped = [(o, self._clip(c, o)) for o, c in ranges]
         wanted = [(o, c) for o, c in clipped if c > 0]
         got = iter(self._get(wanted)) if wanted else iter(())
         return [next(got) if c > 0 else b"" for _, c in clipped]
@@ -422,29 +415,6 @@ class Reader:
                 forget(self.loc)
                 raise StoreFailure("the image store returned a short read")
         return data
-
-    def _cached(self, count: int, offset: int) -> bytes:
-        first, last = offset // BLOCK, (offset + count - 1) // BLOCK
-        ver = self._version
-        blocks: dict[int, bytes] = {}
-        missing: list[int] = []
-        for b in range(first, last + 1):
-            got = _blocks.get((self.loc, ver, b))
-            if got is None:
-                missing.append(b)
-            else:
-                blocks[b] = got
-        if missing:
-            lo, hi = missing[0] * BLOCK, min((missing[-1] + 1) * BLOCK, self._stat.size)
-            data = self._get([(lo, hi - lo)])[0]
-            for b in missing:
-                chunk = data[b * BLOCK - lo : (b + 1) * BLOCK - lo]
-                blocks[b] = chunk
-                _blocks.put((self.loc, ver, b), chunk, len(chunk) + 64)
-        joined = b"".join(blocks[b] for b in range(first, last + 1))
-        start = offset - first * BLOCK
-        return joined[start : start + count]
-
 
 def _requests(ranges: Sequence[tuple[int, int]]) -> int:
     """The GETs obstore makes of `ranges` (it merges ranges less than `COALESCE` bytes apart)."""
