@@ -7,6 +7,7 @@ requests in flight, refuses new connections and exits within `shutdown_timeout`,
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import selectors
 import signal
@@ -14,13 +15,17 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import pyvips
+import uvicorn
+from uvicorn.server import ServerState
+
+from tileserver.web.server import GuardedProtocol, HeadLimits, TurnWriter
 
 from ..conftest import RGB_TIF, decode
 from ..live import clean_env, live_process
@@ -369,3 +374,75 @@ def test_sigterm_exits_within_the_shutdown_timeout(image_root: Path, tmp_path: P
         took = exited_within(proc, t0, timeout + 5)  # a generous bound: the machine may be loaded
         assert took >= timeout - 0.2  # it did wait for the request
         assert not reply_of(stalled, timeout=1).startswith(b"HTTP/1.1 200")
+
+
+class Recording(asyncio.Transport):
+    """A transport that records each write (the socket's sends)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def tile_app(scope: dict[str, object], receive: object, send: Callable[..., Awaitable[None]]) -> None:
+    body = b"x" * 70000
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def test_a_response_head_and_body_leave_in_one_write() -> None:
+    """A replica killed between head and body would leave nginx a response it cannot retry elsewhere."""
+    config = uvicorn.Config(tile_app, lifespan="off", server_header=False, date_header=False)
+    config.load()
+    transport = Recording()
+    protocol = GuardedProtocol(config=config, server_state=ServerState(), app_state={},
+                               limits=HeadLimits(5, 4096, 2048))
+    protocol.connection_made(transport)
+    protocol.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    for _ in range(50):
+        if transport.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert transport.closed
+    assert len(transport.writes) == 2  # two responses, one write each
+    for sent in transport.writes:
+        head, _, body = sent.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK") and body == b"x" * 70000
+
+
+async def test_turn_writer_holds_one_turn() -> None:
+    transport = Recording()
+    writer = TurnWriter(transport, asyncio.get_running_loop())
+    writer.write(b"head")
+    writer.write(memoryview(b"body"))
+    assert transport.writes == [] and writer.get_write_buffer_size() == 8
+    await asyncio.sleep(0)
+    assert transport.writes == [b"headbody"]
+    writer.write(b"last")
+    writer.close()  # writes what it holds first
+    assert transport.writes == [b"headbody", b"last"] and transport.closed
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 2

@@ -10,7 +10,13 @@ a time (slowloris), is kept for ever. `GuardedProtocol` adds, per connection:
   it fires the connection is closed, after a 408 when part of a request came;
 - a bound on the request head (`max_url_bytes` for the URL, `max_header_bytes` for the request line
   and headers together): past it a 414 or 431 and the connection is closed, having held at most the
-  limit plus one read of the socket.
+  limit plus one read of the socket;
+- one write per response: uvicorn writes the status line and headers as soon as the app sends them,
+  and the body in a second write. `TurnWriter` holds what is written in one turn of the event loop
+  and writes it at the end of that turn, so a response whose body is sent right after its head (every
+  response of ours but streamed exports) leaves in one `send`. A process killed between the two
+  writes would have sent a head and no body: a load balancer cannot retry that request elsewhere (it
+  has begun to answer its client), and the client gets a broken response.
 
 The rest are uvicorn's own options: `max_connections` -> `limit_concurrency` (503 past it),
 `keep_alive_timeout` -> `timeout_keep_alive`, `shutdown_timeout` -> `timeout_graceful_shutdown` (after
@@ -57,8 +63,55 @@ class Refused(Exception):
 REFUSALS = {414: "the request target is too long", 431: "the request's headers are too large"}
 
 
+class TurnWriter:
+    """A transport's writes of one event-loop turn, joined into one write at the end of the turn.
+
+    Everything else is the transport's; `close` and `write_eof` write what is held first, `abort`
+    drops it. Held bytes count in `get_write_buffer_size`, so flow control still sees them."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        if not self._held:
+            self._loop.call_soon(self.flush)
+        self._held.append(bytes(data) if not isinstance(data, bytes) else data)
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, []
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._held = []
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._held))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a header timeout and a bounded request head."""
+    """uvicorn's httptools protocol with a header timeout, a bounded request head and one write per
+    response (`TurnWriter`)."""
 
     def __init__(self, *args: Any, limits: HeadLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -71,7 +124,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     # -- the header timeout --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(cast("asyncio.Transport", TurnWriter(transport, self.loop)))
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
