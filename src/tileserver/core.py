@@ -30,26 +30,18 @@ from typing import Any, TypeVar
 from . import __version__
 from .admission import Admission, Lane, estimate, lane_for
 from .cache import codec
-from .cache.disk import DiskStore
 from .cache.memory import ByteLRU, CountLRU
 from .cache.shared import SharedCache, entry_key
 from .errors import Busy, NotFound, TileServerError
 from .imaging.encode import available_formats
+from .imaging.isolate import Children, Location
 from .imaging.render import render, samples
 from .models import ImageMeta, OutputFormat, Rendered, Samples, Sequence, TileRequest
 from .settings import Settings
 from .sources import vfs
-from .sources.base import Format, Selector, SourceImage, split_selector
-from .sources.budget import PixelBudget
-from .sources.derived import DerivedFormat, DeriveOptions
-from .sources.jp2 import Jp2Format
-from .sources.local import Source
-from .sources.ome import OmeFormat
-from .sources.pyramid import PyramidReader, PyvipsFormat, configure_vips
-from .sources.registry import Registry
-from .sources.resolve import Resolver
-from .sources.slide import SlideFormat, SlideReader
-from .sources.stores import RemoteSource, options_of
+from .sources.base import Selector, SourceImage, split_selector
+from .sources.configured import Sources
+from .sources.pyramid import configure_vips
 
 T = TypeVar("T")
 TileKey = tuple[TileRequest, float, str]  # the request, the file's mtime, the image's purge generation
@@ -162,18 +154,10 @@ class _Entry:
 class TileService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.budget = PixelBudget.of(settings)
-        self.source = self._source(settings)
-        self.reader = PyramidReader(settings.virtual_tile_size, settings.open_images,
-                                     int(settings.decoded_cache_mb * 1024 * 1024))
-        self.slides = SlideReader(settings.virtual_tile_size, int(settings.slide_cache_mb * 1024 * 1024),
-                                  int(settings.decoded_cache_mb * 1024 * 1024), self.budget)
-        self.derivatives = self._derivatives(settings)
-        libvips: Format = self.derivatives or PyvipsFormat(self.reader)
-        jp2_bytes = int(settings.jp2_cache_mb * 1024 * 1024)  # the shared folder holds every worker's share
-        self.jp2 = Jp2Format(jp2_bytes, settings.virtual_tile_size, settings.jp2_threads, share=settings.jp2_share,
-                             share_bytes=jp2_bytes * settings.workers, budget=self.budget)
-        self.formats = Registry([self.jp2, OmeFormat(self.reader), SlideFormat(self.slides), libvips])
+        self.sources = Sources.of(settings)
+        self.budget, self.source, self.reader = self.sources.budget, self.sources.source, self.sources.reader
+        self.slides, self.derivatives, self.jp2 = self.sources.slides, self.sources.derivatives, self.sources.jp2
+        self.formats = self.sources.formats
         # small values derived from a whole image (render's histograms), kept while its file is unchanged
         self.derived: ByteLRU[Hashable, object] = ByteLRU(8 << 20)
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)
@@ -185,6 +169,7 @@ class TileService:
         self._loading: dict[str, asyncio.Future[_Entry]] = {}
         self._opening: dict[str, asyncio.Future[_Entry]] = {}
         self.admission = Admission(settings)
+        self.children = Children(settings) if settings.admission_large_processes else None
         self._started = False
         self._formats: tuple[OutputFormat, ...] | None = None
         # the shared second-level cache of a cluster (cache/shared.py), and what its entries depend on
@@ -195,33 +180,6 @@ class TileService:
                                       *(str(getattr(settings, n)) for n in OUTPUT_SETTINGS)])
         self._generations: dict[str, str] = {}  # purges without a shared cache: image name ("" for all) -> token
 
-    @staticmethod
-    def _source(settings: Settings) -> Source | RemoteSource | Resolver:
-        """The image root: a folder, or a store URL (`root_url`: objects read by byte range, sources/vfs.py);
-        behind the resolvers' templates and hook when there are any (sources/resolve.py)."""
-        vfs.configure(int(settings.store_block_cache_mb * 1024 * 1024))
-        vfs.configure_cache(settings.source_cache_dir, int(settings.source_cache_mb * 1024 * 1024))
-        options = options_of(settings)
-        base: Source | RemoteSource
-        if settings.root_url is None:
-            base = Source(settings.root, settings.filename_prefix, settings.filename_suffix,
-                          settings.max_identifier_length, settings.filename_pattern)
-        else:
-            base = RemoteSource(settings.root_url, options, settings.filename_prefix, settings.filename_suffix,
-                                settings.max_identifier_length)
-        if not settings.resolvers and settings.resolver_hook is None:
-            return base
-        return Resolver(base, settings.resolvers, settings.resolver_hook, settings.resolver_roots, options)
-
-    def _derivatives(self, settings: Settings) -> DerivedFormat | None:
-        """Pyramids of large untiled images, when a derivative folder is configured."""
-        if settings.derive_dir is None:
-            return None
-        store = DiskStore(settings.derive_dir, settings.derive_cache_bytes)
-        options = DeriveOptions(int(settings.derive_min_megapixels * 1e6), settings.derive_quality,
-                                settings.derive_preview_size, settings.derive_jobs)
-        return DerivedFormat(PyvipsFormat(self.reader), store, options, self.budget)
-
     # -- lifecycle (called from the app's lifespan) ----------------------------------------------
     def start(self) -> None:
         configure_vips()
@@ -229,9 +187,10 @@ class TileService:
         self._started = True
 
     def stop(self) -> None:
-        if self.derivatives is not None:
-            self.derivatives.close()
+        self.sources.close()
         self.admission.stop()
+        if self.children is not None:
+            self.children.stop()
         self._started = False
 
     async def aclose(self) -> None:
@@ -397,7 +356,7 @@ class TileService:
         """The entry of `found`'s image, opened (in a pool thread). A selection is made from its base's own
         entry when that is loaded and unchanged (a document's pages are asked for one after another)."""
         if found.selector is None:
-            image = self._admitted(self.formats.open(found.path, found.ident))
+            image = self.sources.admitted(self.formats.open(found.path, found.ident))
             return _Entry.of(image, found.path, now, sequence=found.sequence, stat=found.stat, found=found)
         assert found.base is not None
         whole = self.metadata.get(found.base)
@@ -405,8 +364,8 @@ class TileService:
                 and self._unchanged(found.path, whole)):
             image = whole.image.select(found.selector)
         else:
-            image = self._admitted(self.formats.open(found.path, found.base)).select(found.selector)
-        return _Entry.of(self._admitted(image), found.path, now, ident=found.ident, stat=found.stat, found=found)
+            image = self.sources.admitted(self.formats.open(found.path, found.base)).select(found.selector)
+        return _Entry.of(self.sources.admitted(image), found.path, now, ident=found.ident, stat=found.stat, found=found)
 
     async def _image(self, entry: _Entry) -> SourceImage:
         """The entry's image, opened now (once, however many renders wait) when its metadata came from the
@@ -436,14 +395,6 @@ class TileService:
         if self.metadata.peek(entry.meta.ident) is entry:
             self.metadata.put(entry.meta.ident, opened)
         return opened
-
-    def _admitted(self, image: SourceImage) -> SourceImage:
-        """`image` when it is within the pixel budget (sources/budget.py), else SourceTooLarge. An image
-        answered from a preview while its pyramid is made (`provisional`) was checked by its format, by
-        what the conversion holds."""
-        if not image.meta.provisional:
-            self.budget.check(image.meta)
-        return image
 
     @staticmethod
     def _stat(path: str, ident: str) -> vfs.Stat:
@@ -541,7 +492,12 @@ class TileService:
         cost = estimate(entry.meta, req)
         self._ensure_started()
         lane = Lane.LARGE if background else lane_for(cost, self.settings)
-        out = await self.admission.run(lane, render, image, req, self.settings, self.derived, cost=cost)
+        found = entry.found
+        if lane is Lane.LARGE and self.children is not None and found is not None and not image.meta.provisional:
+            where = Location(found.path, found.base or found.ident, found.stat, found.base, found.selector)
+            out = await self.admission.run(lane, self.children.render, where, req, cost=cost)
+        else:
+            out = await self.admission.run(lane, render, image, req, self.settings, self.derived, cost=cost)
         out = replace(out, etag=etag_for(entry.meta, repr(req)))
         if entry.meta.provisional or image.meta.provisional:  # from a preview: never cached, and marked so
             return replace(out, provisional=True, timing=f"{out.timing}, {PREVIEW_TIMING}")
@@ -592,6 +548,8 @@ class TileService:
     def stats(self) -> dict[str, dict[str, Any]]:
         out = {"tile_cache": self.tiles.stats(), "metadata_cache": self.metadata.stats(),
                "replay": {**self.recorded.stats(), "replayed": self.replayed}, "admission": self.admission.stats()}
+        if self.children is not None:  # the large lane's render processes running now (imaging/isolate.py)
+            out["admission"]["large_processes"] = self.children.running()
         if self.derivatives is not None:
             out["derivatives"] = self.derivatives.stats()
         if self.settings.remote:

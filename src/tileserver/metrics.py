@@ -77,6 +77,10 @@ class Families:
         self.refusals = counter("tileserver_admission_refused", "Work refused by admission control (503), by "
                                 "lane and reason", ("lane", "reason"))
         self.workers = gauge("tileserver_workers", "Server processes alive", ())
+        self.process_exits = counter("tileserver_render_process_exits", "Render child processes of the large lane "
+                                     "that ended, by reason: killed (its render was abandoned: deadline or client "
+                                     "gone), died (crashed or killed from outside: its render got 503), stopped "
+                                     "(server shutdown)", ("reason",))
         self.store_requests = counter("tileserver_store_requests", "Requests made to image stores (S3, GCS, Azure, "
                                       "HTTP), by operation: HEAD, GET (ranges and whole copies), LIST", ("op",))
         self.store_bytes = counter("tileserver_store_read_bytes", "Bytes read from image stores", ())
@@ -105,6 +109,7 @@ class _State:
         self.children: dict[tuple[object, ...], Any] = {}
         self.lock = threading.Lock()
         self.io_seen: dict[str, int] = {}
+        self.captured: list[tuple[Any, ...]] | None = None  # a render child's `rendered` calls (capture)
 
 
 _state = _State()
@@ -176,6 +181,9 @@ def rendered(path: str, source_format: str, output_format: str, seconds: float, 
     """One image made by `path` (passthrough, recode, decode) from a `source_format` file as `output_format` in
     `seconds`, and the times of its stages when they were measured apart (`decode`: the pixels read, decoded
     and processed; `encode`)."""
+    if _state.captured is not None:
+        _state.captured.append((path, source_format, output_format, seconds, decode, encode))
+        return
     f = _state.families
     if f is None:
         return
@@ -185,6 +193,25 @@ def rendered(path: str, source_format: str, output_format: str, seconds: float, 
         _child(f.decode, source_format).observe(decode)
     if encode is not None:
         _child(f.encode, output_format).observe(encode)
+
+
+def capture(into: list[tuple[Any, ...]] | None) -> None:
+    """Keep this process's `rendered` calls in `into` instead of recording them (None: record again): a
+    render child of the large lane (imaging/isolate.py) sends them to its server process, which records
+    them with `replay_rendered`."""
+    _state.captured = into
+
+
+def replay_rendered(calls: list[tuple[Any, ...]]) -> None:
+    for path, source_format, output_format, seconds, decode, encode in calls:
+        rendered(path, source_format, output_format, seconds, decode=decode, encode=encode)
+
+
+def process_exit(reason: str) -> None:
+    """One render child process ended (`reason`: killed, died, stopped)."""
+    f = _state.families
+    if f is not None:
+        _child(f.process_exits, reason).inc()
 
 
 def admission(lane: str, in_flight: int, queued: int) -> None:

@@ -300,8 +300,15 @@ class Settings(BaseSettings):
     admission_large_threads: int = Field(1, ge=1, le=64, description="Large renders running at once per process, "
                                          "on threads of their own")
     admission_large_nice: int = Field(10, ge=0, le=19, description="How much lower the OS priority (nice) of the "
-                                      "large lane's threads is, so that tiles get the CPU first (Linux; 0: the "
-                                      "same). libvips' own worker threads are shared by both lanes and keep theirs")
+                                      "large lane's render processes (with `admission_large_processes`; else its "
+                                      "threads) is, so that tiles get the CPU first (0: the same). Without render "
+                                      "processes libvips' own worker threads are shared by both lanes and keep "
+                                      "theirs")
+    admission_large_processes: bool = Field(True, description="Run large renders in child processes (as many as "
+                                            "`admission_large_threads`, started when first needed, niced by "
+                                            "`admission_large_nice`, reused): their libvips threads then give way "
+                                            "to tiles, and an abandoned render's child is killed, which frees its "
+                                            "CPU and memory at once; false: in the large lane's threads")
     admission_large_megapixels: float = Field(100.0, gt=0, description="Pixels (decoded plus output, in millions) "
                                               "that the large renders of a process may have in flight; one render "
                                               "always runs when the lane is idle, however large")
