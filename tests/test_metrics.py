@@ -209,3 +209,31 @@ def test_one_scrape_sums_processes_and_forgets_dead_ones(tmp_path: Path, end: st
     assert value(samples, "tileserver_admission_in_flight", lane="large") == 0
     assert value(samples, "tileserver_workers") == 0
     assert not list(tmp_path.glob("gauge_live*"))
+
+
+def test_render_process_exits_count_by_reason() -> None:
+    name = "tileserver_render_process_exits_total"
+    before = scrape()
+    metrics.process_exit("killed")
+    metrics.process_exit("killed")
+    metrics.process_exit("died")
+    after = scrape()
+    assert value(after, name, reason="killed") - value(before, name, reason="killed") == 2
+    assert value(after, name, reason="died") - value(before, name, reason="died") == 1
+    assert value(after, name, reason="stopped") == value(before, name, reason="stopped")
+
+
+def test_captured_renders_are_recorded_when_replayed() -> None:
+    """A render child's `rendered` calls are kept, not recorded, and count once the server replays them."""
+    name = "tileserver_tiles_rendered_total"
+    before = value(scrape(), name, path="decode")
+    calls: list[tuple[object, ...]] = []
+    metrics.capture(calls)
+    try:
+        metrics.rendered("decode", "tiff", "gif", 0.2)
+    finally:
+        metrics.capture(None)
+    assert value(scrape(), name, path="decode") == before
+    assert calls == [("decode", "tiff", "gif", 0.2, None, None)]
+    metrics.replay_rendered(calls)
+    assert value(scrape(), name, path="decode") == before + 1
