@@ -12,11 +12,17 @@
   or a page asking for a few WebP images at once) without letting a flood of long ones wait for nothing.
   Nothing queues without bound.
 - Every render has a deadline (`admission_deadline`, waiting included): past it the client gets 503 and the
-  work is cancelled as far as libvips allows (imaging/cancel.py). A thread cannot be killed, so abandoned work
-  keeps its place (its thread, its pixels) until it really ends.
-- Both lanes share the CPU, so the large lane's threads run at a lower OS priority (`admission_large_nice`):
-  the parts of a large render that run in its own thread (GIF quantisation, WebP/AVIF/JPEG 2000 encoding,
-  Python) give way to tiles. libvips' worker threads are shared by all renders and keep their priority.
+  work is cancelled. A large render in a child process (below) is stopped for good: its child is killed
+  (SIGKILL) and replaced, which frees its CPU and memory at once, and its place frees as soon as its pool
+  thread sees the child gone. Work in a thread (the tile lane; the large lane with
+  `admission_large_processes=false`) is cancelled as far as libvips allows (imaging/cancel.py): a thread
+  cannot be killed, so it keeps its place (its thread, its pixels) until it really ends.
+- Both lanes share the CPU, so large renders run at a lower OS priority (`admission_large_nice`). By default
+  (`admission_large_processes`) each runs in one of `admission_large_threads` niced child processes
+  (imaging/isolate.py), libvips' worker threads included, while the large lane's pool thread waits for it (so
+  the counting here is the same either way). Without them only the large lane's own threads are niced: the
+  parts of a large render that run there (GIF quantisation, WebP/AVIF/JPEG 2000 encoding, Python) give way to
+  tiles, but libvips' worker threads are shared by all renders of a process and keep their priority.
 
 `estimate(meta, req)` is the cost model. Its unit is the megapixel-equivalent: decoding one megapixel from a
 JPEG-tiled pyramid, or encoding one as JPEG, costs 1 (3-9 ms of one core on the 2-core test machine).
