@@ -23,7 +23,12 @@ The rest are uvicorn's own options: `max_connections` -> `limit_concurrency` (50
 SIGTERM: stop accepting, finish the requests in flight, cancel what is left at the timeout).
 `Supervisor` is uvicorn's worker supervisor that also closes its copy of the listening socket when it
 is told to stop, so that new connections are refused while the workers drain (else the kernel queues
-them on that socket until the supervisor exits, then resets them).
+them on that socket until the supervisor exits, then resets them). Where the system has SO_REUSEPORT
+(Linux), each worker listens on a socket of its own (`ReusePortSocket`: the supervisor's socket reserves
+the address and is never listened on; each worker binds its own when it receives it), and the kernel spreads
+new connections over the workers. On one shared socket the worker that wakes first accepts every connection
+of a burst: a client's few keep-alive connections (a viewer's, a proxy's) all land in one worker, whose
+threads then queue its tiles while another worker idles.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ import asyncio
 import functools
 import http
 import logging
+import socket
 from dataclasses import dataclass
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, cast
 
 import uvicorn
@@ -208,6 +215,49 @@ class Supervisor(Multiprocess):
         super().terminate_all()
 
 
+class ReusePortSocket(socket.socket):
+    """The supervisor's socket on the server's address (SO_REUSEPORT), handed to each worker as a socket of the
+    worker's own on that address (`_own_socket`, when the worker unpickles it)."""
+
+    @classmethod
+    def bound(cls, config: uvicorn.Config) -> ReusePortSocket:
+        family = socket.AF_INET6 if config.host and ":" in config.host else socket.AF_INET
+        sock = cls(family, socket.SOCK_STREAM)
+        _reuse(sock)
+        sock.bind((config.host, config.port))
+        log.info("tileserver listening on %s:%d, one socket per worker (SO_REUSEPORT)", config.host,
+                 sock.getsockname()[1])
+        return sock
+
+
+def _reuse(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+
+def _own_socket(family: int, address: tuple[Any, ...]) -> socket.socket:
+    """In a worker: a socket of its own on the supervisor's address (uvicorn listens on it)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    _reuse(sock)
+    sock.bind(address)
+    return sock
+
+
+def _send_address(sock: ReusePortSocket) -> tuple[Any, tuple[Any, ...]]:
+    return _own_socket, (sock.family, sock.getsockname())
+
+
+ForkingPickler.register(ReusePortSocket, _send_address)
+
+
+def listening_socket(config: uvicorn.Config) -> socket.socket:
+    """The supervisor's socket: a `ReusePortSocket` on a TCP address where SO_REUSEPORT exists, else uvicorn's
+    shared one."""
+    if hasattr(socket, "SO_REUSEPORT") and config.uds is None and config.fd is None:
+        return ReusePortSocket.bound(config)
+    return config.bind_socket()
+
+
 def config_for(settings: Settings, *, verbose: bool) -> uvicorn.Config:
     protocol = functools.partial(GuardedProtocol, limits=HeadLimits.of(settings))
     return uvicorn.Config(
@@ -226,7 +276,7 @@ def serve(settings: Settings, *, verbose: bool = False) -> int:
     server = uvicorn.Server(config)
     try:
         if config.workers > 1:
-            Supervisor(config, sockets=[config.bind_socket()]).run()
+            Supervisor(config, sockets=[listening_socket(config)]).run()
             return 0
         server.run()
     except KeyboardInterrupt:
