@@ -22,6 +22,7 @@ child are sent back and recorded by the server process.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import multiprocessing
 import os
@@ -255,6 +256,8 @@ def main(conn: Connection, settings: Settings, priority: int, parent: int) -> No
     threading.Thread(target=_watch, args=(parent,), name="tileserver-watch", daemon=True).start()
     configure_vips()
     renderer = _Renderer(settings)
+    gc.collect()
+    gc.freeze()  # a full collection then walks only what renders make (cli.frozen)
     calls: list[tuple[Any, ...]] = []
     metrics.capture(calls)
     while True:
