@@ -172,7 +172,11 @@ class Children:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        child = _Child(self.settings, self.priority)
+        try:
+            child = _Child(self.settings, self.priority)
+        except OSError as exc:  # no process could be started (a process or memory limit): not the request's fault
+            log.error("cannot start a render process: %s", exc)
+            raise Busy("no render process could be started; retry later") from exc
         with self._lock:
             self._all.add(child)
             self.started += 1
