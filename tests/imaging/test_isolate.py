@@ -266,3 +266,15 @@ def test_children_end_with_the_server(end: str, root: Path, tmp_path: Path) -> N
         while not gone(children[0]):
             assert time.monotonic() < deadline, "the render process outlived its server"
             time.sleep(0.05)
+
+
+async def test_a_child_that_cannot_start_is_a_503(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tileserver.imaging import isolate
+
+    def refused(*args: object) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # fork's EAGAIN past a process limit
+
+    monkeypatch.setattr(isolate, "_Child", refused)
+    async with served_app(settings_of(root, True)) as app, client_of(app) as c:
+        got = await c.get(f"/iiif/3/{RGB_TIF}/full/180,/0/default.jpg")
+    assert got.status_code == 503 and "retry-after" in got.headers
