@@ -17,6 +17,11 @@ unchanged. A child that dies (a crash, the OOM killer) costs its render a 503 wi
 A child exits when its pipe closes or its server process is gone (it checks its parent every
 `WATCH_INTERVAL` seconds), and graceful shutdown stops it (`Children.stop`). Render metrics recorded in a
 child are sent back and recorded by the server process.
+
+Costs: a child's start (about 0.5 s, paid by the first large render after a start or a kill); its memory
+(the interpreter and libvips, about 70 MB, plus the caches the settings give every process); a script that
+embeds the app and renders large work must guard its main code with `if __name__ == "__main__":` (`spawn`
+imports the main module again in the child), or set `admission_large_processes=false`.
 """
 
 from __future__ import annotations
