@@ -250,7 +250,8 @@ class Admission:
         try:
             with running(job):
                 check()
-                return fn(*args), time.monotonic() - start
+                out = fn(*args)
+                return out, max(time.monotonic() - start - job.unmetered, 0.0)  # a child's start is no render's
         finally:
             with state.lock:
                 state.running -= 1

@@ -278,3 +278,14 @@ async def test_a_child_that_cannot_start_is_a_503(root: Path, monkeypatch: pytes
     async with served_app(settings_of(root, True)) as app, client_of(app) as c:
         got = await c.get(f"/iiif/3/{RGB_TIF}/full/180,/0/default.jpg")
     assert got.status_code == 503 and "retry-after" in got.headers
+
+
+async def test_a_childs_start_is_not_counted_as_render_time(root: Path) -> None:
+    """Admission's recent seconds per render (its expected waits, Retry-After) leave out a new child's start."""
+    async with served_app(settings_of(root, True)) as app, client_of(app) as c:
+        started = time.monotonic()
+        assert (await c.get(f"/iiif/3/{RGB_TIF}/full/190,/0/default.jpg")).status_code == 200
+        took = time.monotonic() - started  # the child's start (an interpreter, pyvips) and the render
+        large = app.state.service.admission.large
+        assert large.done == 1
+        assert large.seconds < took / 2

@@ -27,10 +27,11 @@ class Cancelled(Busy):
 class Job:
     """One piece of admitted work; `cancelled` once its deadline passed or its client left."""
 
-    __slots__ = ("_images", "_stops", "cancelled")
+    __slots__ = ("_images", "_stops", "cancelled", "unmetered")
 
     def __init__(self) -> None:
         self.cancelled = False
+        self.unmetered = 0.0  # seconds of the work that are not its own cost (a render child's start-up)
         self._images: list[Any] = []
         self._stops: list[Callable[[], None]] = []
 

@@ -91,6 +91,15 @@ class _Child:
         self.killed = False  # by `abandon` (its render was abandoned) or `kill`
         self.stopping = False  # by graceful shutdown
 
+    def ready(self) -> None:
+        """Wait until the child has started (its sources made): it says so once."""
+        try:
+            said = self.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise ChildDied from exc
+        if said != "ready":
+            raise ChildDied(f"a render process said {said!r} at start")
+
     def ask(self, location: Location, req: TileRequest) -> tuple[str, Any, list[tuple[Any, ...]]]:
         try:
             self.conn.send((location, req))
@@ -145,13 +154,18 @@ class Children:
     def render(self, location: Location, req: TileRequest) -> Rendered:
         """`req` rendered from the image at `location` in a child; what `imaging.render.render` returns or
         raises. The current job's cancellation (admission's deadline) kills the child."""
-        child = self._take()
+        child, new = self._take()
         job = cancel.current()
         with child.lock:
             child.job = job
         if job is not None:
             job.on_cancel(lambda: child.abandon(job))
         try:
+            if new:  # its start-up is not this render's cost (admission's seconds per cost unit)
+                started = time.monotonic()
+                child.ready()
+                if job is not None:
+                    job.unmetered += time.monotonic() - started
             kind, value, calls = child.ask(location, req)
         except ChildDied:
             self._lost(child)
@@ -173,10 +187,11 @@ class Children:
             raise rebuilt(*value)
         raise RuntimeError(f"the render failed in its child process: {value}")
 
-    def _take(self) -> _Child:
+    def _take(self) -> tuple[_Child, bool]:
+        """An idle child, or a new one (True: not started yet)."""
         with self._lock:
             if self._idle:
-                return self._idle.pop()
+                return self._idle.pop(), False
         try:
             child = _Child(self.settings, self.priority)
         except OSError as exc:  # no process could be started (a process or memory limit): not the request's fault
@@ -185,7 +200,7 @@ class Children:
         with self._lock:
             self._all.add(child)
             self.started += 1
-        return child
+        return child, True
 
     def _lost(self, child: _Child) -> None:
         with self._lock:
@@ -267,6 +282,10 @@ def main(conn: Connection, settings: Settings, priority: int, parent: int) -> No
     renderer = _Renderer(settings)
     gc.collect()
     gc.freeze()  # a full collection then walks only what renders make (cli.frozen)
+    try:
+        conn.send("ready")
+    except OSError:
+        return
     calls: list[tuple[Any, ...]] = []
     metrics.capture(calls)
     while True:
