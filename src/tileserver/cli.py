@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 SECRET_VAR = "TILESERVER_STORE_SECRET_ACCESS_KEY"
 # settings a dump masks, handed to worker processes through their own variables
-SECRETS = {"store_secret_access_key": SECRET_VAR, "cache_api_token": "TILESERVER_CACHE_API_TOKEN"}
+SECRETS = {"store_secret_access_key": SECRET_VAR, "cache_api_token": "TILESERVER_CACHE_API_TOKEN",
+           "access_key": "TILESERVER_ACCESS_KEY"}
 
 
 def _serve(args: argparse.Namespace) -> int:

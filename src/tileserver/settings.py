@@ -206,6 +206,25 @@ class Settings(BaseSettings):
     cache_api_token: SecretStr | None = Field(None, description="Bearer token of the cache API (`DELETE /cache/{id}`, "
                                               "`DELETE /cache`, `POST /cache/{id}/warm`); at least 16 characters; "
                                               "None: the API is off (404)")
+    # -- access control (access/): tiers, tokens, signed URLs --
+    access_policy: str | None = Field(None, description="Access policy: JSON inline (starting with `{`) or the path "
+                                      "of a JSON file: named tiers, a default and rules by glob or folder, each "
+                                      "giving an anonymous and an authorised tier (access/policy.py); None with no "
+                                      "sidecars and no hook: everything is full for everyone")
+    access_sidecars: bool = Field(False, description="Read a tier pair from `<image>.access.json` next to a local "
+                                  "image (it overrides the rules; a broken one denies the image)")
+    access_hook: str | None = Field(None, description="`module:function` called with the identifier and the image's "
+                                    "location (in a pool thread); returns None or `{\"anonymous\": tier, "
+                                    "\"authorised\": tier}`; it overrides sidecars and rules")
+    access_key: SecretStr | None = Field(None, description="HMAC-SHA256 key(s) of access tokens and signed URLs, "
+                                         "comma-separated (the first signs, all verify: rotation), each at least "
+                                         "16 characters; None: no token or signed URL is accepted")
+    access_cookie: str = Field("tileserver_access", pattern=r"^[A-Za-z0-9_\-]{1,64}$",
+                               description="Name of the cookie holding an access token")
+    access_identity_header: str | None = Field(None, pattern=r"^[A-Za-z0-9\-]{1,64}$", description="A header (e.g. "
+                                               "`X-Remote-User`) whose non-empty value, set by a trusted proxy "
+                                               "(`trusted_proxies`), makes the request authorised; dropped from "
+                                               "any other client")
     cache_warm_max_tiles: int = Field(20_000, ge=1, le=10_000_000, description="Most tiles one warm-up request may "
                                       "ask for (more: 413)")
     # -- stores: images in object storage and behind HTTP (sources/vfs.py, sources/stores.py) --
@@ -353,6 +372,22 @@ class Settings(BaseSettings):
         if not isinstance(raw, str) or len(raw.strip()) < 16:
             raise ValueError("cache_api_token must be at least 16 characters")
         return raw.strip()
+
+    @field_validator("access_key", mode="before")
+    @classmethod
+    def _access_key(cls, v: Any) -> Any:
+        raw = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        keys = [k.strip() for k in raw.split(",")] if isinstance(raw, str) else []
+        if not keys or any(len(k) < 16 for k in keys):
+            raise ValueError("access_key: each comma-separated key must be at least 16 characters")
+        return ",".join(keys)
+
+    @field_validator("access_policy", "access_hook", "access_identity_header", mode="before")
+    @classmethod
+    def _empty_access(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator("metrics_dir", mode="before")
     @classmethod

@@ -61,6 +61,9 @@ def send(
         out["Cache-Control"] = cc
     if headers:
         out.update(headers)
+    private = request.app.state.service.access_headers(meta.ident)  # None without an access policy
+    if private is not None:
+        out.update(private)
     if request.method in ("GET", "HEAD") and _not_modified(request, etag, meta.mtime):
         return Response(status_code=304, headers=out)
     if provisional:
