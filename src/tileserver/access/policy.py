@@ -397,7 +397,10 @@ def load_hook(spec: str) -> Hook:
     module, sep, name = spec.partition(":")
     if not sep or not module or not name:
         raise ValueError(f"access_hook {spec!r} is not module:function")
-    fn = getattr(importlib.import_module(module), name, None)
+    try:
+        fn = getattr(importlib.import_module(module), name, None)
+    except ImportError as exc:
+        raise ValueError(f"access_hook {spec!r}: {exc}") from None
     if not callable(fn):
         raise ValueError(f"access_hook {spec!r}: no function {name} in {module}")
     return fn  # type: ignore[no-any-return]
