@@ -335,3 +335,21 @@ async def test_no_policy_means_no_access_layer(image_root: Path) -> None:
         assert application.state.service.access is None
         names = [m.cls.__name__ for m in application.user_middleware]
         assert "AccessMiddleware" not in names
+
+
+async def test_samples_follow_the_tier(client: httpx.AsyncClient) -> None:
+    """IIP PFL reads the view's levels for a capped tier (its resolution numbers are the view's) and is refused
+    for a tier with overlays (the values under a watermark or a redaction are not offered)."""
+    anon = await client.get(f"/iip?FIF={RGB_TIF}&PFL=1:0,10-100,10")
+    auth = await client.get(f"/iip?FIF={RGB_TIF}&PFL=1:0,10-100,10", headers=bearer())
+    assert anon.status_code == auth.status_code == 200 and anon.json() == auth.json()
+    assert (await client.get(f"/iip?FIF={RGB_TIF}&PFL=2:0,10-100,10")).status_code == 404
+    assert (await client.get(f"/iip?FIF={RGB_TIF}&PFL=2:0,10-100,10", headers=bearer())).status_code == 200
+    assert (await client.get(f"/iip?FIF={SUBIFD_TIF}&PFL=0:0,10-100,10")).status_code == 403
+    assert (await client.get(f"/iip?FIF={SUBIFD_TIF}&PFL=0:0,10-100,10", headers=bearer())).status_code == 200
+
+
+async def test_private_keeps_what_a_response_varied_by(client: httpx.AsyncClient) -> None:
+    r = await client.get(f"/iiif/3/{RGB_TIF}/info.json")
+    vary = [v.strip() for v in r.headers["vary"].split(",")]
+    assert {"Accept", "Cookie", "Authorization"} <= set(vary)
