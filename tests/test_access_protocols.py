@@ -353,3 +353,33 @@ async def test_private_keeps_what_a_response_varied_by(client: httpx.AsyncClient
     r = await client.get(f"/iiif/3/{RGB_TIF}/info.json")
     vary = [v.strip() for v in r.headers["vary"].split(",")]
     assert {"Accept", "Cookie", "Authorization"} <= set(vary)
+
+
+async def test_tiers_never_share_a_shared_cache_entry(image_root: Path) -> None:
+    """Two replicas with one Redis: a capped tile rendered on A is served to B's anonymous viewer from the shared
+    cache (same ETag), never to B's authorised one, although both are the image's same tile (IIP numbers
+    resolutions from the smallest, so `JTL=1,0` names one tile of the image for both tiers)."""
+    from .cache_servers import cache_server
+
+    with cache_server("redis") as server:
+        if server.proc is None:
+            server.start()
+        server.flush()
+        settings = access_settings(image_root, cache_url=server.url)
+        async with served_app(settings) as a, served_app(settings) as b:
+            ca = httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://t")
+            cb = httpx.AsyncClient(transport=httpx.ASGITransport(app=b), base_url="http://t")
+            url = f"/iip?FIF={RGB_TIF}&JTL=1,0"
+            first = await ca.get(url)
+            assert a.state.service.shared is not None
+            await a.state.service.shared.drain()
+            authorised = await cb.get(url, headers=bearer())
+            assert authorised.headers["server-timing"] != "cache;desc=shared"
+            assert authorised.headers["etag"] != first.headers["etag"]
+            anonymous = await cb.get(url)
+            assert anonymous.headers["server-timing"] == "cache;desc=shared"
+            assert anonymous.headers["etag"] == first.headers["etag"] and anonymous.content == first.content
+            await ca.aclose()
+            await cb.aclose()
+            for app in (a, b):
+                await app.state.service.aclose()

@@ -545,23 +545,23 @@ class TileService:
         if hit is not None:
             return hit
         if self.shared is None or entry.meta.provisional or entry.found is None:
-            return await self._render_here(entry, req, key, background, tier)
+            return await self._render_here(entry, req, key, background)
         skey = entry_key("t", entry.found.version(self.namespace, entry.generation), request_text(req) + tier)
-        out, shared = await self.shared.tile_or_render(
-            skey, lambda: self._render_here(entry, req, key, background, tier))
+        out, shared = await self.shared.tile_or_render(skey, lambda: self._render_here(entry, req, key, background))
         if not shared:
             return out
         out = replace(out, etag=etag_for(entry.meta, repr(req) + tier))
         self.tiles.put(key, replace(out, source="cache", timing=CACHE_TIMING), len(out.body) + 200)
         return out
 
-    async def _render_here(self, entry: _Entry, req: TileRequest, key: TileKey, background: bool = False,
-                           tier: str = "") -> Rendered:
+    async def _render_here(self, entry: _Entry, req: TileRequest, key: TileKey, background: bool = False
+                           ) -> Rendered:
         image = entry.image if entry.image is not None else await self._image(entry)
         cost = estimate(entry.meta, req)
         self._ensure_started()
         lane = Lane.LARGE if background else lane_for(cost, self.settings)
         out = await self.admission.run(lane, render, image, req, self.settings, self.derived, cost=cost)
+        tier = key[2].removeprefix(entry.generation)  # the key's generation part carries a restricted tier's key
         out = replace(out, etag=etag_for(entry.meta, repr(req) + tier))
         if entry.meta.provisional or image.meta.provisional:  # from a preview: never cached, and marked so
             return replace(out, provisional=True, timing=f"{out.timing}, {PREVIEW_TIMING}")
