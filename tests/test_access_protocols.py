@@ -189,7 +189,9 @@ DENIED_URLS = ["/iiif/3/{n}/info.json", "/iiif/3/{n}/full/max/0/default.jpg", "/
 @pytest.mark.parametrize("url", DENIED_URLS)
 async def test_denied_is_401_for_anonymous_and_403_for_authorised(client: httpx.AsyncClient, url: str) -> None:
     for _ in range(2):  # the second time through every cache and replay
-        assert (await client.get(url.format(n=RGB_1000))).status_code == 401
+        refused = await client.get(url.format(n=RGB_1000))
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+        assert not refused.headers["content-type"].startswith("image/")
         assert (await client.get(url.format(n=META_TIF))).status_code == 401
         assert (await client.get(url.format(n=META_TIF), headers=bearer())).status_code == 403
         r = await client.get(url.format(n=RGB_1000), headers=bearer())  # authorised: its preview tier

@@ -191,6 +191,8 @@ def error_response(exc: TileServerError, render: ErrorBody = plain_error) -> Res
         response.headers["Connection"] = "close"
     if isinstance(exc, (Busy, StoreFailure)):
         response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthorized):  # a 401 names how to authenticate (RFC 9110 section 11.6.1)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="tileserver"'
     return response
 
 
