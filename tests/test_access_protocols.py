@@ -385,3 +385,40 @@ async def test_tiers_never_share_a_shared_cache_entry(image_root: Path) -> None:
             await cb.aclose()
             for app in (a, b):
                 await app.state.service.aclose()
+
+
+async def test_a_sidecar_edit_changes_the_tier_of_remembered_answers(tmp_path: Path, image_root: Path) -> None:
+    """Sidecars through the app: answers remembered (documents, translations, replay) for one tier are not given
+    once the sidecar says another, within `stat_interval` (0 here)."""
+    import shutil
+
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(image_root / RGB_TIF, root / "a.tif")
+    settings = Settings(root=root, access_sidecars=True, access_key=KEY, stat_interval=0)
+    info, tile = "/iiif/3/a.tif/info.json", "/iip?FIF=a.tif&JTL=2,0"
+    async with served(settings) as c:
+        for _ in range(2):
+            assert await width(c, url=info) == 1003 and (await c.get(tile)).status_code == 200
+        assert "private" not in (await c.get(info)).headers.get("cache-control", "")
+        (root / "a.tif.access.json").write_text('{"anonymous": {"max_width": 600}}')
+        assert await width(c, url=info) == 501
+        assert (await c.get(tile)).status_code == 404  # resolution 2 is past the view
+        assert await width(c, bearer(), url=info) == 1003
+        (root / "a.tif.access.json").write_text('{"anonymous": "denied"}')
+        assert (await c.get(info)).status_code == 401 and (await c.get(tile)).status_code == 401
+        assert (await c.get(tile, headers=bearer())).status_code == 200
+        (root / "a.tif.access.json").write_text("{broken")
+        assert (await c.get(tile, headers=bearer())).status_code == 403  # a broken sidecar fails closed
+
+
+def access_hook(ident: str, location: str) -> object:
+    return {"anonymous": "denied"} if ident == PLAIN_JPG else None
+
+
+async def test_the_hook_through_the_app(image_root: Path) -> None:
+    settings = Settings(root=image_root, access_hook=f"{__name__}:access_hook", access_key=KEY)
+    async with served(settings) as c:
+        assert (await c.get(f"/iiif/3/{PLAIN_JPG}/info.json")).status_code == 401
+        assert await width(c, bearer(), url=f"/iiif/3/{PLAIN_JPG}/info.json") == 640
+        assert await width(c, url=INFO) == 1003  # the hook had no opinion: no policy, full

@@ -647,7 +647,7 @@ class TileService:
         if self.access is None:
             return None
         entry = self.metadata.peek(ident)
-        found = None if entry is None else self.access.cached(generation_name(ident), entry.path)
+        found = None if entry is None else self.access.peek(generation_name(ident), entry.path)
         return PRIVATE if found is None or found.restricted else None
 
     async def output_formats(self) -> tuple[OutputFormat, ...]:

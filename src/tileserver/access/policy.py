@@ -327,6 +327,12 @@ class Policy:
             return None
         return found[0]
 
+    def peek(self, ident: str, location: str) -> Access | None:
+        """The `Access` last found for the image, however long ago (the headers of a response whose request has
+        just looked it up)."""
+        found = self._found.get((ident, location))
+        return None if found is None else found[0]
+
     def lookup(self, ident: str, location: str) -> Access:
         """The `Access` of image `ident` stored at `location` (a path or a store URL). Blocking: a sidecar is read
         and the hook called here."""
