@@ -183,3 +183,20 @@ def test_to_real_maps_tiles_and_regions() -> None:
     with pytest.raises(TileNotFound):
         to_real(TileRequest("a.tif", region=Box(600, 0, 10, 10), size=(10, 10)), view)
     assert within((1000, 10), (100, 100)) == (100, 1)
+
+
+def test_cli_token_and_signed_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from tileserver.cli import main
+
+    monkeypatch.setenv("TILESERVER_ACCESS_KEY", KEY)
+    assert main(["token", "--subject", "alice", "--ttl", "60"]) == 0
+    claims = Keys.parse(KEY).verify_token(capsys.readouterr().out.strip())
+    assert claims is not None and claims.subject == "alice" and claims.tier == "authorised"
+    assert main(["token", "--sign-url", "/iip?FIF=a.tif&CVT=jpeg"]) == 0
+    url = capsys.readouterr().out.strip()
+    path, _, query = url.partition("?")
+    kept, signed = split_signed(query.encode())
+    assert path == "/iip" and kept == b"FIF=a.tif&CVT=jpeg"
+    assert Keys.parse(KEY).verify_url(path, kept.decode(), signed["sig"], signed["exp"], signed["tier"])
+    monkeypatch.delenv("TILESERVER_ACCESS_KEY")
+    assert main(["token"]) == 2
