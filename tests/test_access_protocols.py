@@ -284,6 +284,10 @@ async def test_tiers_never_share_a_response(client: httpx.AsyncClient, url: str)
         seen[who] = (r.content, r.headers["etag"])
     assert seen["anonymous"][1] != seen["authorised"][1]
     assert seen["anonymous"][0] != seen["authorised"][0]
+    if not seen["anonymous"][0].startswith((b"{", b"Max")):  # an image: the anonymous one within its cap
+        anon, auth = decode(seen["anonymous"][0]), decode(seen["authorised"][0])
+        assert within((anon.width, anon.height), (600, 600, None)) and anon.width * anon.height <= 501 * 350
+        assert auth.width * auth.height >= anon.width * anon.height
     # a validator of one tier does not answer 304 to the other
     r = await client.get(url, headers={**bearer(), "If-None-Match": seen["anonymous"][1]})
     assert r.status_code == 200 and r.content == seen["authorised"][0]
