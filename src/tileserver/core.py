@@ -14,6 +14,9 @@ opened (an image known from shared metadata is opened only when a tile must be r
 missed by several replicas at once is rendered by one (a lease). Purges (`purge`, the cache API) bump a
 generation that every replica re-reads within `cache_generation_ttl`; an entry made under an older one is made
 anew, which retires what was derived from it (translations, documents, recorded responses).
+
+With an access policy (access/; `self.access`, None without one) `info` answers the image as the request's viewer
+may see it and `render` maps requests back to the image with the tier's overlays: see "access tiers" below.
 """
 
 from __future__ import annotations
