@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tileserver.access.middleware import split_signed
 from tileserver.access.policy import DENIED, FULL, Access, Policy, Tier, glob_regex, normalise, parse_tier
 from tileserver.access.tokens import Keys
 from tileserver.access.view import to_real, view_of, within
 from tileserver.errors import Forbidden, TileNotFound
 from tileserver.models import Box, ImageMeta, Level, Tile, TileRequest
+from tileserver.web.access import split_signed
 
 KEY = "0123456789abcdef-key"
 

@@ -11,7 +11,6 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from . import metrics, protocols
-from .access.middleware import AccessMiddleware
 from .access.tokens import Keys
 from .core import TileService
 from .errors import install_handlers
@@ -20,6 +19,7 @@ from .pages import manifests, viewers
 from .protocols import cacheapi
 from .settings import Settings
 from .web import telemetry
+from .web.access import AccessMiddleware
 from .web.limits import RequestLimitMiddleware
 from .web.options import OptionsMiddleware
 from .web.proxies import TrustedProxies, TrustedProxyMiddleware
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Middleware(telemetry.TelemetryMiddleware, access_log=settings.access_log, record=recording),
         Middleware(ReplayMiddleware, service=service),
     ]
-    if service.access is not None:  # an access policy: credentials read first (access/middleware.py), from the peer
+    if service.access is not None:  # an access policy: credentials read first (web/access.py), from the peer
         key = settings.access_key  # as connected, before the trusted-proxy middleware names the forwarded client
         middleware.insert(0, Middleware(
             AccessMiddleware, keys=None if key is None else Keys.parse(key.get_secret_value()),

@@ -32,7 +32,7 @@ KEY_HEADERS = frozenset({b"host", b"accept", b"forwarded", b"x-forwarded-host", 
 MARK = "tileserver.replayable"
 FULL_STACK_HEADERS = frozenset({b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since",
                                 b"if-range", b"range", b"origin"})
-VIEWER_KEY = "tileserver.viewer"  # access/middleware.py SCOPE_KEY
+VIEWER_KEY = "tileserver.viewer"  # web/access.py SCOPE_KEY
 REPLAY_TIMING = b"replay"  # the Server-Timing of a replayed image, in place of how it was first made
 
 

@@ -6,7 +6,7 @@ token (`Authorization: Bearer ...`), the login cookie (`access_cookie`), and the
 sets (`access_identity_header`, counted only from `trusted_proxies` and removed from any other client's request).
 Anything expired, forged or malformed is anonymous: the request goes on, and only an image whose anonymous tier
 is `denied` answers 401. The viewer is put in the ASGI scope (`SCOPE_KEY`) and in the context variable the core
-reads (`tokens.VIEWER`).
+reads (`access/tokens.py` VIEWER).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..web.proxies import TrustedProxies
-from .tokens import ANONYMOUS, VIEWER, Keys, Viewer
+from ..access.tokens import ANONYMOUS, VIEWER, Keys, Viewer
+from .proxies import TrustedProxies
 
 SCOPE_KEY = "tileserver.viewer"
 SIGNED = ("sig", "exp", "tier")
