@@ -311,6 +311,13 @@ async def test_unrestricted_images_stay_public_and_passed_through(client: httpx.
         assert "passthrough" in full.headers["server-timing"] and "passthrough" in capped.headers["server-timing"]
         same = await fresh.get(f"/iip?FIF={RGB_TIF}&JTL=1,0", headers=bearer())
         assert same.content == capped.content and same.headers["etag"] != capped.headers["etag"]
+        again = await fresh.get(f"/iip?FIF={RGB_TIF}&JTL=1,0")  # a capped tier's tile is replayed, as its own
+        assert again.headers["server-timing"] == "replay" and again.content == capped.content
+        assert again.headers["etag"] == capped.headers["etag"]
+        region = f"/iiif/3/{RGB_TIF}/0,0,300,300/150,/0/default.jpg"
+        first, second = await fresh.get(region), await fresh.get(region)
+        assert second.headers["server-timing"] == "replay" and second.content == first.content
+        assert (await fresh.get(region, headers=bearer())).content != first.content
 
 
 async def test_overlays_are_set_for_watermarked_and_redacted_tiers(client: httpx.AsyncClient,

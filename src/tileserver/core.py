@@ -527,7 +527,11 @@ class TileService:
             return None
         body = hit.body
         if hit.request is not None:
-            tile = self.tiles.get((hit.request, hit.meta.mtime, entry.generation))
+            req, generation = hit.request, entry.generation
+            if self.access is not None:  # the tile as the viewer's tier renders it (its own cache key)
+                req, tier = await self._as_tier(entry, req)
+                generation += tier
+            tile = self.tiles.get((req, hit.meta.mtime, generation))
             if tile is None or len(tile.body) != hit.length:
                 return None
             body = tile.body
