@@ -34,9 +34,10 @@ from .cache.disk import DiskStore
 from .cache.memory import ByteLRU, CountLRU
 from .cache.shared import SharedCache, entry_key
 from .errors import Busy, NotFound, TileServerError
+from .imaging import overlay
 from .imaging.encode import available_formats
 from .imaging.render import render, samples
-from .models import ImageMeta, OutputFormat, Rendered, Samples, Sequence, TileRequest
+from .models import ImageMeta, OutputFormat, Overlays, Rendered, Samples, Sequence, TileRequest, Watermark
 from .settings import Settings
 from .sources import vfs
 from .sources.base import Format, Selector, SourceImage, split_selector
@@ -194,6 +195,12 @@ class TileService:
         self.namespace = "\x00".join([SHARED_SCHEMA, __version__, str(settings.derive_dir is not None),  # not where
                                       *(str(getattr(settings, n)) for n in OUTPUT_SETTINGS)])
         self._generations: dict[str, str] = {}  # purges without a shared cache: image name ("" for all) -> token
+        # the configured watermark (iipsrv WATERMARK), laid over every image response with no overlays of its own;
+        # an unreadable one stops the server here, with its reason
+        self.overlays = None if settings.watermark is None else Overlays(watermark=Watermark(
+            settings.watermark, settings.watermark_opacity, settings.watermark_probability))
+        if self.overlays is not None:
+            overlay.check(self.overlays)
 
     @staticmethod
     def _source(settings: Settings) -> Source | RemoteSource | Resolver:
@@ -508,7 +515,7 @@ class TileService:
             return None
         body = hit.body
         if hit.request is not None:
-            tile = self.tiles.get((hit.request, hit.meta.mtime, entry.generation))
+            tile = self.tiles.get((self.overlaid(hit.request), hit.meta.mtime, entry.generation))
             if tile is None or len(tile.body) != hit.length:
                 return None
             body = tile.body
@@ -520,6 +527,7 @@ class TileService:
         """The encoded image of `req`: from this process's tile cache, else the shared cache, else rendered here
         (once per cluster at a time, through the shared cache's lease). `background` renders (warm-ups) run in
         the large lane, whose threads are niced, so tiles asked for by clients go first."""
+        req = self.overlaid(req)  # before any key is made: the overlays are part of every cache key and ETag
         entry = await self._entry(req.ident)
         key = (req, entry.meta.mtime, entry.generation)
         hit = self.tiles.get(key)
@@ -534,6 +542,11 @@ class TileService:
         out = replace(out, etag=etag_for(entry.meta, repr(req)))
         self.tiles.put(key, replace(out, source="cache", timing=CACHE_TIMING), len(out.body) + 200)
         return out
+
+    def overlaid(self, req: TileRequest) -> TileRequest:
+        """`req` with the configured watermark when it has no overlays of its own (None: an access tier's
+        overlays, even empty ones, are what it gets)."""
+        return req if req.overlays is not None or self.overlays is None else replace(req, overlays=self.overlays)
 
     async def _render_here(self, entry: _Entry, req: TileRequest, key: TileKey, background: bool = False
                            ) -> Rendered:
