@@ -10,7 +10,6 @@ any output pixel with R - G well above 0 carries some of their original colour."
 
 from __future__ import annotations
 
-import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -29,7 +28,7 @@ from tileserver.levels import dz_max_level, dz_shift, grid, scaled_size, zoomify
 from tileserver.models import Box, Overlays, Redaction, Tile, TileRequest
 from tileserver.settings import Settings
 
-from .conftest import RGB_TIF, decode, served_app
+from .conftest import decode, pattern, served_app
 
 W, H = 1003, 701
 REDACTIONS = (Redaction(201, 200, 123, 77), Redaction(950, 650, 53, 51, colour=(255, 255, 255)))
@@ -56,12 +55,12 @@ def mark_image(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory, image_root: Path) -> Path:
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("overlays")
     redaction_image(folder / "r.tif")
     flat_image(folder / "f.tif")
     mark_image(folder.parent / "mark.png")  # the operator's file, outside the image root
-    shutil.copy(image_root / RGB_TIF, folder / "a.tif")
+    pattern(1003, 701).tiffsave(str(folder / "a.tif"), **{**TILED, "compression": "jpeg", "Q": 90})
     return folder
 
 
