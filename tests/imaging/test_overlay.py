@@ -215,3 +215,15 @@ def test_watermark_kept_when_its_file_goes_away(mark: str, monkeypatch: pytest.M
     monkeypatch.setattr(overlay, "RECHECK_SECONDS", 0.0)
     Path(mark).unlink()
     assert overlay.watermark_image(mark) is first  # no 5xx for a file removed while serving
+
+
+@pytest.mark.parametrize("bands", [1, 3, 4])
+def test_numpy_and_libvips_blends_agree(mark: str, bands: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiles are blended in numpy, larger outputs by libvips: the same pixels either way."""
+    base = pattern(300, 200, bands=bands)
+    wm = Watermark(mark, opacity=0.7, position="repeat")
+    small = overlay.watermark(base, wm, 0, seed=5).numpy()
+    monkeypatch.setattr(overlay, "SMALL_PIXELS", 0)
+    large = overlay.watermark(base, wm, 0, seed=5).numpy()
+    assert small.shape == large.shape and np.abs(small.astype(int) - large.astype(int)).max() <= 1
+    assert (small != base.numpy()).any()

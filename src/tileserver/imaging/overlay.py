@@ -29,6 +29,7 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 import pyvips
 
 from ..errors import TileServerError
@@ -41,6 +42,8 @@ WATERMARKS = 8  # watermark images kept decoded (by location, version and scale)
 WATERMARK_PIXELS = 4096 * 4096  # the largest watermark accepted (after `scale`)
 RECHECK_SECONDS = 10.0  # a watermark file is stat'ed again at most this often, and reloaded when it changed
 TEXTS = 64  # text masks kept rendered (by text and size)
+SMALL_PIXELS = 1024 * 512  # outputs up to this size are blended in numpy (imaging/jpeg.py's DIRECT_PIXELS)
+LUMA = (0.2126, 0.7152, 0.0722)  # Rec. 709 weights: a colour's grey for a grey output
 
 Rect = tuple[int, int, int, int]  # x, y, width, height
 
@@ -98,7 +101,7 @@ def paint(img: Any, rect: Rect, colour: tuple[int, int, int]) -> Any:
     if top is None or colours not in (1, 3):
         values = [0.0] * img.bands
     else:
-        rgb = list(colour) if colours == 3 else [0.2126 * colour[0] + 0.7152 * colour[1] + 0.0722 * colour[2]]
+        rgb = list(colour) if colours == 3 else [sum(w * c for w, c in zip(LUMA, colour, strict=True))]
         values = [round(c * top / 255.0) for c in rgb] + ([top] if alpha else [])
     block = (pyvips.Image.black(w, h, bands=img.bands) + values).cast(img.format)
     return img.insert(block, x, y)
@@ -125,19 +128,18 @@ def watermark(img: Any, mark: Watermark, block: int, seed: int) -> Any:
     if mark.opacity <= 0 or mark.probability <= 0:
         return img
     wm = watermark_image(mark.location, mark.scale)
+    mh, mw = wm.shape[:2]
     rng = random.Random(seed)
     places: list[Rect] = []  # where the mark goes, each clipped to its block
     if mark.position == "random":
         for bx, by, bw, bh in blocks(img.width, img.height, block):
             if rng.random() < mark.probability:
-                x = bx + int(rng.random() * (bw - wm.width)) if bw > wm.width else bx
-                y = by + int(rng.random() * (bh - wm.height)) if bh > wm.height else by
-                places.append((x, y, min(wm.width, bw), min(wm.height, bh)))
+                x = bx + int(rng.random() * (bw - mw)) if bw > mw else bx
+                y = by + int(rng.random() * (bh - mh)) if bh > mh else by
+                places.append((x, y, min(mw, bw), min(mh, bh)))
     elif rng.random() < mark.probability:
-        places = fixed_places(img.width, img.height, wm.width, wm.height, mark.position)
-    for place in places:
-        img = blend(img, wm, place, mark.opacity)
-    return img
+        places = fixed_places(img.width, img.height, mw, mh, mark.position)
+    return blend(img, wm, places, mark.opacity)
 
 
 def blocks(width: int, height: int, block: int) -> list[Rect]:
@@ -172,27 +174,61 @@ def place_at(width: int, height: int, w: int, h: int, position: str, margin: int
     return x, y
 
 
-def blend(img: Any, over: Any, place: Rect, opacity: float) -> Any:
-    """`img` with the top-left `place[2:]` of `over` (colour bands + alpha, 8-bit) composited "over" it at
-    `place[:2]`, its alpha scaled by `opacity`. `img`'s own alpha band, if any, is kept."""
-    x, y, w, h = place
-    if w <= 0 or h <= 0:
+def blend(img: Any, over: Any, places: list[Rect], opacity: float) -> Any:
+    """`img` with the top-left `place[2:]` of `over` (a uint8 array, height x width x RGBA) composited "over" it at each
+    `place[:2]`, its alpha scaled by `opacity`; `img`'s own alpha band, if any, is kept. A grey output gets the
+    mark's luma (Rec. 709 weights). Outputs up to `SMALL_PIXELS` (tiles) are blended in numpy in one pass over
+    the decoded pixels (a libvips blend costs several times the tile's own decode there); larger ones lazily."""
+    places = [p for p in places if p[2] > 0 and p[3] > 0]
+    if not places:
         return img
-    part = over.crop(0, 0, w, h) if (w, h) != (over.width, over.height) else over
     alpha = bool(img.hasalpha())
     colours = img.bands - 1 if alpha else img.bands
+    if colours not in (1, 3) or img.format not in ("uchar", "ushort"):
+        return img
+    if img.width * img.height <= SMALL_PIXELS:
+        return _blend_array(img, over, places, opacity, colours)
+    for place in places:
+        img = _blend_vips(img, over, place, opacity, colours)
+    return img
+
+
+def _mark_parts(over: Any, w: int, h: int, opacity: float, colours: int, top: float) -> tuple[Any, Any]:
+    """(colour, alpha) of the top-left `w` x `h` of `over` as float arrays: colour scaled to `top`, in
+    `colours` bands; alpha 0..1 times `opacity`."""
+    px = over[:h, :w].astype(np.float32)
+    a = px[:, :, -1:] * (opacity / 255.0)
+    colour = px[:, :, :-1]
+    if colours == 1:
+        colour = colour @ np.array(LUMA, np.float32)[:, None]
+    return colour * (top / 255.0), a
+
+
+def _blend_array(img: Any, over: Any, places: list[Rect], opacity: float, colours: int) -> Any:
+    top = 65535.0 if img.format == "ushort" else 255.0
+    px = img.numpy()
+    px = (px[:, :, None] if px.ndim == 2 else px).copy()
+    for x, y, w, h in places:
+        colour, a = _mark_parts(over, w, h, opacity, colours, top)
+        region = px[y:y + h, x:x + w, :colours].astype(np.float32)
+        px[y:y + h, x:x + w, :colours] = (region * (1 - a) + colour * a + 0.5).astype(px.dtype)
+    return pyvips.Image.new_from_array(px, interpretation=img.interpretation)
+
+
+def _blend_vips(img: Any, over: Any, place: Rect, opacity: float, colours: int) -> Any:
+    x, y, w, h = place
+    part = pyvips.Image.new_from_array(np.ascontiguousarray(over[:h, :w]))
     top = 65535.0 if img.format == "ushort" else 255.0
     a = part[part.bands - 1] * (opacity / 255.0)
     colour = part.extract_band(0, n=part.bands - 1)
-    if colours != colour.bands:  # grey output: the mark's luminance
-        colour = colour.colourspace("b-w") if colours == 1 else colour.bandjoin([colour[0]] * (colours - 1))
+    if colours == 1:
+        colour = colour.recomb([list(LUMA)])
     if top != 255.0:
         colour = colour * (top / 255.0)
     base = img.crop(x, y, w, h)
-    base_colour = base.extract_band(0, n=colours) if alpha else base
-    mixed = base_colour * (1 - a) + colour * a
-    mixed = (mixed + 0.5).cast(img.format)
-    if alpha:
+    base_colour = base.extract_band(0, n=colours) if base.bands != colours else base
+    mixed = (base_colour * (1 - a) + colour * a + 0.5).cast(img.format)
+    if base.bands != colours:
         mixed = mixed.bandjoin(base[colours])
     return img.insert(mixed.copy(interpretation=img.interpretation), x, y)
 
@@ -204,15 +240,17 @@ def text(img: Any, t: TextOverlay) -> Any:
     mask = text_mask(t.text, size)
     if mask is None:
         return img
+    mh, mw = mask.shape
     margin = max(1, size // 4)
-    x, y = place_at(img.width, img.height, mask.width, mask.height, t.position, margin)
+    x, y = place_at(img.width, img.height, mw, mh, t.position, margin)
     x0, y0 = max(x, 0), max(y, 0)
-    w, h = min(x + mask.width, img.width) - x0, min(y + mask.height, img.height) - y0
+    w, h = min(x + mw, img.width) - x0, min(y + mh, img.height) - y0
     if w <= 0 or h <= 0:
         return img
-    cut = mask.crop(x0 - x, y0 - y, w, h)
-    over = (pyvips.Image.black(w, h, bands=3) + list(t.colour)).cast("uchar").bandjoin(cut)
-    return blend(img, over, (x0, y0, w, h), t.opacity)
+    over = np.empty((h, w, 4), np.uint8)
+    over[:, :, :3] = t.colour
+    over[:, :, 3] = mask[y0 - y : y0 - y + h, x0 - x : x0 - x + w]
+    return blend(img, over, [(x0, y0, w, h)], t.opacity)
 
 
 _texts: dict[tuple[str, int], Any] = {}
@@ -220,8 +258,8 @@ _texts_lock = threading.Lock()
 
 
 def text_mask(s: str, size: int) -> Any | None:
-    """`s` rendered by Pango (libvips `text`) as a one-band 8-bit coverage mask `size` pixels high; None
-    for text with no ink. Kept for reuse."""
+    """`s` rendered by Pango (libvips `text`) as an 8-bit coverage mask (a height x width array) `size` pixels
+    high; None for text with no ink. Kept for reuse."""
     if not s.strip():
         return None
     key = (s, size)
@@ -235,7 +273,7 @@ def text_mask(s: str, size: int) -> Any | None:
         return None
     if mask.height != size:
         mask = mask.resize(size / mask.height, kernel="linear")
-    mask = mask.copy_memory()
+    mask = mask.numpy()
     with _texts_lock:
         if len(_texts) >= TEXTS:
             _texts.pop(next(iter(_texts)))
@@ -261,8 +299,9 @@ _marks_lock = threading.Lock()
 
 def watermark_image(location: str, scale: float = 1.0) -> Any:
     """The watermark at `location` (a local path or a store URL under a mounted root, read through vfs),
-    scaled by `scale`, as 8-bit sRGB with an alpha band, in memory. Kept per location and scale; the file
-    is checked again at most every `RECHECK_SECONDS` and reloaded when its size, mtime or version changed."""
+    scaled by `scale`, as 8-bit sRGB with an alpha band (a height x width x 4 uint8 array). Kept per location
+    and scale; the file is checked again at most every `RECHECK_SECONDS` and reloaded when its size, mtime or
+    version changed."""
     key = (location, scale)
     now = time.monotonic()
     with _marks_lock:
@@ -312,7 +351,7 @@ def load_watermark(location: str, scale: float = 1.0) -> Any:
         if img.width * img.height > WATERMARK_PIXELS:
             raise WatermarkError(f"watermark {location}: {img.width}x{img.height} is larger than "
                                  f"{WATERMARK_PIXELS} pixels")
-        return img.copy_memory()
+        return np.ascontiguousarray(img.numpy())
     except WatermarkError:
         raise
     except (OSError, TileServerError, pyvips.Error) as exc:

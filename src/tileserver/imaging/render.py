@@ -225,10 +225,9 @@ def _encode(img: Any, req: TileRequest, settings: Settings, keep_icc: bool, star
     """Mirror, rotate, lay the watermark and text over (`block`: overlay.decorate's) and encode; `depth`: keep
     16-bit samples (PNG and TIFF, deflate for lossy codecs). `start`: when the render began, for its timing;
     `loader`: the source's reader, for the metrics."""
-    img = orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha)
-    if req.overlays:
-        img = overlay.decorate(img, req, req.overlays, block)
-    img = cancel.watch(img)
+    img = cancel.watch(orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha))
+    if req.overlays:  # over the final output, as iipsrv; a blend in numpy computes the pixels here (killable)
+        img = cancel.watch(overlay.decorate(img, req, req.overlays, block))
     if req.rotation % 90 and not within_limits((img.width, img.height), settings.max_size, settings.max_area):
         # the protocols fit or refuse rotated sizes (levels.fit_rotated); nothing larger is computed
         raise ImageTooLarge(f"the rotated image would be {img.width}x{img.height}, beyond this server's limits")
