@@ -42,7 +42,7 @@ WATERMARKS = 8  # watermark images kept decoded (by location, version and scale)
 WATERMARK_PIXELS = 4096 * 4096  # the largest watermark accepted (after `scale`)
 RECHECK_SECONDS = 10.0  # a watermark file is stat'ed again at most this often, and reloaded when it changed
 TEXTS = 64  # text masks kept rendered (by text and size)
-SMALL_PIXELS = 1024 * 512  # outputs up to this size are blended in numpy (imaging/jpeg.py's DIRECT_PIXELS)
+SMALL_PIXELS = 4 << 20  # outputs up to this size are blended in numpy, in memory (as render.py TIMED_PIXELS)
 LUMA = (0.2126, 0.7152, 0.0722)  # Rec. 709 weights: a colour's grey for a grey output
 
 Rect = tuple[int, int, int, int]  # x, y, width, height
@@ -177,8 +177,9 @@ def place_at(width: int, height: int, w: int, h: int, position: str, margin: int
 def blend(img: Any, over: Any, places: list[Rect], opacity: float) -> Any:
     """`img` with the top-left `place[2:]` of `over` (a uint8 array, height x width x RGBA) composited "over" it at each
     `place[:2]`, its alpha scaled by `opacity`; `img`'s own alpha band, if any, is kept. A grey output gets the
-    mark's luma (Rec. 709 weights). Outputs up to `SMALL_PIXELS` (tiles) are blended in numpy in one pass over
-    the decoded pixels (a libvips blend costs several times the tile's own decode there); larger ones lazily."""
+    mark's luma (Rec. 709 weights). Outputs up to `SMALL_PIXELS` (tiles, most regions) are blended in numpy in
+    one pass over the decoded pixels (a chain of libvips operations per mark cost 3 to 4 times the decode of a
+    tile, measured); larger ones lazily, in bounded memory."""
     places = [p for p in places if p[2] > 0 and p[3] > 0]
     if not places:
         return img
