@@ -185,7 +185,8 @@ async def test_zoomify_every_tile_of_every_tier(pair: Any) -> None:
 
 # -- the configured watermark -----------------------------------------------------------------------------
 ALPHA = 128 / 255 * 0.6
-MARKED = [round(90 * (1 - ALPHA) + c * ALPHA) for c in (250, 10, 10)]
+MARKED = {"over": [round(90 * (1 - ALPHA) + c * ALPHA) for c in (250, 10, 10)],  # alpha compositing
+          "add": [min(255, round(90 + c * ALPHA)) for c in (250, 10, 10)]}  # iipsrv's sum, the default
 
 
 def marked_pixels(body: bytes) -> Any:
@@ -200,18 +201,27 @@ async def marked(root: Path, mark: str) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+@pytest.fixture(scope="module", params=["add", "over"])
+async def blended(request: pytest.FixtureRequest, root: Path, mark: str
+                  ) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
+    settings = Settings(root=root, watermark=mark, watermark_opacity=0.6, watermark_blend=request.param)
+    async with served_app(settings) as app, await client_of(app) as c:
+        yield request.param, c
+
+
 @pytest.mark.parametrize("url", ["/iiif/3/f.tif/0,0,256,256/256,/0/default.png",
                                  "/iiif/3/f.tif/512,256,99,147/99,/0/default.png",
                                  "/iiif/2/f.tif/full/full/0/default.png"])
-async def test_watermark_blended_in_iiif(marked: httpx.AsyncClient, url: str) -> None:
-    r = await marked.get(url)
+async def test_watermark_blended_in_iiif(blended: tuple[str, httpx.AsyncClient], url: str) -> None:
+    blend, client = blended
+    r = await client.get(url)
     assert r.status_code == 200
     px = arr(decode(r.content))
     where = marked_pixels(r.content)
     w, h = px.shape[1], px.shape[0]
     blocks = 1 if w <= 512 and h <= 512 else 2  # iipsrv: one per block of twice the tile size
     assert where.sum() == blocks * min(40, w) * min(30, h)
-    assert (np.abs(px[where] - MARKED) <= 1).all()
+    assert (np.abs(px[where] - MARKED[blend]) <= 1).all()
 
 
 async def test_watermark_in_every_protocol(marked: httpx.AsyncClient) -> None:

@@ -198,7 +198,8 @@ class TileService:
         # the configured watermark (iipsrv WATERMARK), laid over every image response with no overlays of its own;
         # an unreadable one stops the server here, with its reason
         self.overlays = None if settings.watermark is None else Overlays(watermark=Watermark(
-            settings.watermark, settings.watermark_opacity, settings.watermark_probability))
+            settings.watermark, settings.watermark_opacity, settings.watermark_probability,
+            blend=settings.watermark_blend))
         if self.overlays is not None:
             overlay.check(self.overlays)
 

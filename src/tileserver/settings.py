@@ -165,6 +165,10 @@ class Settings(BaseSettings):
                                          "same every time (iipsrv WATERMARK_PROBABILITY)")
     watermark_opacity: float = Field(1.0, ge=0, le=1, description="Opacity of the watermark (iipsrv "
                                      "WATERMARK_OPACITY)")
+    watermark_blend: Literal["add", "over"] = Field("add", description="How the watermark is laid on: add (iipsrv: "
+                                                  "its colour times its alpha and the opacity added to the "
+                                                  "pixels, so a mark drawn on black only brightens) or over "
+                                                  "(alpha compositing)")
     tile_cache_mb: float = Field(128.0, ge=0, description="Encoded-tile cache per process, in MB")
     decoded_cache_mb: float = Field(256.0, ge=0, description="Decoded small levels kept per process, in MB")
     slide_cache_mb: float = Field(64.0, ge=0, description="OpenSlide's decoded-tile cache, shared by the whole-slide "

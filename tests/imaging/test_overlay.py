@@ -217,11 +217,28 @@ def test_watermark_kept_when_its_file_goes_away(mark: str, monkeypatch: pytest.M
     assert overlay.watermark_image(mark) is first  # no 5xx for a file removed while serving
 
 
+@pytest.mark.parametrize("small", [True, False], ids=["numpy", "libvips"])
+def test_add_blend_brightens_only_where_an_iipsrv_mark_is_drawn(tmp_path: Path, small: bool,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """iipsrv's watermarks are drawn on black with no alpha band: added, the black leaves the image as it
+    is, the marks brighten it (clipped at 255), at the opacity."""
+    path = tmp_path / "iipsrv-mark.tif"
+    flat(20, 10, (0, 0, 0)).draw_rect([200, 100, 250], 5, 2, 6, 4, fill=True).tiffsave(str(path))
+    if not small:
+        monkeypatch.setattr(overlay, "SMALL_PIXELS", 0)
+    base = flat(100, 80, (90, 90, 200))
+    out = overlay.watermark(base, Watermark(str(path), opacity=0.5, blend="add"), 0, seed=7).numpy()
+    diff = (out != base.numpy()).any(axis=2)
+    assert diff.sum() == 6 * 4
+    assert np.unique(out[diff], axis=0).tolist() == [[190, 140, 255]]  # 90 + 100, 90 + 50, 200 + 125 clipped
+
+
+@pytest.mark.parametrize("blend", ["over", "add"])
 @pytest.mark.parametrize("bands", [1, 3, 4])
-def test_numpy_and_libvips_blends_agree(mark: str, bands: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_numpy_and_libvips_blends_agree(mark: str, bands: int, blend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiles are blended in numpy, larger outputs by libvips: the same pixels either way."""
     base = pattern(300, 200, bands=bands)
-    wm = Watermark(mark, opacity=0.7, position="repeat")
+    wm = Watermark(mark, opacity=0.7, position="repeat", blend=blend)
     small = overlay.watermark(base, wm, 0, seed=5).numpy()
     monkeypatch.setattr(overlay, "SMALL_PIXELS", 0)
     large = overlay.watermark(base, wm, 0, seed=5).numpy()

@@ -14,8 +14,9 @@ watermark at position `random` is placed as iipsrv places it (Watermark.cc): a t
 place within it; a larger output (a region, a CVT export) is cut into blocks of twice the tile size, each
 getting one at a random place within it; with `probability` p each tile or block gets one with probability p.
 The random numbers are drawn from a generator seeded with the request, so a response is the same bytes every
-time (caches, ETags). Blending is "over": `out = base * (1 - a) + mark * a`, `a` the mark's own alpha (255
-without one) / 255 times `opacity` (iipsrv adds the mark's premultiplied colour to the base instead).
+time (caches, ETags). `a` is the mark's own alpha (255 without one) / 255 times `opacity`; blending is
+`Watermark.blend`: "over", `out = base * (1 - a) + mark * a`, or "add", iipsrv's: `out = min(top, base +
+mark * a)`, so an iipsrv watermark drawn on black (no alpha band) only brightens what lies under its marks.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ..models import ImageMeta, Overlays, Redaction, TextOverlay, TileRequest, W
 from ..sources import vfs
 
 log = logging.getLogger(__name__)
+BLENDS = ("over", "add")
 POSITIONS = ("random", "center", "top-left", "top-right", "bottom-left", "bottom-right", "repeat")
 WATERMARKS = 8  # watermark images kept decoded (by location, version and scale)
 WATERMARK_PIXELS = 4096 * 4096  # the largest watermark accepted (after `scale`)
@@ -139,7 +141,7 @@ def watermark(img: Any, mark: Watermark, block: int, seed: int) -> Any:
                 places.append((x, y, min(mw, bw), min(mh, bh)))
     elif rng.random() < mark.probability:
         places = fixed_places(img.width, img.height, mw, mh, mark.position)
-    return blend(img, wm, places, mark.opacity)
+    return blend(img, wm, places, mark.opacity, add=mark.blend == "add")
 
 
 def blocks(width: int, height: int, block: int) -> list[Rect]:
@@ -174,9 +176,10 @@ def place_at(width: int, height: int, w: int, h: int, position: str, margin: int
     return x, y
 
 
-def blend(img: Any, over: Any, places: list[Rect], opacity: float) -> Any:
+def blend(img: Any, over: Any, places: list[Rect], opacity: float, add: bool = False) -> Any:
     """`img` with the top-left `place[2:]` of `over` (a uint8 array, height x width x RGBA) composited "over" it at each
-    `place[:2]`, its alpha scaled by `opacity`; `img`'s own alpha band, if any, is kept. A grey output gets the
+    `place[:2]`, its alpha scaled by `opacity` (`add`: its colour times that alpha added to `img`, clipped, as
+    iipsrv does); `img`'s own alpha band, if any, is kept. A grey output gets the
     mark's luma (Rec. 709 weights). Outputs up to `SMALL_PIXELS` (tiles, most regions) are blended in numpy in
     one pass over the decoded pixels (a chain of libvips operations per mark cost 3 to 4 times the decode of a
     tile, measured); larger ones lazily, in bounded memory."""
@@ -188,9 +191,9 @@ def blend(img: Any, over: Any, places: list[Rect], opacity: float) -> Any:
     if colours not in (1, 3) or img.format not in ("uchar", "ushort"):
         return img
     if img.width * img.height <= SMALL_PIXELS:
-        return _blend_array(img, over, places, opacity, colours)
+        return _blend_array(img, over, places, opacity, colours, add)
     for place in places:
-        img = _blend_vips(img, over, place, opacity, colours)
+        img = _blend_vips(img, over, place, opacity, colours, add)
     return img
 
 
@@ -205,18 +208,19 @@ def _mark_parts(over: Any, w: int, h: int, opacity: float, colours: int, top: fl
     return colour * (top / 255.0), a
 
 
-def _blend_array(img: Any, over: Any, places: list[Rect], opacity: float, colours: int) -> Any:
+def _blend_array(img: Any, over: Any, places: list[Rect], opacity: float, colours: int, add: bool) -> Any:
     top = 65535.0 if img.format == "ushort" else 255.0
     px = img.numpy()
     px = (px[:, :, None] if px.ndim == 2 else px).copy()
     for x, y, w, h in places:
         colour, a = _mark_parts(over, w, h, opacity, colours, top)
         region = px[y:y + h, x:x + w, :colours].astype(np.float32)
-        px[y:y + h, x:x + w, :colours] = (region * (1 - a) + colour * a + 0.5).astype(px.dtype)
+        mixed = np.minimum(region + colour * a, top) if add else region * (1 - a) + colour * a
+        px[y:y + h, x:x + w, :colours] = (mixed + 0.5).astype(px.dtype)
     return pyvips.Image.new_from_array(px, interpretation=img.interpretation)
 
 
-def _blend_vips(img: Any, over: Any, place: Rect, opacity: float, colours: int) -> Any:
+def _blend_vips(img: Any, over: Any, place: Rect, opacity: float, colours: int, add: bool) -> Any:
     x, y, w, h = place
     part = pyvips.Image.new_from_array(np.ascontiguousarray(over[:h, :w]))
     top = 65535.0 if img.format == "ushort" else 255.0
@@ -228,7 +232,12 @@ def _blend_vips(img: Any, over: Any, place: Rect, opacity: float, colours: int) 
         colour = colour * (top / 255.0)
     base = img.crop(x, y, w, h)
     base_colour = base.extract_band(0, n=colours) if base.bands != colours else base
-    mixed = (base_colour * (1 - a) + colour * a + 0.5).cast(img.format)
+    if add:
+        summed = base_colour + colour * a
+        mixed = (summed > top).ifthenelse(top, summed)
+    else:
+        mixed = base_colour * (1 - a) + colour * a
+    mixed = (mixed + 0.5).cast(img.format)
     if base.bands != colours:
         mixed = mixed.bandjoin(base[colours])
     return img.insert(mixed.copy(interpretation=img.interpretation), x, y)
@@ -366,6 +375,8 @@ def check(overlays: Overlays) -> None:
     if mark is not None:
         if mark.position not in POSITIONS:
             raise ValueError(f"unknown watermark position {mark.position!r}; choose from {', '.join(POSITIONS)}")
+        if mark.blend not in BLENDS:
+            raise ValueError(f"unknown watermark blend {mark.blend!r}; choose from {', '.join(BLENDS)}")
         if not (0 <= mark.opacity <= 1 and 0 <= mark.probability <= 1 and 0 < mark.scale <= 16):
             raise ValueError("watermark opacity and probability must be within 0..1, its scale within 0..16")
         watermark_image(mark.location, mark.scale)
