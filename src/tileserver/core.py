@@ -40,9 +40,10 @@ from .cache.disk import DiskStore
 from .cache.memory import ByteLRU, CountLRU
 from .cache.shared import SharedCache, entry_key
 from .errors import Busy, Forbidden, NotFound, TileServerError, Unauthorized, echo
+from .imaging import overlay
 from .imaging.encode import available_formats
 from .imaging.render import render, samples
-from .models import ImageMeta, OutputFormat, Rendered, Samples, Sequence, TileRequest
+from .models import ImageMeta, OutputFormat, Overlays, Rendered, Samples, Sequence, TileRequest, Watermark
 from .settings import Settings
 from .sources import vfs
 from .sources.base import Format, Selector, SourceImage, split_selector
@@ -202,10 +203,21 @@ class TileService:
         self.namespace = "\x00".join([SHARED_SCHEMA, __version__, str(settings.derive_dir is not None),  # not where
                                       *(str(getattr(settings, n)) for n in OUTPUT_SETTINGS)])
         self._generations: dict[str, str] = {}  # purges without a shared cache: image name ("" for all) -> token
-        # access tiers (access/): None when no policy restricts anything (every request as before)
+        # the configured watermark (iipsrv WATERMARK), laid over every image response with no overlays of its own;
+        # an unreadable one stops the server here, with its reason
+        self.overlays = None if settings.watermark is None else Overlays(watermark=Watermark(
+            settings.watermark, settings.watermark_opacity, settings.watermark_probability,
+            blend=settings.watermark_blend))
+        if self.overlays is not None:
+            overlay.check(self.overlays)
+        # access tiers (access/): None when no policy restricts anything (every request as before); a tier's
+        # unreadable watermark stops the server here too
         self.access = Policy.from_settings(settings.access_policy, str(settings.root) if settings.root_url is None
                                            else None, settings.access_sidecars, settings.access_hook,
                                            settings.stat_interval)
+        for tier in () if self.access is None else self.access.tiers():
+            if tier.overlays:
+                overlay.check(tier.overlays)
         self._views: CountLRU[tuple[str, str], View] = CountLRU(TRANSLATIONS)
 
     @staticmethod
@@ -527,7 +539,7 @@ class TileService:
             return None
         body = hit.body
         if hit.request is not None:
-            req, generation = hit.request, entry.generation
+            req, generation = self.overlaid(hit.request), entry.generation
             if self.access is not None:  # the tile as the viewer's tier renders it (its own cache key)
                 req, tier = await self._as_tier(entry, req)
                 generation += tier
@@ -543,6 +555,7 @@ class TileService:
         """The encoded image of `req`: from this process's tile cache, else the shared cache, else rendered here
         (once per cluster at a time, through the shared cache's lease). `background` renders (warm-ups) run in
         the large lane, whose threads are niced, so tiles asked for by clients go first."""
+        req = self.overlaid(req)  # before any key is made: the overlays are part of every cache key and ETag
         entry = await self._entry(req.ident)
         tier = ""  # a restricted tier's key: its responses share no cache entry and no ETag with another tier's
         if self.access is not None:
@@ -560,6 +573,11 @@ class TileService:
         out = replace(out, etag=etag_for(entry.meta, repr(req) + tier))
         self.tiles.put(key, replace(out, source="cache", timing=CACHE_TIMING), len(out.body) + 200)
         return out
+
+    def overlaid(self, req: TileRequest) -> TileRequest:
+        """`req` with the configured watermark when it has no overlays of its own (None: an access tier's
+        overlays, even empty ones, are what it gets)."""
+        return req if req.overlays is not None or self.overlays is None else replace(req, overlays=self.overlays)
 
     async def _render_here(self, entry: _Entry, req: TileRequest, key: TileKey, background: bool = False
                            ) -> Rendered:

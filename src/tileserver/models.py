@@ -233,13 +233,15 @@ class Watermark:
     tiles that get one (iipsrv's `WATERMARK_PROBABILITY`, chosen from the tile itself, so a tile is the same
     every time); `opacity` 0..1; `scale` of the watermark's own size; `position` is `random` (iipsrv: a
     random place in each tile or block), `center`, `top-left`, `top-right`, `bottom-left`, `bottom-right`
-    or `repeat`."""
+    or `repeat`. `blend` is `over` (alpha compositing) or `add` (iipsrv 1.3: the mark's colour times its
+    alpha and `opacity` added to the pixels, clipped; a mark drawn on black brightens only where it is drawn)."""
 
     location: str
     opacity: float = 1.0
     probability: float = 1.0
     scale: float = 1.0
     position: str = "random"
+    blend: str = "over"
 
 
 @dataclass(frozen=True)

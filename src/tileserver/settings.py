@@ -89,6 +89,9 @@ IIPSRV_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FILENAME_PATTERN": ("filename_pattern", str),
     "MEMCACHED_SERVERS": ("cache_url", lambda v: "memcached://" + ",".join(p.strip() for p in v.split(","))),
     "MEMCACHED_TIMEOUT": ("cache_ttl", _clamp(1, 2_592_000)),
+    "WATERMARK": ("watermark", str),
+    "WATERMARK_PROBABILITY": ("watermark_probability", lambda v: min(max(float(v), 0.0), 1.0)),
+    "WATERMARK_OPACITY": ("watermark_opacity", lambda v: min(max(float(v), 0.0), 1.0)),
 }
 
 
@@ -153,6 +156,19 @@ class Settings(BaseSettings):
     base_url: str = Field("", description="Public base URL used in IIIF ids and redirects")
     cache_control: str = Field("max-age=86400", description="Cache-Control on successful responses")
     passthrough: bool = Field(True, description="Send stored JPEG/WebP TIFF tiles without re-encoding")
+    watermark: str | None = Field(None, description="Image laid over every image response (iipsrv WATERMARK): a "
+                                  "local path or a store URL under a configured store root, any format libvips "
+                                  "reads, its alpha band used; checked at startup (unreadable: the server does "
+                                  "not start); None: off")
+    watermark_probability: float = Field(1.0, ge=0, le=1, description="Share of tiles (and of the 2-tile blocks of "
+                                         "larger outputs) that get the watermark, chosen per tile so a tile is the "
+                                         "same every time (iipsrv WATERMARK_PROBABILITY)")
+    watermark_opacity: float = Field(1.0, ge=0, le=1, description="Opacity of the watermark (iipsrv "
+                                     "WATERMARK_OPACITY)")
+    watermark_blend: Literal["add", "over"] = Field("add", description="How the watermark is laid on: add (iipsrv: "
+                                                  "its colour times its alpha and the opacity added to the "
+                                                  "pixels, so a mark drawn on black only brightens) or over "
+                                                  "(alpha compositing)")
     tile_cache_mb: float = Field(128.0, ge=0, description="Encoded-tile cache per process, in MB")
     decoded_cache_mb: float = Field(256.0, ge=0, description="Decoded small levels kept per process, in MB")
     slide_cache_mb: float = Field(64.0, ge=0, description="OpenSlide's decoded-tile cache, shared by the whole-slide "
@@ -487,6 +503,15 @@ class Settings(BaseSettings):
         if not v.startswith(STORE_SCHEMES) or "://" not in v or not v.split("://", 1)[1].split("/", 1)[0]:
             raise ValueError(f"root_url must be a store URL ({', '.join(STORE_SCHEMES)}...)")
         return v
+
+    @field_validator("watermark")
+    @classmethod
+    def _watermark_location(cls, v: str | None) -> str | None:
+        """A local path made absolute (as given: the operator's, not under the image root); a store URL kept."""
+        if v is None or not v.strip():
+            return None
+        v = v.strip()
+        return v if v.startswith(STORE_SCHEMES) else str(Path(v).expanduser().absolute())
 
     @field_validator("derive_dir")
     @classmethod

@@ -27,7 +27,7 @@ A policy:
 
 A side a rule leaves out comes from the default. A tier is a name (`full`, `denied` or one of `tiers`) or an
 object with `max_width`, `max_height`, `max_area`, `watermark` (`location`, `opacity`, `probability`, `scale`,
-`position`), `text` (`text`, `position`, `opacity`, `size`, `colour`), `redactions` (`[x, y, w, h]` or objects
+`position`, `blend`), `text` (`text`, `position`, `opacity`, `size`, `colour`), `redactions` (`[x, y, w, h]` or objects
 with `x`, `y`, `width`, `height`, `colour`, in full-resolution pixels) and `denied`. Unknown keys are errors.
 """
 
@@ -192,16 +192,16 @@ def _checked(spec: Any, allowed: set[str], what: str) -> Mapping[str, Any]:
 
 
 def _watermark(spec: Any) -> Watermark:
-    spec = _checked(spec, {"location", "opacity", "probability", "scale", "position"}, "watermark")
+    spec = _checked(spec, {"location", "opacity", "probability", "scale", "position", "blend"}, "watermark")
     location = spec.get("location")
     if not isinstance(location, str) or not location:
         raise ValueError("access tier: a watermark needs a location")
     kw = {k: _number(spec, k, float, 0.0, 1.0) for k in ("opacity", "probability")}
-    kw["scale"] = _number(spec, "scale", float, 0.001, 100.0)
-    position = spec.get("position", "random")
-    if not isinstance(position, str):
-        raise ValueError("access tier: a watermark position is a word")
-    return Watermark(location, position=position, **{k: v for k, v in kw.items() if v is not None})
+    kw["scale"] = _number(spec, "scale", float, 0.001, 16.0)
+    position, blend = spec.get("position", "random"), spec.get("blend", "over")
+    if not isinstance(position, str) or not isinstance(blend, str):
+        raise ValueError("access tier: a watermark's position and blend are words")
+    return Watermark(location, position=position, blend=blend, **{k: v for k, v in kw.items() if v is not None})
 
 
 def _text(spec: Any) -> TextOverlay:
@@ -283,6 +283,11 @@ class Policy:
         self.hook = hook
         self.ttl = max(ttl, 0.0)
         self._found: dict[tuple[str, str], tuple[Access, float]] = {}
+
+    def tiers(self) -> tuple[Tier, ...]:
+        """Every tier the policy names or holds (the overlays of each are checked when the server starts)."""
+        rules = [t for r in self.rules for t in (r.anonymous, r.authorised) if t is not None]
+        return (*self.named.values(), self.default.anonymous, self.default.authorised, *rules)
 
     def _access(self, spec: Any, base: Access) -> Access:
         spec = _checked(spec, set(CLASSES), "access")
