@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tileserver"
-LAYERS = ["models", "errors", "settings", "metrics", "levels", "cache", "sources", "imaging", "admission", "core",
-          "web", "protocols", "pages", "app", "cli", "__main__", "__init__"]
+LAYERS = ["models", "errors", "settings", "metrics", "levels", "cache", "sources", "imaging", "admission", "access",
+          "core", "web", "protocols", "pages", "app", "cli", "__main__", "__init__"]
 
 
 def layer(module: str) -> int:

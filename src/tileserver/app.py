@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from . import metrics, protocols
+from .access.tokens import Keys
 from .core import TileService
 from .errors import install_handlers
 from .pages import index as pages
@@ -18,9 +19,10 @@ from .pages import manifests, viewers
 from .protocols import cacheapi
 from .settings import Settings
 from .web import telemetry
+from .web.access import AccessMiddleware
 from .web.limits import RequestLimitMiddleware
 from .web.options import OptionsMiddleware
-from .web.proxies import TrustedProxyMiddleware
+from .web.proxies import TrustedProxies, TrustedProxyMiddleware
 from .web.replay import ReplayMiddleware
 
 
@@ -50,6 +52,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Middleware(telemetry.TelemetryMiddleware, access_log=settings.access_log, record=recording),
         Middleware(ReplayMiddleware, service=service),
     ]
+    if service.access is not None:  # an access policy: credentials read first (web/access.py), from the peer
+        key = settings.access_key  # as connected, before the trusted-proxy middleware names the forwarded client
+        middleware.insert(0, Middleware(
+            AccessMiddleware, keys=None if key is None else Keys.parse(key.get_secret_value()),
+            cookie=settings.access_cookie, identity_header=settings.access_identity_header,
+            trusted=TrustedProxies(settings.trusted_proxies)))
     if settings.cors:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=[o.strip() for o in settings.cors.split(",")],

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 SECRET_VAR = "TILESERVER_STORE_SECRET_ACCESS_KEY"
 # settings a dump masks, handed to worker processes through their own variables
-SECRETS = {"store_secret_access_key": SECRET_VAR, "cache_api_token": "TILESERVER_CACHE_API_TOKEN"}
+SECRETS = {"store_secret_access_key": SECRET_VAR, "cache_api_token": "TILESERVER_CACHE_API_TOKEN",
+           "access_key": "TILESERVER_ACCESS_KEY"}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -161,6 +162,37 @@ def _add_convert(sub: Any) -> None:
     c.set_defaults(func=_convert)
 
 
+def _token(args: argparse.Namespace) -> int:
+    """An access token, or a signed URL, under the configured `access_key` (access/tokens.py)."""
+    import time
+
+    from .access.tokens import Keys
+    from .settings import Settings
+
+    key = Settings().access_key
+    if key is None:
+        print("tileserver: TILESERVER_ACCESS_KEY is not set", file=sys.stderr)
+        return 2
+    keys = Keys.parse(key.get_secret_value())
+    expiry = time.time() + args.ttl
+    if args.sign_url is not None:
+        path, _, query = args.sign_url.partition("?")
+        print(f"{path}?{keys.sign_url(path, query, args.tier, expiry)}")
+    else:
+        print(keys.issue_token(args.subject, args.tier, expiry))
+    return 0
+
+
+def _add_token(sub: Any) -> None:
+    t = sub.add_parser("token", help="print an access token (cookie or bearer), or a signed URL with --sign-url")
+    t.add_argument("--subject", default="", help="who the token is for (logged by nothing, carried in it)")
+    t.add_argument("--tier", choices=["authorised", "anonymous"], default="authorised", help="access class")
+    t.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (3600)")
+    t.add_argument("--sign-url", metavar="PATH?QUERY", help="sign this path and query (as the server receives "
+                   "them) instead of issuing a token")
+    t.set_defaults(func=_token)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tileserver", description="Multi-protocol image tile server")
     p.add_argument("--version", action="version", version=f"tileserver {__version__}")
@@ -177,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print version, libvips, output formats and settings as JSON")
     i.set_defaults(func=_info)
     _add_convert(sub)
+    _add_token(sub)
     return p
 
 

@@ -14,6 +14,9 @@ opened (an image known from shared metadata is opened only when a tile must be r
 missed by several replicas at once is rendered by one (a lease). Purges (`purge`, the cache API) bump a
 generation that every replica re-reads within `cache_generation_ttl`; an entry made under an older one is made
 anew, which retires what was derived from it (translations, documents, recorded responses).
+
+With an access policy (access/; `self.access`, None without one) `info` answers the image as the request's viewer
+may see it and `render` maps requests back to the image with the tier's overlays: see "access tiers" below.
 """
 
 from __future__ import annotations
@@ -28,15 +31,19 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from . import __version__
+from .access.policy import Access, Policy, Tier
+from .access.tokens import current_viewer
+from .access.view import View, to_real, view_of
 from .admission import Admission, Lane, estimate, lane_for
 from .cache import codec
 from .cache.memory import ByteLRU, CountLRU
 from .cache.shared import SharedCache, entry_key
-from .errors import Busy, NotFound, TileServerError
+from .errors import Busy, Forbidden, NotFound, TileServerError, Unauthorized, echo
+from .imaging import overlay
 from .imaging.encode import available_formats
 from .imaging.isolate import Children, Location
 from .imaging.render import render, samples
-from .models import ImageMeta, OutputFormat, Rendered, Samples, Sequence, TileRequest
+from .models import ImageMeta, OutputFormat, Overlays, Rendered, Samples, Sequence, TileRequest, Watermark
 from .settings import Settings
 from .sources import vfs
 from .sources.base import Selector, SourceImage, split_selector
@@ -54,6 +61,8 @@ OUTPUT_SETTINGS = ("jpeg_quality", "png_compression", "webp_quality", "avif_qual
                    "derive_min_megapixels", "derive_quality", "filename_pattern", "filename_prefix", "filename_suffix")
 SHARED_SCHEMA = "1"  # bumped when what the shared entries hold changes shape
 PREVIEW_TIMING = 'preview;desc="from a preview while the pyramid is made"'
+# the headers of a response whose content depends on the viewer (an image under an access policy that restricts it)
+PRIVATE = {"Cache-Control": "private", "Vary": "Cookie, Authorization"}
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,22 @@ class TileService:
         self.namespace = "\x00".join([SHARED_SCHEMA, __version__, str(settings.derive_dir is not None),  # not where
                                       *(str(getattr(settings, n)) for n in OUTPUT_SETTINGS)])
         self._generations: dict[str, str] = {}  # purges without a shared cache: image name ("" for all) -> token
+        # the configured watermark (iipsrv WATERMARK), laid over every image response with no overlays of its own;
+        # an unreadable one stops the server here, with its reason
+        self.overlays = None if settings.watermark is None else Overlays(watermark=Watermark(
+            settings.watermark, settings.watermark_opacity, settings.watermark_probability,
+            blend=settings.watermark_blend))
+        if self.overlays is not None:
+            overlay.check(self.overlays)
+        # access tiers (access/): None when no policy restricts anything (every request as before); a tier's
+        # unreadable watermark stops the server here too
+        self.access = Policy.from_settings(settings.access_policy, str(settings.root) if settings.root_url is None
+                                           else None, settings.access_sidecars, settings.access_hook,
+                                           settings.stat_interval)
+        for tier in () if self.access is None else self.access.tiers():
+            if tier.overlays:
+                overlay.check(tier.overlays)
+        self._views: CountLRU[tuple[str, str], View] = CountLRU(TRANSLATIONS)
 
     # -- lifecycle (called from the app's lifespan) ----------------------------------------------
     def start(self) -> None:
@@ -246,7 +271,9 @@ class TileService:
 
     # -- metadata ---------------------------------------------------------------------------------
     async def info(self, ident: str) -> ImageMeta:
-        return (await self._entry(ident)).meta
+        """The image's metadata as the viewer of this request may see it (a capped tier's view: access/view.py)."""
+        entry = await self._entry(ident)
+        return entry.meta if self.access is None else (await self._view(entry))[1].meta
 
     def _fresh(self, ident: str) -> _Entry | None:
         """The cached entry for `ident` if its file was checked within `stat_interval` (and, with a shared cache,
@@ -415,18 +442,21 @@ class TileService:
     async def recall(self, key: str) -> Translation | None:
         """The translation remembered under `key` (a protocol's own URL key), if the image it was made
         for is unchanged: its metadata is still the very object the translation was made from."""
-        hit = self.translations.get(key)
+        hit = self.translations.get(self._scoped(key))
         return hit if hit is not None and await self._current(hit.meta) else None
 
     def remember(self, key: str, meta: ImageMeta, req: TileRequest, headers: dict[str, str] | None = None) -> None:
-        self.translations.put(key, Translation(meta, req, tuple((headers or {}).items())))
+        self.translations.put(self._scoped(key), Translation(meta, req, tuple((headers or {}).items())))
 
     async def recall_document(self, key: str) -> Document | None:
-        hit = self.documents.get(key)
+        hit = self.documents.get(self._scoped(key))
         return hit if hit is not None and await self._current(hit.meta) else None
 
     async def _current(self, meta: ImageMeta) -> bool:
-        """True while `meta` is still the image's metadata (the file has not changed since, nor was it purged)."""
+        """True while `meta` is still the image's metadata (the file has not changed since, nor was it purged) and,
+        under an access policy, still what the request's viewer may see (401/403 once it is denied)."""
+        if self.access is not None:
+            return await self._current_view(meta) is not None
         return await self._current_entry(meta) is not None
 
     async def _current_entry(self, meta: ImageMeta) -> _Entry | None:
@@ -440,7 +470,7 @@ class TileService:
                           headers: dict[str, str] | None = None) -> Document:
         doc = Document(meta, body, media_type, etag_for(meta, key + "\n" + body.hex()),
                        tuple((headers or {}).items()))
-        self.documents.put(key, doc)
+        self.documents.put(self._scoped(key), doc)
         return doc
 
     # -- replay: whole responses for URLs answered before (see web/replay.py) -----------------------
@@ -454,12 +484,17 @@ class TileService:
         unchanged and, for a tile, the tile is still cached; else None (the full stack answers, and records
         again)."""
         hit = self.recorded.get(key)
-        entry = None if hit is None else await self._current_entry(hit.meta)
+        current = self._current_entry if self.access is None else self._current_view
+        entry = None if hit is None else await current(hit.meta)
         if hit is None or entry is None:
             return None
         body = hit.body
         if hit.request is not None:
-            tile = self.tiles.get((hit.request, hit.meta.mtime, entry.generation))
+            req, generation = self.overlaid(hit.request), entry.generation
+            if self.access is not None:  # the tile as the viewer's tier renders it (its own cache key)
+                req, tier = await self._as_tier(entry, req)
+                generation += tier
+            tile = self.tiles.get((req, hit.meta.mtime, generation))
             if tile is None or len(tile.body) != hit.length:
                 return None
             body = tile.body
@@ -471,20 +506,29 @@ class TileService:
         """The encoded image of `req`: from this process's tile cache, else the shared cache, else rendered here
         (once per cluster at a time, through the shared cache's lease). `background` renders (warm-ups) run in
         the large lane, whose threads are niced, so tiles asked for by clients go first."""
+        req = self.overlaid(req)  # before any key is made: the overlays are part of every cache key and ETag
         entry = await self._entry(req.ident)
-        key = (req, entry.meta.mtime, entry.generation)
+        tier = ""  # a restricted tier's key: its responses share no cache entry and no ETag with another tier's
+        if self.access is not None:
+            req, tier = await self._as_tier(entry, req)
+        key = (req, entry.meta.mtime, entry.generation + tier if tier else entry.generation)
         hit = self.tiles.get(key)
         if hit is not None:
             return hit
         if self.shared is None or entry.meta.provisional or entry.found is None:
             return await self._render_here(entry, req, key, background)
-        skey = entry_key("t", entry.found.version(self.namespace, entry.generation), request_text(req))
+        skey = entry_key("t", entry.found.version(self.namespace, entry.generation), request_text(req) + tier)
         out, shared = await self.shared.tile_or_render(skey, lambda: self._render_here(entry, req, key, background))
         if not shared:
             return out
-        out = replace(out, etag=etag_for(entry.meta, repr(req)))
+        out = replace(out, etag=etag_for(entry.meta, repr(req) + tier))
         self.tiles.put(key, replace(out, source="cache", timing=CACHE_TIMING), len(out.body) + 200)
         return out
+
+    def overlaid(self, req: TileRequest) -> TileRequest:
+        """`req` with the configured watermark when it has no overlays of its own (None: an access tier's
+        overlays, even empty ones, are what it gets)."""
+        return req if req.overlays is not None or self.overlays is None else replace(req, overlays=self.overlays)
 
     async def _render_here(self, entry: _Entry, req: TileRequest, key: TileKey, background: bool = False
                            ) -> Rendered:
@@ -498,7 +542,8 @@ class TileService:
             out = await self.admission.run(lane, self.children.render, where, req, cost=cost)
         else:
             out = await self.admission.run(lane, render, image, req, self.settings, self.derived, cost=cost)
-        out = replace(out, etag=etag_for(entry.meta, repr(req)))
+        tier = key[2].removeprefix(entry.generation)  # the key's generation part carries a restricted tier's key
+        out = replace(out, etag=etag_for(entry.meta, repr(req) + tier))
         if entry.meta.provisional or image.meta.provisional:  # from a preview: never cached, and marked so
             return replace(out, provisional=True, timing=f"{out.timing}, {PREVIEW_TIMING}")
         # the cached copy says where later answers come from (Server-Timing), not how this one was made
@@ -509,11 +554,82 @@ class TileService:
         """The source sample values of `box` at `level` (of stack page `page`), at full depth; not cached
         (profiles and points are a few pixels, and their documents are answered with an ETag)."""
         entry = await self._entry(ident)
+        if self.access is not None:
+            level = await self._tier_level(entry, level)
         if entry.meta.provisional:  # a preview's samples are not the file's
             raise Busy(f"{ident} is being prepared; its samples can be read in a moment")
         image = await self._image(entry)
         self._ensure_started()
         return await self.admission.run(Lane.SMALL, samples, image, level, box, page)
+
+    # -- access tiers (access/): what the viewer of the request being answered may see -------------------
+    # Only with a policy (`self.access`). `info` answers a capped tier's view, `render` maps a request made against
+    # it back to the image and adds the tier's overlays, `samples` reads the view's levels; translations and
+    # documents are remembered per viewer class (`_scoped`), replayed responses too (web/replay.py).
+    async def _tier(self, entry: _Entry) -> Tier:
+        """The tier of the request's viewer for `entry`'s image; 401 (anonymous) or 403 when it is denied."""
+        assert self.access is not None
+        name = generation_name(entry.meta.ident)
+        access: Access | None = self.access.cached(name, entry.path)
+        if access is None:
+            access = await self.run(self.access.lookup, name, entry.path)
+        viewer = current_viewer()
+        tier = access.tier(viewer.authorised)
+        if tier.denied:
+            refused = Forbidden if viewer.authorised else Unauthorized
+            raise refused(f"access to {echo(entry.meta.ident)} is not granted")
+        return tier
+
+    async def _view(self, entry: _Entry) -> tuple[Tier, View]:
+        tier = await self._tier(entry)
+        if not tier.capped:
+            return tier, View(entry.meta, entry.meta)
+        key = (entry.meta.ident, tier.key)
+        view = self._views.get(key)
+        if view is None or view.real is not entry.meta:
+            view = view_of(entry.meta, tier)
+            self._views.put(key, view)
+        return tier, view
+
+    async def _as_tier(self, entry: _Entry, req: TileRequest) -> tuple[TileRequest, str]:
+        """`req` (made against the viewer's view) in the image's pixels with the tier's overlays, and the tier's
+        key ("" for the full tier: its requests are the same as with no policy)."""
+        tier, view = await self._view(entry)
+        if tier.full:
+            return req, ""
+        real = to_real(req, view)
+        if tier.overlays:
+            real = replace(real, overlays=tier.overlays)
+        return real, f"\x00tier:{tier.key}"
+
+    async def _tier_level(self, entry: _Entry, level: int) -> int:
+        tier, view = await self._view(entry)
+        if tier.full:
+            return level
+        if tier.overlays:
+            raise Forbidden("sample values are not offered in this access tier")
+        if not 0 <= level < len(view.meta.levels):
+            raise NotFound(f"level {level} is not in this access tier")
+        return level + view.shift
+
+    async def _current_view(self, meta: ImageMeta) -> _Entry | None:
+        """The image's entry while `meta` is what the viewer may see of it (its tier's view, the same object while
+        the file and the tier are unchanged)."""
+        entry = await self._entry(meta.ident)
+        return entry if (await self._view(entry))[1].meta is meta else None
+
+    def _scoped(self, key: str) -> str:
+        """A protocol's URL key as remembered for the viewer's class (the same URL differs by tier)."""
+        return key if self.access is None else f"{current_viewer().key}\x00{key}"
+
+    def access_headers(self, ident: str) -> dict[str, str] | None:
+        """The headers of a response about `ident` whose content may differ by viewer (the image's tiers differ
+        from full for all): `Cache-Control: private` and `Vary` on the credentials; None for a public one."""
+        if self.access is None:
+            return None
+        entry = self.metadata.peek(ident)
+        found = None if entry is None else self.access.peek(generation_name(ident), entry.path)
+        return PRIVATE if found is None or found.restricted else None
 
     async def output_formats(self) -> tuple[OutputFormat, ...]:
         """The formats the installed libvips can write (probed once, in the pool), for protocols

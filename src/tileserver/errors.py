@@ -62,6 +62,10 @@ class Forbidden(TileServerError):
     """Refused by policy."""
 
 
+class Unauthorized(Forbidden):
+    """Refused to an anonymous viewer by the access policy (access/): 401, with a credential it may be allowed."""
+
+
 class SourceTooLarge(TileServerError):
     """The image is readable but declares more pixels than the pixel budget lets this server decode
     (settings `max_image_megapixels`, `max_untiled_megapixels`, `max_decode_megapixels`; sources/budget.py).
@@ -124,6 +128,7 @@ STATUS_CODES: dict[type[TileServerError], int] = {
     NotImplementedFeature: 501,
     ImageTooLarge: 403,
     Forbidden: 403,
+    Unauthorized: 401,
     SourceTooLarge: 422,
     SourceError: 415,
     Busy: 503,
@@ -186,6 +191,8 @@ def error_response(exc: TileServerError, render: ErrorBody = plain_error) -> Res
         response.headers["Connection"] = "close"
     if isinstance(exc, (Busy, StoreFailure)):
         response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, Unauthorized):  # a 401 names how to authenticate (RFC 9110 section 11.6.1)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="tileserver"'
     return response
 
 

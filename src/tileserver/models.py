@@ -227,6 +227,60 @@ NO_PROCESSING = Processing()
 
 
 @dataclass(frozen=True)
+class Watermark:
+    """An image laid over the output (iipsrv's `WATERMARK`): `location` is a server-side image (a path or a
+    store URL from the settings or the access policy, never from a client). `probability` is the share of
+    tiles that get one (iipsrv's `WATERMARK_PROBABILITY`, chosen from the tile itself, so a tile is the same
+    every time); `opacity` 0..1; `scale` of the watermark's own size; `position` is `random` (iipsrv: a
+    random place in each tile or block), `center`, `top-left`, `top-right`, `bottom-left`, `bottom-right`
+    or `repeat`. `blend` is `over` (alpha compositing) or `add` (iipsrv 1.3: the mark's colour times its
+    alpha and `opacity` added to the pixels, clipped; a mark drawn on black brightens only where it is drawn)."""
+
+    location: str
+    opacity: float = 1.0
+    probability: float = 1.0
+    scale: float = 1.0
+    position: str = "random"
+    blend: str = "over"
+
+
+@dataclass(frozen=True)
+class TextOverlay:
+    """Text laid over the output: `size` is the text's height in output pixels, `colour` 8-bit RGB."""
+
+    text: str
+    position: str = "bottom-right"
+    opacity: float = 0.5
+    size: int = 24
+    colour: tuple[int, int, int] = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """A rectangle of the image, in full-resolution pixels, painted over (`colour`) in every output that
+    shows any of it, at every level and through every protocol."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    colour: tuple[int, int, int] = (0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Overlays:
+    """What is laid over an image response (an access tier's watermark, text and redactions). Part of the
+    `TileRequest`, so responses with different overlays never share a cache entry or an ETag."""
+
+    watermark: Watermark | None = None
+    text: TextOverlay | None = None
+    redactions: tuple[Redaction, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.watermark is not None or self.text is not None or bool(self.redactions)
+
+
+@dataclass(frozen=True)
 class TileRequest:
     """Everything needed to render one image response, independent of the protocol that asked.
 
@@ -249,6 +303,7 @@ class TileRequest:
     tiff_compression: str | None = None
     page: int = 0
     layers: int | None = None  # IIP LYR: JPEG 2000 quality layers to decode; None = all (see iip to_tile_request)
+    overlays: Overlays | None = None  # laid over the output (imaging/overlay.py); set by the core, never a protocol
 
     def __post_init__(self) -> None:
         if (self.tile is None) == (self.region is None):

@@ -89,6 +89,9 @@ IIPSRV_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FILENAME_PATTERN": ("filename_pattern", str),
     "MEMCACHED_SERVERS": ("cache_url", lambda v: "memcached://" + ",".join(p.strip() for p in v.split(","))),
     "MEMCACHED_TIMEOUT": ("cache_ttl", _clamp(1, 2_592_000)),
+    "WATERMARK": ("watermark", str),
+    "WATERMARK_PROBABILITY": ("watermark_probability", lambda v: min(max(float(v), 0.0), 1.0)),
+    "WATERMARK_OPACITY": ("watermark_opacity", lambda v: min(max(float(v), 0.0), 1.0)),
 }
 
 
@@ -153,6 +156,19 @@ class Settings(BaseSettings):
     base_url: str = Field("", description="Public base URL used in IIIF ids and redirects")
     cache_control: str = Field("max-age=86400", description="Cache-Control on successful responses")
     passthrough: bool = Field(True, description="Send stored JPEG/WebP TIFF tiles without re-encoding")
+    watermark: str | None = Field(None, description="Image laid over every image response (iipsrv WATERMARK): a "
+                                  "local path or a store URL under a configured store root, any format libvips "
+                                  "reads, its alpha band used; checked at startup (unreadable: the server does "
+                                  "not start); None: off")
+    watermark_probability: float = Field(1.0, ge=0, le=1, description="Share of tiles (and of the 2-tile blocks of "
+                                         "larger outputs) that get the watermark, chosen per tile so a tile is the "
+                                         "same every time (iipsrv WATERMARK_PROBABILITY)")
+    watermark_opacity: float = Field(1.0, ge=0, le=1, description="Opacity of the watermark (iipsrv "
+                                     "WATERMARK_OPACITY)")
+    watermark_blend: Literal["add", "over"] = Field("add", description="How the watermark is laid on: add (iipsrv: "
+                                                  "its colour times its alpha and the opacity added to the "
+                                                  "pixels, so a mark drawn on black only brightens) or over "
+                                                  "(alpha compositing)")
     tile_cache_mb: float = Field(128.0, ge=0, description="Encoded-tile cache per process, in MB")
     decoded_cache_mb: float = Field(256.0, ge=0, description="Decoded small levels kept per process, in MB")
     slide_cache_mb: float = Field(64.0, ge=0, description="OpenSlide's decoded-tile cache, shared by the whole-slide "
@@ -206,6 +222,25 @@ class Settings(BaseSettings):
     cache_api_token: SecretStr | None = Field(None, description="Bearer token of the cache API (`DELETE /cache/{id}`, "
                                               "`DELETE /cache`, `POST /cache/{id}/warm`); at least 16 characters; "
                                               "None: the API is off (404)")
+    # -- access control (access/): tiers, tokens, signed URLs --
+    access_policy: str | None = Field(None, description="Access policy: JSON inline (starting with `{`) or the path "
+                                      "of a JSON file: named tiers, a default and rules by glob or folder, each "
+                                      "giving an anonymous and an authorised tier (access/policy.py); None with no "
+                                      "sidecars and no hook: everything is full for everyone")
+    access_sidecars: bool = Field(False, description="Read a tier pair from `<image>.access.json` next to a local "
+                                  "image (it overrides the rules; a broken one denies the image)")
+    access_hook: str | None = Field(None, description="`module:function` called with the identifier and the image's "
+                                    "location (in a pool thread); returns None or `{\"anonymous\": tier, "
+                                    "\"authorised\": tier}`; it overrides sidecars and rules")
+    access_key: SecretStr | None = Field(None, description="HMAC-SHA256 key(s) of access tokens and signed URLs, "
+                                         "comma-separated (the first signs, all verify: rotation), each at least "
+                                         "16 characters; None: no token or signed URL is accepted")
+    access_cookie: str = Field("tileserver_access", pattern=r"^[A-Za-z0-9_\-]{1,64}$",
+                               description="Name of the cookie holding an access token")
+    access_identity_header: str | None = Field(None, pattern=r"^[A-Za-z0-9\-]{1,64}$", description="A header (e.g. "
+                                               "`X-Remote-User`) whose non-empty value, set by a trusted proxy "
+                                               "(`trusted_proxies`), makes the request authorised; dropped from "
+                                               "any other client")
     cache_warm_max_tiles: int = Field(20_000, ge=1, le=10_000_000, description="Most tiles one warm-up request may "
                                       "ask for (more: 413)")
     # -- stores: images in object storage and behind HTTP (sources/vfs.py, sources/stores.py) --
@@ -361,6 +396,22 @@ class Settings(BaseSettings):
             raise ValueError("cache_api_token must be at least 16 characters")
         return raw.strip()
 
+    @field_validator("access_key", mode="before")
+    @classmethod
+    def _access_key(cls, v: Any) -> Any:
+        raw = v.get_secret_value() if isinstance(v, SecretStr) else v
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        keys = [k.strip() for k in raw.split(",")] if isinstance(raw, str) else []
+        if not keys or any(len(k) < 16 for k in keys):
+            raise ValueError("access_key: each comma-separated key must be at least 16 characters")
+        return ",".join(keys)
+
+    @field_validator("access_policy", "access_hook", "access_identity_header", mode="before")
+    @classmethod
+    def _empty_access(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("metrics_dir", mode="before")
     @classmethod
     def _no_empty_metrics_dir(cls, v: Any) -> Any:
@@ -459,6 +510,15 @@ class Settings(BaseSettings):
         if not v.startswith(STORE_SCHEMES) or "://" not in v or not v.split("://", 1)[1].split("/", 1)[0]:
             raise ValueError(f"root_url must be a store URL ({', '.join(STORE_SCHEMES)}...)")
         return v
+
+    @field_validator("watermark")
+    @classmethod
+    def _watermark_location(cls, v: str | None) -> str | None:
+        """A local path made absolute (as given: the operator's, not under the image root); a store URL kept."""
+        if v is None or not v.strip():
+            return None
+        v = v.strip()
+        return v if v.startswith(STORE_SCHEMES) else str(Path(v).expanduser().absolute())
 
     @field_validator("derive_dir")
     @classmethod

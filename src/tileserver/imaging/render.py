@@ -1,7 +1,10 @@
 """The synchronous render pipeline, run in the app's thread pool. Cheapest first: a stored tile's
 own bytes (passthrough), then stored JPEG tiles cut and re-encoded without libvips (recode), then
 the libvips pipeline: read (the right level, never more pixels than needed) -> resize ->
-processing -> quality -> mirror/rotate -> encode."""
+processing -> quality -> mirror/rotate -> encode. A request with overlays (`TileRequest.overlays`: a
+watermark, text, redactions; imaging/overlay.py) always takes the libvips pipeline: its redactions are
+painted on the pixels as read and again after processing, its watermark and text laid over the final
+output; a request without keeps the cheap paths."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from ..settings import Settings
 from ..sources.base import SourceImage
 from ..sources.passthrough import scaled_box, stored_tile_of, unscaled_box
 from ..sources.pyramid import check_page, vips_error
-from . import cancel, jpeg
+from . import cancel, jpeg, overlay
 from .channels import (
     composite_histogram,
     composite_meta,
@@ -47,8 +50,10 @@ ONE_PASS = 'desc="decode, process and encode in one libvips pass"'
 
 def read_pixels(image: SourceImage, req: TileRequest, level: int, box: tuple[int, int, int, int], kernel: str
                 ) -> Any:
-    """`box` of `level` (`levels.source_box` of `req`), resized to the asked size."""
+    """`box` of `level` (`levels.source_box` of `req`), its redactions painted, resized to the asked size."""
     img = image.read(level, box, req.page, layers=req.layers)
+    if req.overlays:
+        img = overlay.redact_source(img, image.meta, level, box, req.overlays.redactions)
     return img if req.size is None else resize_exact(img, req.size, kernel)
 
 
@@ -165,12 +170,13 @@ def render(image: SourceImage, req: TileRequest, settings: Settings, derived: By
     check_page(image.meta, req.page)
     try:
         start = time.perf_counter()
-        stored = passthrough(image, req, settings)
+        plain = not req.overlays  # overlays need the decoded pixels: never the stored bytes
+        stored = passthrough(image, req, settings) if plain else None
         if stored is not None:
             took = time.perf_counter() - start
             metrics.rendered("passthrough", _format_name(image.meta.loader), req.fmt.suffix, took)
             return replace(stored, timing=f"passthrough;dur={took * 1e3:.2f}")
-        return recode(image, req, settings) or _render(image, req, settings, derived)
+        return (recode(image, req, settings) if plain else None) or _render(image, req, settings, derived)
     except pyvips.Error as exc:
         cancel.check()  # killed on purpose (imaging/cancel.py): not the file's fault
         raise vips_error(exc, image.meta.ident) from exc
@@ -185,10 +191,13 @@ def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: B
     start = time.perf_counter()
     meta = image.meta
     level, box = source_box(meta, req)
-    deep = keeps_depth(meta, req)
+    overlays = req.overlays
+    deep = keeps_depth(meta, req) and not overlays  # an overlaid response is 8-bit
     composite = wants_composite(meta, req) and not deep
     unscaled = req.size is None or req.size == box[2:]
     composited = composite_read(image, level, box, req.page, derived) if composite and unscaled else None
+    if composited is not None and overlays:
+        composited = overlay.redact_source(composited, meta, level, box, overlays.redactions)
     img = composited if composited is not None else read_pixels(image, req, level, box, settings.interpolation)
     cancel.check()
     if deep:
@@ -202,16 +211,23 @@ def _render(image: SourceImage, req: TileRequest, settings: Settings, derived: B
     else:
         hist = image_histogram(image, req.page, derived) if wanted else None
     img = process(img, meta, req.processing, req.quality, hist)
+    block = 0
+    if overlays:
+        img = overlay.redact_output(img, image.meta, level, box, overlays.redactions)
+        block = 0 if req.tile is not None else 2 * image.meta.tile_size[0]  # iipsrv: CVT's blocks of 2 tiles
     p = req.processing  # the source profile no longer describes these pixels (iipsrv's View::maxICC)
     recoloured = req.quality in (Quality.GRAY, Quality.BITONAL) or bool(p.colormap or p.twist or p.shade)
-    return _encode(img, req, settings, settings.keep_icc and not recoloured, start, image.meta.loader)
+    return _encode(img, req, settings, settings.keep_icc and not recoloured, start, image.meta.loader, block=block)
 
 
 def _encode(img: Any, req: TileRequest, settings: Settings, keep_icc: bool, start: float, loader: str,
-            depth: bool = False) -> Rendered:
-    """Mirror, rotate and encode; `depth`: keep 16-bit samples (PNG and TIFF, deflate for lossy codecs).
-    `start`: when the render began, for its timing; `loader`: the source's reader, for the metrics."""
+            depth: bool = False, block: int = 0) -> Rendered:
+    """Mirror, rotate, lay the watermark and text over (`block`: overlay.decorate's) and encode; `depth`: keep
+    16-bit samples (PNG and TIFF, deflate for lossy codecs). `start`: when the render began, for its timing;
+    `loader`: the source's reader, for the metrics."""
     img = cancel.watch(orient(img, req.mirror, req.rotation, settings.rotation_fill, transparent=req.fmt.has_alpha))
+    if req.overlays:  # over the final output, as iipsrv; a blend in numpy computes the pixels here (killable)
+        img = cancel.watch(overlay.decorate(img, req, req.overlays, block))
     if req.rotation % 90 and not within_limits((img.width, img.height), settings.max_size, settings.max_area):
         # the protocols fit or refuse rotated sizes (levels.fit_rotated); nothing larger is computed
         raise ImageTooLarge(f"the rotated image would be {img.width}x{img.height}, beyond this server's limits")

@@ -61,11 +61,23 @@ def send(
         out["Cache-Control"] = cc
     if headers:
         out.update(headers)
+    private = request.app.state.service.access_headers(meta.ident)  # None without an access policy
+    if private is not None:
+        _make_private(out, private)
     if request.method in ("GET", "HEAD") and _not_modified(request, etag, meta.mtime):
         return Response(status_code=304, headers=out)
     if provisional:
         out = {**(headers or {}), "Cache-Control": "no-store"}
     return Response(body, media_type=media_type, headers=out)
+
+
+def _make_private(out: dict[str, str], private: Mapping[str, str]) -> None:
+    """`out` as a response that differs by viewer: private (a `no-cache` or `no-store` it had kept) and varying by
+    the credentials as well as whatever it varied by."""
+    kept = [d.strip() for d in out.get("Cache-Control", "").split(",") if d.strip().lower() in ("no-cache", "no-store")]
+    out["Cache-Control"] = ", ".join([private["Cache-Control"], *kept])
+    vary = [v.strip() for v in out.get("Vary", "").split(",") if v.strip()]
+    out["Vary"] = ", ".join(vary + [v.strip() for v in private["Vary"].split(",") if v.strip() not in vary])
 
 
 def send_image(request: Request, rendered: Rendered, meta: ImageMeta,

@@ -32,6 +32,7 @@ KEY_HEADERS = frozenset({b"host", b"accept", b"forwarded", b"x-forwarded-host", 
 MARK = "tileserver.replayable"
 FULL_STACK_HEADERS = frozenset({b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since",
                                 b"if-range", b"range", b"origin"})
+VIEWER_KEY = "tileserver.viewer"  # web/access.py SCOPE_KEY
 REPLAY_TIMING = b"replay"  # the Server-Timing of a replayed image, in place of how it was first made
 
 
@@ -46,7 +47,9 @@ def replay_key(scope: Scope) -> Hashable | None:
         if name in KEY_HEADERS:
             picked.append((name, value))
     path = scope.get("raw_path") or scope["path"].encode()
-    return scope.get("scheme"), scope.get("root_path", ""), path, scope["query_string"], tuple(sorted(picked))
+    viewer = scope.get(VIEWER_KEY)  # set by the access middleware (access/): answers differ by viewer class
+    return (scope.get("scheme"), scope.get("root_path", ""), path, scope["query_string"], tuple(sorted(picked)),
+            None if viewer is None else viewer.key)
 
 
 def mark(request: Request, meta: ImageMeta, tile: TileRequest | None, body: bytes) -> None:
