@@ -21,6 +21,7 @@ COLORMAPS = ("hot", "cold", "jet", "blue", "green", "red")
 LEVELS = 256  # the per-image histogram has 8-bit bins, as 1.3's Transform::histogram
 GREY_WEIGHTS = (1254097, 2462056, 478151)  # 1.3's fixed-point 0.299 R + 0.587 G + 0.114 B, over 2^22
 GREY_SHIFT = 1 << 22
+GREY_MATRIX = [[w / GREY_SHIFT for w in GREY_WEIGHTS]]
 
 
 @dataclass(frozen=True)
@@ -306,9 +307,10 @@ def _grey(img: Any) -> Any:
     image in colour, which is not what greyscale means)."""
     if img.bands < 3:
         return img
-    c = img.extract_band(0, n=3).cast("double")
-    r, g, b = (c.extract_band(i) * w for i, w in enumerate(GREY_WEIGHTS))
-    grey = ((r + g + b) / GREY_SHIFT).floor().cast("uchar")
+    # one recombination in double precision: each product and the sum are exact (below 2 ** 30, weights
+    # divided by a power of two), and the cast to uchar truncates, which is the shift
+    colour = img if img.bands == 3 else img.extract_band(0, n=3)
+    grey = colour.cast("double").recomb(GREY_MATRIX).cast("uchar")
     if img.bands > 3:
         grey = grey.bandjoin(img.extract_band(3, n=img.bands - 3))
     return grey.copy(interpretation="b-w")
