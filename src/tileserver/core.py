@@ -511,7 +511,7 @@ class TileService:
         tier = ""  # a restricted tier's key: its responses share no cache entry and no ETag with another tier's
         if self.access is not None:
             req, tier = await self._as_tier(entry, req)
-        key = (req, entry.meta.mtime, entry.generation + tier if tier else entry.generation)
+        key = (req, entry.meta.mtime, entry.generation + tier)
         hit = self.tiles.get(key)
         if hit is not None:
             return hit

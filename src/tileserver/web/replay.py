@@ -26,13 +26,13 @@ from ..core import TileService
 from ..errors import TileServerError
 from ..models import ImageMeta, TileRequest
 from . import telemetry
+from .access import SCOPE_KEY
 
 KEY_HEADERS = frozenset({b"host", b"accept", b"forwarded", b"x-forwarded-host", b"x-forwarded-proto",
                          b"x-forwarded-prefix"})
 MARK = "tileserver.replayable"
 FULL_STACK_HEADERS = frozenset({b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since",
                                 b"if-range", b"range", b"origin"})
-VIEWER_KEY = "tileserver.viewer"  # web/access.py SCOPE_KEY
 REPLAY_TIMING = b"replay"  # the Server-Timing of a replayed image, in place of how it was first made
 
 
@@ -47,7 +47,7 @@ def replay_key(scope: Scope) -> Hashable | None:
         if name in KEY_HEADERS:
             picked.append((name, value))
     path = scope.get("raw_path") or scope["path"].encode()
-    viewer = scope.get(VIEWER_KEY)  # set by the access middleware (access/): answers differ by viewer class
+    viewer = scope.get(SCOPE_KEY)  # set by the access middleware (access/): answers differ by viewer class
     return (scope.get("scheme"), scope.get("root_path", ""), path, scope["query_string"], tuple(sorted(picked)),
             None if viewer is None else viewer.key)
 
