@@ -26,13 +26,13 @@ import html
 import logging
 import math
 import random
-import threading
 import time
 from typing import Any
 
 import numpy as np
 import pyvips
 
+from ..cache.memory import CountLRU
 from ..errors import TileServerError
 from ..models import ImageMeta, Overlays, Redaction, TextOverlay, TileRequest, Watermark
 from ..sources import vfs
@@ -263,8 +263,7 @@ def text(img: Any, t: TextOverlay) -> Any:
     return blend(img, over, [(x0, y0, w, h)], t.opacity)
 
 
-_texts: dict[tuple[str, int], Any] = {}
-_texts_lock = threading.Lock()
+_texts: CountLRU[tuple[str, int], Any] = CountLRU(TEXTS)
 
 
 def text_mask(s: str, size: int) -> Any | None:
@@ -273,8 +272,7 @@ def text_mask(s: str, size: int) -> Any | None:
     if not s.strip():
         return None
     key = (s, size)
-    with _texts_lock:
-        found = _texts.get(key)
+    found = _texts.get(key)
     if found is not None:
         return found
     # Pango reads markup: the text is escaped, so `<` and `&` are shown, not parsed
@@ -284,10 +282,7 @@ def text_mask(s: str, size: int) -> Any | None:
     if mask.height != size:
         mask = mask.resize(size / mask.height, kernel="linear")
     mask = mask.numpy()
-    with _texts_lock:
-        if len(_texts) >= TEXTS:
-            _texts.pop(next(iter(_texts)))
-        _texts[key] = mask
+    _texts.put(key, mask)
     return mask
 
 
@@ -303,8 +298,7 @@ class WatermarkError(TileServerError):
         return self.detail
 
 
-_marks: dict[tuple[str, float], tuple[float, tuple[int, float, str], Any]] = {}
-_marks_lock = threading.Lock()
+_marks: CountLRU[tuple[str, float], tuple[float, tuple[int, float, str], Any]] = CountLRU(WATERMARKS)
 
 
 def watermark_image(location: str, scale: float = 1.0) -> Any:
@@ -314,8 +308,7 @@ def watermark_image(location: str, scale: float = 1.0) -> Any:
     version changed."""
     key = (location, scale)
     now = time.monotonic()
-    with _marks_lock:
-        found = _marks.get(key)
+    found = _marks.get(key)
     if found is not None and now - found[0] < RECHECK_SECONDS:
         return found[2]
     try:
@@ -327,10 +320,7 @@ def watermark_image(location: str, scale: float = 1.0) -> Any:
             raise
         log.warning("%s; the copy read before is used", exc.detail)  # gone or broken since: no 5xx for it
         version, img = found[1], found[2]
-    with _marks_lock:
-        if key not in _marks and len(_marks) >= WATERMARKS:
-            _marks.pop(next(iter(_marks)))
-        _marks[key] = (now, version, img)
+    _marks.put(key, (now, version, img))
     return img
 
 
