@@ -11,12 +11,16 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from . import metrics, protocols
+from .access.flow import AuthFlow, parse_networks
+from .access.identity import JwtVerifier
 from .access.tokens import Keys
+from .access.users import Users
 from .core import TileService
 from .errors import install_handlers
+from .pages import auth as auth_pages
 from .pages import index as pages
 from .pages import manifests, viewers
-from .protocols import cacheapi
+from .protocols import cacheapi, iiif
 from .settings import Settings
 from .web import telemetry
 from .web.access import AccessMiddleware
@@ -24,6 +28,23 @@ from .web.limits import RequestLimitMiddleware
 from .web.options import OptionsMiddleware
 from .web.proxies import TrustedProxies, TrustedProxyMiddleware
 from .web.replay import ReplayMiddleware
+
+
+def auth_flow(settings: Settings, keys: Keys | None, jwt: JwtVerifier | None) -> AuthFlow | None:
+    """The IIIF Auth services (access/flow.py): with an access key, which signs the logins they make."""
+    wanted = settings.access_users is not None or bool(settings.access_kiosk_networks.strip())
+    if keys is None:
+        if wanted:
+            raise ValueError("access_users and access_kiosk_networks need access_key (it signs the logins)")
+        return None
+    return AuthFlow(
+        keys=keys, users=None if settings.access_users is None else Users.load(settings.access_users),
+        kiosk=parse_networks(settings.access_kiosk_networks), jwt=jwt,
+        jwt_cookie=settings.access_jwt_cookie, identity_header=settings.access_identity_header is not None,
+        cookie=settings.access_cookie, session_ttl=settings.access_session_ttl, token_ttl=settings.access_token_ttl,
+        samesite=settings.access_cookie_samesite,
+        origins=tuple(o.strip() for o in settings.access_origins.split(",") if o.strip()) or ("*",),
+        label=settings.access_label)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -52,23 +73,31 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Middleware(telemetry.TelemetryMiddleware, access_log=settings.access_log, record=recording),
         Middleware(ReplayMiddleware, service=service),
     ]
+    flow = None
     if service.access is not None:  # an access policy: credentials read first (web/access.py), from the peer
         key = settings.access_key  # as connected, before the trusted-proxy middleware names the forwarded client
+        keys = None if key is None else Keys.parse(key.get_secret_value())
+        jwt = None if settings.access_jwt_key is None else JwtVerifier.of(
+            settings.access_jwt_key.get_secret_value(), settings.access_jwt_algorithms, settings.access_jwt_audience,
+            settings.access_jwt_issuer)
+        flow = auth_flow(settings, keys, jwt)
         middleware.insert(0, Middleware(
-            AccessMiddleware, keys=None if key is None else Keys.parse(key.get_secret_value()),
-            cookie=settings.access_cookie, identity_header=settings.access_identity_header,
-            trusted=TrustedProxies(settings.trusted_proxies)))
+            AccessMiddleware, keys=keys, cookie=settings.access_cookie,
+            identity_header=settings.access_identity_header, trusted=TrustedProxies(settings.trusted_proxies),
+            jwt=jwt, jwt_cookie=settings.access_jwt_cookie))
     if settings.cors:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=[o.strip() for o in settings.cors.split(",")],
             allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
-            allow_headers=["Accept", "Content-Type", "X-Requested-With", "If-Modified-Since", "If-None-Match",
-                           "Range"],
+            allow_headers=["Accept", "Authorization", "Content-Type", "X-Requested-With", "If-Modified-Since",
+                           "If-None-Match", "Range"],
             expose_headers=["ETag", "Last-Modified", "Link", "Content-Disposition", "Server-Timing"], max_age=86400,
         ))
     # manifests come before the protocols (`/iiif/{rest:path}` would take them), and the protocols before
     # the pages, so the routes of tile requests are matched first
     manifest_routes = manifests.ROUTES if "iiif" in settings.protocols else []
+    if service.access is not None and "iiif" in settings.protocols:  # IIIF Auth: substitutes, the auth pages
+        manifest_routes = manifest_routes + iiif.PUBLIC_ROUTES + (auth_pages.ROUTES if flow is not None else [])
     routes = (cacheapi.routes(settings) + manifest_routes + protocols.routes(settings.protocols) + pages.ROUTES
               + viewers.ROUTES
               + viewers.asset_mounts(settings) + (telemetry.ROUTES if recording else []))
@@ -78,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.service = service
     app.state.sampler = sampler
     app.state.warmer = warmer
+    app.state.auth_flow = flow
     app.state.query_protocols = protocols.query_commands(settings.protocols)
     install_handlers(app)
     return app

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 SECRET_VAR = "TILESERVER_STORE_SECRET_ACCESS_KEY"
 # settings a dump masks, handed to worker processes through their own variables
 SECRETS = {"store_secret_access_key": SECRET_VAR, "cache_api_token": "TILESERVER_CACHE_API_TOKEN",
-           "access_key": "TILESERVER_ACCESS_KEY"}
+           "access_key": "TILESERVER_ACCESS_KEY", "access_jwt_key": "TILESERVER_ACCESS_JWT_KEY"}
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -193,6 +193,45 @@ def _add_token(sub: Any) -> None:
     t.set_defaults(func=_token)
 
 
+def _passwd(args: argparse.Namespace) -> int:
+    """Add or replace a user of the login page's user file (access/users.py), the password read from stdin
+    (a terminal prompts for it twice)."""
+    import getpass
+    from pathlib import Path
+
+    from .access.users import Users, hash_line
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.user}: ")
+        if getpass.getpass("again: ") != password:
+            print("tileserver: the passwords differ", file=sys.stderr)
+            return 2
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    try:
+        line = hash_line(args.user, password, args.rounds)
+    except ValueError as exc:
+        print(f"tileserver: {exc}", file=sys.stderr)
+        return 2
+    path = Path(args.file)
+    kept = [] if not path.exists() else [
+        raw for raw in path.read_text("utf-8").splitlines() if raw.partition(":")[0].strip() != args.user]
+    text = "\n".join([*kept, line]) + "\n"
+    Users.parse(text, path.name)  # never write a file the server would refuse
+    path.write_text(text, "utf-8")
+    path.chmod(0o600)
+    return 0
+
+
+def _add_passwd(sub: Any) -> None:
+    t = sub.add_parser("passwd", help="add or replace a user of the login page's user file (bcrypt, as htpasswd -B)")
+    t.add_argument("file", help="the user file (TILESERVER_ACCESS_USERS); made if missing")
+    t.add_argument("user", help="the user name")
+    t.add_argument("--rounds", type=int, default=12, choices=range(4, 16), metavar="4-15",
+                   help="bcrypt cost (12)")
+    t.set_defaults(func=_passwd)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tileserver", description="Multi-protocol image tile server")
     p.add_argument("--version", action="version", version=f"tileserver {__version__}")
@@ -210,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_info)
     _add_convert(sub)
     _add_token(sub)
+    _add_passwd(sub)
     return p
 
 

@@ -618,6 +618,16 @@ class TileService:
         entry = await self._entry(meta.ident)
         return entry if (await self._view(entry))[1].meta is meta else None
 
+    async def access_of(self, ident: str) -> Access | None:
+        """The image's two tiers, whoever asks (None without a policy; 404 for an unknown image): what the IIIF
+        Auth probes and service descriptions tell a viewer."""
+        if self.access is None:
+            return None
+        entry = await self._entry(ident)
+        name = generation_name(entry.meta.ident)
+        found = self.access.cached(name, entry.path)
+        return found if found is not None else await self.run(self.access.lookup, name, entry.path)
+
     def _scoped(self, key: str) -> str:
         """A protocol's URL key as remembered for the viewer's class (the same URL differs by tier)."""
         return key if self.access is None else f"{current_viewer().key}\x00{key}"

@@ -241,6 +241,35 @@ class Settings(BaseSettings):
                                                "`X-Remote-User`) whose non-empty value, set by a trusted proxy "
                                                "(`trusted_proxies`), makes the request authorised; dropped from "
                                                "any other client")
+    # -- IIIF Auth (protocols/iiif/auth.py, pages/auth.py): the services that let a viewer log in --
+    access_users: Path | None = Field(None, description="User file of the login page (`user:bcrypt-hash` lines, as "
+                                      "`htpasswd -B` or `tileserver passwd` write them): declares the `active` "
+                                      "IIIF Auth access service (Auth 2.0 and 1.0 login) on restricted images")
+    access_kiosk_networks: str = Field("", description="Comma-separated client networks (CIDR) whose requests to "
+                                       "the kiosk access service are logged in without a password: declares the "
+                                       "`kiosk` profile")
+    access_jwt_key: SecretStr | None = Field(None, description="Verifies JWTs of an external identity provider "
+                                             "(bearer, or the cookie `access_jwt_cookie`): an HMAC secret, or a PEM "
+                                             "public key inline or as a file's path")
+    access_jwt_algorithms: str = Field("HS256", pattern=r"^[A-Za-z0-9, ]{1,200}$", description="JWT algorithms "
+                                       "accepted, comma-separated (HS* with a secret, RS*/ES*/PS*/EdDSA with a "
+                                       "PEM key)")
+    access_jwt_audience: str | None = Field(None, description="Required `aud` of a JWT (None: not checked)")
+    access_jwt_issuer: str | None = Field(None, description="Required `iss` of a JWT (None: not checked)")
+    access_jwt_cookie: str | None = Field(None, pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="A cookie holding "
+                                          "a JWT (an SSO's session cookie); with `access_jwt_key` or the identity "
+                                          "header it declares the `external` profile")
+    access_session_ttl: int = Field(8 * 3600, ge=60, le=90 * 86400, description="Seconds a login (the access "
+                                    "cookie the login and kiosk pages set) lasts")
+    access_token_ttl: int = Field(600, ge=10, le=86400, description="Seconds an IIIF Auth access token (for "
+                                  "info.json and probes only) lasts, at most the session's remaining time")
+    access_cookie_samesite: Literal["lax", "strict", "none"] = Field("lax", description="SameSite of the access "
+                                                                     "cookie: `none` (with Secure) when viewers on "
+                                                                     "other sites must send it")
+    access_origins: str = Field("*", description="Origins the token services hand access tokens to, comma-separated"
+                                "; `*`: any (an access token shows descriptions only)")
+    access_label: str = Field("tileserver", max_length=200, description="The institution named in the login "
+                              "services' labels (`Log in to ...`)")
     cache_warm_max_tiles: int = Field(20_000, ge=1, le=10_000_000, description="Most tiles one warm-up request may "
                                       "ask for (more: 413)")
     # -- stores: images in object storage and behind HTTP (sources/vfs.py, sources/stores.py) --
@@ -407,7 +436,8 @@ class Settings(BaseSettings):
             raise ValueError("access_key: each comma-separated key must be at least 16 characters")
         return ",".join(keys)
 
-    @field_validator("access_policy", "access_hook", "access_identity_header", mode="before")
+    @field_validator("access_policy", "access_hook", "access_identity_header", "access_jwt_audience",
+                     "access_jwt_issuer", "access_jwt_cookie", "access_users", mode="before")
     @classmethod
     def _empty_access(cls, v: Any) -> Any:
         return None if isinstance(v, str) and not v.strip() else v

@@ -1,12 +1,18 @@
 """Browser-test helpers with no browser in them: which level a tile URL asks for, the tile log a
-page produces, and colour statistics of screenshots against the source image."""
+page produces, colour statistics of screenshots against the source image, and a static page server."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import math
 import re
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -123,3 +129,24 @@ def blank_share(shot: Any) -> float:
     """The share of pixels in the most common colour (8 levels a channel): 1.0 for a blank canvas."""
     hist = shot.extract_band(0, n=3).hist_find_ndim(bins=8)
     return float(hist.max()) / (shot.width * shot.height)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def static_origin(directory: Path) -> Iterator[str]:
+    """A static server for `directory` on its own loopback port: another origin than the tileserver's (of the
+    same site, and in chromium's loopback address space, so its pages may fetch from the tileserver)."""
+    handler = functools.partial(QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -12,12 +12,9 @@ and thumbnail must decode to the size its protocol's grammar gives for the image
 from __future__ import annotations
 
 import asyncio
-import functools
-import http.server
 import os
 import shutil
 import tarfile
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,7 +29,7 @@ from ..conftest import ALPHA_PNG, GREY16_TIF, PLAIN_JPG, RGB_1000, RGB_TIF, STRI
 from ..jp2_images import TILED_RGB, UNTILED_RGB
 from ..live import clean_env, live_tileserver
 from .conftest import ARTIFACTS, REPO, make_pyramid_module, write_slide
-from .harness import TileLog
+from .harness import TileLog, static_origin
 from .tile_grid import Expect, Grid, dzi_grid, expect, iiif_grid, iip_grid, zoomify_grid
 
 TARBALL = REPO.parent / "shared" / "vendor" / "iipmooviewer-2.0-c2f6695.tar.gz"
@@ -70,24 +67,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def page_origin(site: Path) -> Iterator[str]:
     """A static server for `site` on its own loopback port: another origin than the tileserver's."""
-    handler = functools.partial(QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with static_origin(site) as origin:
+        yield origin
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,10 @@ A token is `v1.<payload>.<mac>`: the payload is base64url JSON `{"sub": subject,
 seconds}`, the mac base64url HMAC-SHA256 of `v1.<payload>` under the first key of `access_key` (comma-separated:
 the first signs, every one verifies, so a key is rotated by putting the new one first and dropping the old one
 after the longest token's lifetime). Any replica holding the keys verifies a token; nothing is stored. The `tier`
-is the access class it grants: `authorised` (an image's authorised tier) or `anonymous`.
+is the access class it grants: `authorised` (an image's authorised tier) or `anonymous`. A token may carry `"use":
+"describe"`: the access tokens the IIIF Auth token services hand to a viewer's script, which count as a bearer
+token on image descriptions only (info.json, probes, manifests), never for pixels and never as the cookie, so a
+page that obtains one cannot fetch more than the description of what it may see (Auth 2.0 §4.4's warning).
 
 A signed URL carries `sig`, `exp` and `tier` in its query: `sig` is the base64url HMAC-SHA256 of the path, the
 rest of the query (in order, as sent), the expiry and the tier, so it grants that one resource only (with IIP,
@@ -32,12 +35,13 @@ from .policy import CLASSES
 PREFIX = "v1"
 MAX_TOKEN = 4096  # characters of a token considered at all
 MAX_SUBJECT = 256
+USES = ("", "describe")
 
 
 @dataclass(frozen=True)
 class Viewer:
     """Who a response is for: authorised or not, the subject a credential named, and how it was shown
-    (`cookie`, `bearer`, `signed-url`, `proxy`; empty for anonymous)."""
+    (`cookie`, `bearer`, `signed-url`, `proxy`, `jwt`; empty for anonymous)."""
 
     authorised: bool = False
     subject: str = ""
@@ -62,6 +66,7 @@ class Claims:
     subject: str
     tier: str
     expiry: int
+    use: str = ""  # "" (a credential) or "describe" (an Auth flow's access token: descriptions only)
 
 
 def _b64(data: bytes) -> str:
@@ -97,12 +102,16 @@ class Keys:
         return any(hmac.compare_digest(self.mac(message, k), mac) for k in self.keys)
 
     # -- tokens ----------------------------------------------------------------------------------------
-    def issue_token(self, subject: str, tier: str, expiry: float) -> str:
-        """A token for `subject`, granting access class `tier` until `expiry` (unix seconds). The later
-        IIIF Auth access-token services issue their tokens through this."""
+    def issue_token(self, subject: str, tier: str, expiry: float, use: str = "") -> str:
+        """A token for `subject`, granting access class `tier` until `expiry` (unix seconds); `use="describe"`
+        for the IIIF Auth access tokens (descriptions only)."""
         _check(subject, tier)
-        payload = _b64(json.dumps({"sub": subject, "tier": tier, "exp": int(expiry)},
-                                  separators=(",", ":"), sort_keys=True).encode())
+        if use not in USES:
+            raise ValueError(f"a token's use is one of {USES}")
+        doc: dict[str, object] = {"sub": subject, "tier": tier, "exp": int(expiry)}
+        if use:
+            doc["use"] = use
+        payload = _b64(json.dumps(doc, separators=(",", ":"), sort_keys=True).encode())
         signed = f"{PREFIX}.{payload}"
         return f"{signed}.{_b64(self.mac(signed.encode()))}"
 
@@ -122,12 +131,14 @@ class Keys:
             return None
         if not isinstance(doc, dict):
             return None
-        sub, tier, exp = doc.get("sub"), doc.get("tier"), doc.get("exp")
+        sub, tier, exp, use = doc.get("sub"), doc.get("tier"), doc.get("exp"), doc.get("use", "")
         if not isinstance(sub, str) or tier not in CLASSES or isinstance(exp, bool) or not isinstance(exp, int):
+            return None
+        if use not in USES:
             return None
         if exp <= (time.time() if now is None else now):
             return None
-        return Claims(sub, str(tier), exp)
+        return Claims(sub, str(tier), exp, str(use))
 
     # -- signed URLs -----------------------------------------------------------------------------------
     def _url_message(self, path: str, query: str, expiry: int, tier: str) -> bytes:

@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..errors import TileServerError
 from ..models import ImageMeta
-from ..protocols.iiif import base_of
+from ..protocols.iiif import auth, base_of
 from ..protocols.iiif.urls import encode_ident
 from ..web.http import send_document
 
@@ -195,6 +195,23 @@ def media_type(accept: str) -> str:
     return MEDIA_TYPE if "application/ld+json" in accept else "application/json"
 
 
+def with_auth(doc: dict[str, Any], probe: Any) -> dict[str, Any]:
+    """`doc` with the IIIF Auth 2.0 probe service (`probe(service_id)`: its description) in every image service
+    it names (Auth 2.0 §2.1: the probe may also be declared in the Manifest), and the Auth context first."""
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: walk(v) for k, v in node.items()}
+            if out.get("type") == "ImageService3" and "id" in out:
+                out["service"] = probe(out["id"])
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+    out: dict[str, Any] = walk(doc)
+    out["@context"] = [auth.CONTEXT2, CONTEXT]
+    return out
+
+
 # -- endpoints --------------------------------------------------------------------------------------
 async def manifest(request: Request) -> Response:
     ident = request.path_params["ident"]
@@ -206,7 +223,12 @@ async def manifest(request: Request) -> Response:
             associated[name] = await service.info(f"{ident};associated={name}")
         except TileServerError:
             continue  # an unreadable label does not take the slide's manifest with it (its URLs say 415)
-    body = render(build_manifest(base_of(request, ""), meta, request.app.state.settings.rights, associated))
+    doc = build_manifest(base_of(request, ""), meta, request.app.state.settings.rights, associated)
+    flow = request.app.state.auth_flow
+    access = None if flow is None else await service.access_of(ident)
+    if access is not None and access.restricted and flow.profiles:
+        doc = with_auth(doc, lambda sid: auth.auth2_services(flow, base_of(request, ""), f"{sid}/probe", 3))
+    body = render(doc)
     mt = media_type(request.headers.get("accept", ""))
     return send_document(request, body, mt, meta, f"manifest:{mt}:{body.decode()}", {"Vary": "Accept"})
 

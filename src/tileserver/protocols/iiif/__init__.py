@@ -13,18 +13,21 @@ it, so that its rotated canvas is within them too).
 
 from __future__ import annotations
 
+import json
 from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ...errors import NotFound
+from ...access.tokens import current_viewer
+from ...errors import NotFound, TileServerError, Unauthorized, status_for
 from ...models import ImageMeta, TileRequest
 from ...settings import Settings
 from ...web.http import send_doc, send_remembered, send_tile
+from . import auth
 from .grammar import ImageParams, Limits, Version, canonical_region, canonical_size
-from .info import PROFILE_URI, Service, info_media_type, render_info
+from .info import CONTEXT, PROFILE_URI, PROTOCOL, Service, info_media_type, render_info
 from .urls import (
     Target,
     decode,
@@ -81,28 +84,78 @@ def base_of(request: Request, path: str) -> str:
 
 
 # -- responses --------------------------------------------------------------------------------------
-async def answer(request: Request, target: Target, base: str, version: Version) -> Response:
-    """`base` is the image's public base URI (its `id`, page index included), without a trailing slash."""
+async def answer(request: Request, target: Target, base: str, version: Version, public: str | None = None
+                 ) -> Response:
+    """`base` is the image's public base URI (its `id`, page index included), without a trailing slash;
+    `public` the base of its substitute image service (`/public/iiif/...`: the anonymous tier, for IIIF Auth),
+    None where there is none (the `?IIIF=` form, and the substitute itself)."""
     target = split_page(target, request.app.state.settings.iiif_delimiter)
     if target.kind == "redirect":
         return Response(status_code=303, headers={"Location": f"{base}/info.json"})
     if target.kind == "info":
-        return await info_response(request, target.ident, base, version, target.page)
+        return await info_response(request, target.ident, base, version, target.page, public)
+    if target.kind == "probe":
+        return await probe_response(request, target.ident, version, public)
     return await image_response(request, target, base, version)
 
 
-async def info_response(request: Request, ident: str, base: str, version: Version, page: int = 0) -> Response:
+async def info_response(request: Request, ident: str, base: str, version: Version, page: int = 0,
+                        public: str | None = None) -> Response:
     service = request.app.state.service
+    flow = request.app.state.auth_flow if public is not None else None
+    access = None if flow is None else await service.access_of(ident)
+    described = access is not None and access.restricted
     media_type = info_media_type(request.headers.get("accept", ""), version)
     key = f"iiif-info {version} {media_type} {base}"
     doc = await service.recall_document(key)
     if doc is None:
         offer = await service_of(request)
-        meta = await service.info(ident)
+        extra = auth.services(flow, base_of(request, ""), f"{base}/probe", version) if described else []
+        try:
+            meta = await service.info(ident)
+        except Unauthorized:
+            if not extra:
+                raise
+            return _login_required(request, base, version, extra)
         check_page(meta, page)  # every page shares the stack's sizes: one info.json apart from its id
+        shown = public if extra and public is not None and auth.degraded(access, current_viewer().authorised) else base
         headers = {"Link": f'<{PROFILE_URI[version]}>;rel="profile"', "Vary": "Accept"}
-        doc = service.remember_document(key, meta, render_info(meta, base, offer, version), media_type, headers)
+        doc = service.remember_document(key, meta, render_info(meta, shown, offer, version, extra), media_type,
+                                        headers)
     return send_doc(request, doc)
+
+
+def _login_required(request: Request, base: str, version: Version, extra: list[dict[str, object]]) -> Response:
+    """The 401 of an image denied to anonymous viewers, as IIIF Auth 1.0 has it: a description naming the login
+    services (and the probe), without the image's size or levels."""
+    context: object = [auth.CONTEXT2, CONTEXT[3]] if version == 3 else CONTEXT[2]
+    head = {"@context": context, "id": base, "type": "ImageService3", "protocol": PROTOCOL, "profile": "level2"}
+    if version == 2:
+        head = {"@context": context, "@id": base, "protocol": PROTOCOL, "profile": [PROFILE_URI[2]]}
+    body = json.dumps({**head, "service": extra}, indent=2).encode()
+    return Response(body, 401, media_type="application/json",
+                    headers={"Cache-Control": "private, no-store", "Vary": "Cookie, Authorization"})
+
+
+async def probe_response(request: Request, ident: str, version: Version, public: str | None) -> Response:
+    """The Auth 2.0 probe: always HTTP 200, the status it reports in the body (a missing image's is 404)."""
+    service = request.app.state.service
+    flow = request.app.state.auth_flow
+    if public is None or service.access is None:
+        raise NotFound("no probe service here")
+    authorised = current_viewer().authorised
+    try:
+        access = await service.access_of(ident)
+        status = auth.probe_status(access, authorised)
+    except TileServerError as exc:
+        status = status_for(exc)
+        if status not in (401, 403, 404):
+            raise
+        access = None
+    substitute = public if auth.degraded(access, authorised) else None
+    body = json.dumps(auth.probe_result(status, substitute, version, flow), indent=2).encode()
+    return Response(body, 200, media_type="application/ld+json",
+                    headers={"Cache-Control": "private, no-store", "Vary": "Authorization, Cookie"})
 
 
 async def image_response(request: Request, target: Target, base: str, version: Version) -> Response:
@@ -123,7 +176,11 @@ async def image_response(request: Request, target: Target, base: str, version: V
 # -- endpoints --------------------------------------------------------------------------------------
 async def _by_path(request: Request, prefix: str, version: Version) -> Response:
     target = path_target(raw_tail(request.scope, prefix))
-    return await answer(request, target, base_of(request, f"{prefix}/{encode_ident(target.ident)}"), version)
+    name = encode_ident(target.ident)
+    substitute = None
+    if request.app.state.service.access is not None and not prefix.startswith(PUBLIC):
+        substitute = base_of(request, f"{PUBLIC}{prefix}/{name}")
+    return await answer(request, target, base_of(request, f"{prefix}/{name}"), version, substitute)
 
 
 async def iiif3(request: Request) -> Response:
@@ -136,6 +193,18 @@ async def iiif2(request: Request) -> Response:
 
 async def iiif_default(request: Request) -> Response:
     return await _by_path(request, "/iiif", request.app.state.settings.iiif_version)
+
+
+async def public3(request: Request) -> Response:
+    return await _by_path(request, PUBLIC + "/iiif/3", 3)
+
+
+async def public2(request: Request) -> Response:
+    return await _by_path(request, PUBLIC + "/iiif/2", 2)
+
+
+async def public_default(request: Request) -> Response:
+    return await _by_path(request, PUBLIC + "/iiif", request.app.state.settings.iiif_version)
 
 
 async def iiif_query(request: Request, arg: str) -> Response:
@@ -162,3 +231,10 @@ ROUTES: list[BaseRoute] = [
     Route("/iiif/{rest:path}", iiif_default, methods=["GET", "HEAD"]),
 ]
 QUERY_COMMANDS = {"iiif": iiif_query}
+PUBLIC = "/public"  # the substitute image services: an image's anonymous tier, whoever asks (web/access.py)
+# with an access policy: the same image services under PUBLIC (the middleware makes every request there anonymous)
+PUBLIC_ROUTES: list[BaseRoute] = [
+    Route(PUBLIC + "/iiif/3/{rest:path}", public3, methods=["GET", "HEAD"]),
+    Route(PUBLIC + "/iiif/2/{rest:path}", public2, methods=["GET", "HEAD"]),
+    Route(PUBLIC + "/iiif/{rest:path}", public_default, methods=["GET", "HEAD"]),
+]

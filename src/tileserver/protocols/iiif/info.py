@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...models import ImageMeta, OutputFormat
+from .auth import CONTEXT2 as AUTH2_CONTEXT
 from .grammar import Limits, Version
 
 CONTEXT = {2: "http://iiif.io/api/image/2/context.json", 3: "http://iiif.io/api/image/3/context.json"}
@@ -139,9 +140,15 @@ def info_v2(meta: ImageMeta, base: str, service: Service) -> dict[str, Any]:
     return doc
 
 
-def render_info(meta: ImageMeta, base: str, service: Service, version: Version) -> bytes:
-    """The info.json body; `@context` first, as §5.1 asks."""
+def render_info(meta: ImageMeta, base: str, service: Service, version: Version,
+                extra: list[dict[str, Any]] | None = None) -> bytes:
+    """The info.json body; `@context` first, as §5.1 asks. `extra` services (IIIF Auth: protocols/iiif/auth.py)
+    are appended to `service`; in 3.0 the Auth 2.0 context then comes before the image context (Auth 2.0 §2.1)."""
     doc = info_v3(meta, base, service) if version == 3 else info_v2(meta, base, service)
+    if extra:
+        doc["service"] = [*doc.get("service", []), *extra]
+        if version == 3:
+            doc["@context"] = [AUTH2_CONTEXT, CONTEXT[3]]
     return json.dumps(doc, indent=2).encode()
 
 

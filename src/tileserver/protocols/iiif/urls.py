@@ -27,7 +27,7 @@ class Target:
     """What a IIIF URI asks for: the base URI (`redirect`), `info`, or an `image` with its four
     still-encoded parameter segments."""
 
-    kind: Literal["redirect", "info", "image"]
+    kind: Literal["redirect", "info", "image", "probe"]
     ident: str
     params: tuple[str, ...] = ()
     page: int = 0  # the page of an image stack named in the identifier (`split_page`)
@@ -81,6 +81,8 @@ def path_target(segments: list[str]) -> Target:
         return Target("redirect", ident)
     if rest == ["info.json"]:
         return Target("info", ident)
+    if rest == ["probe"]:  # the IIIF Auth 2.0 probe of a restricted image (protocols/iiif/auth.py)
+        return Target("probe", ident)
     if len(rest) == 4:
         return Target("image", ident, tuple(rest))
     raise NotFound("not a IIIF URI: identifiers must have their slashes encoded as %2F")
