@@ -225,6 +225,12 @@ async def test_login_page_and_wrong_password(client: httpx.AsyncClient) -> None:
         assert r.status_code == 401 and "set-cookie" not in r.headers and "wrong password" in r.text
     r = await client.get("/auth/login", params={"origin": "javascript:alert(1)"})
     assert r.status_code == 400
+    r = await client.post("/auth/login", data={"username": "alice", "password": "wonderland"},
+                          headers={"Origin": "https://elsewhere.example"})
+    assert r.status_code == 403 and "set-cookie" not in r.headers  # login CSRF
+    r = await client.post("/auth/login", data={"username": "alice", "password": "wonderland"},
+                          headers={"Origin": "http://t"})
+    assert r.status_code == 200 and "set-cookie" in r.headers
 
 
 async def test_login_cookie_shows_the_full_image(client: httpx.AsyncClient) -> None:

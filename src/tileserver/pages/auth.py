@@ -1,7 +1,8 @@
 """The IIIF Auth pages (with an access policy and `access_key`; access/flow.py says which are offered):
 
 - `/auth/login` (the `active` access service, Auth 2.0 and 1.0): a login form checked against the user file; a
-  good password sets the access cookie and the page closes itself, as both specs ask;
+  good password sets the access cookie and the page closes itself, as both specs ask (a form posted from another
+  origin, by its `Origin` header, is refused: no site can log a visitor in as someone else);
 - `/auth/kiosk` (`kiosk`): logs in a client of `access_kiosk_networks` without a form and closes itself;
 - `/auth/external` (Auth 1.0's `external` service id): closes itself (the identity is already there);
 - `/auth/token?messageId=&origin=` (Auth 2.0 access token service): a page posting an `AuthAccessToken2`
@@ -22,6 +23,7 @@ import json
 import re
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -30,6 +32,7 @@ from starlette.routing import BaseRoute, Route
 from ..access.flow import AuthFlow
 from ..access.tokens import current_viewer
 from ..errors import BadRequest
+from ..protocols.iiif import base_of
 from ..protocols.iiif.auth import CONTEXT2
 
 ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
@@ -100,6 +103,10 @@ async def login(request: Request) -> Response:
         if viewer.authorised and viewer.via == "cookie":
             return _page(title, f"<p>You are logged in as {html.escape(viewer.subject)}.</p>{CLOSE}")
         return _page(title, _form(origin))
+    sender = request.headers.get("origin")
+    own = urlsplit(base_of(request, ""))
+    if sender is not None and sender != f"{own.scheme}://{own.netloc}":  # a form posted from another site
+        return _page(title, "<p>Log in from this server's own login page.</p>", 403)
     form = await request.form(max_files=0, max_fields=8, max_part_size=4096)
     name, password, origin = (str(form.get(k, "")) for k in ("username", "password", "origin"))
     if origin and not ORIGIN.match(origin):
