@@ -140,7 +140,7 @@ async def profile(root: Path, protocol: str) -> None:
     for _ in range(5):
         await round_of(root, True, protocol)
     prof.disable()
-    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    pstats.Stats(prof).sort_stats("cumulative").print_stats("tileserver|starlette|asyncio|threading", 40)
 
 
 async def both(root: Path, rounds: int) -> None:
