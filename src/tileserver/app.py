@@ -24,6 +24,7 @@ from .protocols import cacheapi, iiif
 from .settings import Settings
 from .web import telemetry
 from .web.access import AccessMiddleware
+from .web.lean import LeanMiddleware
 from .web.limits import RequestLimitMiddleware
 from .web.options import OptionsMiddleware
 from .web.proxies import TrustedProxies, TrustedProxyMiddleware
@@ -85,14 +86,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             AccessMiddleware, keys=keys, cookie=settings.access_cookie,
             identity_header=settings.access_identity_header, trusted=TrustedProxies(settings.trusted_proxies),
             jwt=jwt, jwt_cookie=settings.access_jwt_cookie))
-    if settings.cors:
-        middleware.append(Middleware(
-            CORSMiddleware, allow_origins=[o.strip() for o in settings.cors.split(",")],
-            allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
-            allow_headers=["Accept", "Authorization", "Content-Type", "X-Requested-With", "If-Modified-Since",
-                           "If-None-Match", "Range"],
-            expose_headers=["ETag", "Last-Modified", "Link", "Content-Disposition", "Server-Timing"], max_age=86400,
-        ))
     # manifests come before the protocols (`/iiif/{rest:path}` would take them), and the protocols before
     # the pages, so the routes of tile requests are matched first
     manifest_routes = manifests.ROUTES if "iiif" in settings.protocols else []
@@ -101,6 +94,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = (cacheapi.routes(settings) + manifest_routes + protocols.routes(settings.protocols) + pages.ROUTES
               + viewers.ROUTES
               + viewers.asset_mounts(settings) + (telemetry.ROUTES if recording else []))
+    if service.access is None:  # tile URLs straight to their endpoint, behind replay (web/lean.py)
+        middleware.append(Middleware(LeanMiddleware, routes=routes, shape=protocols.is_tile_shape,
+                                     tile_routes=protocols.routes(settings.protocols), settings=settings))
+    if settings.cors:
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=[o.strip() for o in settings.cors.split(",")],
+            allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
+            allow_headers=["Accept", "Authorization", "Content-Type", "X-Requested-With", "If-Modified-Since",
+                           "If-None-Match", "Range"],
+            expose_headers=["ETag", "Last-Modified", "Link", "Content-Disposition", "Server-Timing"], max_age=86400,
+        ))
     middleware += [Middleware(RequestLimitMiddleware, settings=settings), Middleware(OptionsMiddleware, routes=routes)]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.settings = settings

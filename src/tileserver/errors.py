@@ -170,7 +170,8 @@ def plain_error(exc: TileServerError, status: int) -> Response:
     return PlainTextResponse(shorten(exc.message) or "error", status_code=status)
 
 
-async def _handle(request: Request, exc: Exception) -> Response:
+async def handle(request: Request, exc: Exception) -> Response:
+    """The answer to a `TileServerError` raised by an endpoint (logged by status)."""
     assert isinstance(exc, TileServerError)
     status = status_for(exc)
     path, message = echo(request.url.path, MESSAGE_LIMIT), shorten(exc.message)
@@ -197,4 +198,4 @@ def error_response(exc: TileServerError, render: ErrorBody = plain_error) -> Res
 
 
 def install_handlers(app: Starlette) -> None:
-    app.add_exception_handler(TileServerError, _handle)
+    app.add_exception_handler(TileServerError, handle)

@@ -15,6 +15,7 @@ Shared tile maths goes in `levels.py`, never in a protocol module.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 
@@ -45,3 +46,23 @@ def query_commands(names: tuple[str, ...]) -> dict[str, QueryHandler]:
     for m in enabled(names):
         out.update(getattr(m, "QUERY_COMMANDS", {}))
     return out
+
+
+# the tile URL shapes the lean path takes (web/lean.py), by the protocols' own tile patterns; IIIF's is
+# `iiif.urls.path_target`'s image shape: id, region, size, rotation, quality.format after the version prefix
+IIIF_TILE = re.compile(r"/iiif/(?:[23]/)?[^/]+/[^/]+/[^/]+/[^/]+/[^/]+\.[^/]+")
+IIP_PATHS = frozenset({"/iip", "/fcgi-bin/iipsrv.fcgi"})
+
+
+def is_tile_shape(path: str, query: bytes) -> bool:
+    """Whether a GET of `path?query` has the shape of a tile request: IIP `JTL`, an IIIF image request, a
+    DeepZoom or a Zoomify tile. `/deepzoom/a.tif_files/9/1_0.jpg` -> True, `/deepzoom/a.tif.dzi` -> False."""
+    if path in IIP_PATHS:
+        return b"jtl=" in query.lower()
+    if path.startswith("/iiif/"):
+        return IIIF_TILE.fullmatch(path) is not None
+    if path.startswith("/deepzoom/"):
+        return deepzoom.TILE.fullmatch(path, len("/deepzoom/")) is not None
+    if path.startswith("/zoomify/"):
+        return zoomify.TILE.fullmatch(path, len("/zoomify/")) is not None
+    return False
