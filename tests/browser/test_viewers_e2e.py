@@ -18,7 +18,7 @@ from .conftest import ARTIFACTS, IMAGE, JP2, REPO, SIZE, SLIDE
 from .harness import TileLog, blank_share, compare_with_source, deepest, rgb
 
 EXAMPLES = REPO / "examples"
-QUIET = 0.8  # seconds without an open request
+QUIET = 0.5  # seconds without an open request
 # viewer controls drawn over the image are hidden for the colour comparison (they stay clickable)
 HIDE_CONTROLS = ".leaflet-control-container, .ol-overlaycontainer-stopevent, .navigator {visibility: hidden}"
 # name -> (page: "example:<file>?<query>" or a server path, protocol, element to zoom/screenshot)
@@ -52,7 +52,7 @@ async def wait_quiet(page: Any, log: TileLog, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     quiet_since = time.monotonic()
     while time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
         if log.pending:
             quiet_since = time.monotonic()
         elif time.monotonic() - quiet_since >= QUIET:
@@ -121,7 +121,7 @@ async def test_viewer_zooms_without_failed_tiles(viewer: str, kind: str, page: A
     start = time.monotonic()
     await page.goto(page_url(spec, live_server, IMAGES[kind]))
     element = await page.wait_for_selector(selector, state="visible", timeout=30_000)
-    await page.wait_for_timeout(500)
+    await page.wait_for_timeout(250)
     await wait_quiet(page, log)
     assert sum(log.levels.values()) > 0, f"{name}: no tiles requested"
     ARTIFACTS.mkdir(exist_ok=True)
