@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.append(str(Path(__file__).resolve().parent))
 
-from shared_cache import make_image, timed
+from shared_cache import call, make_image, timed
 
 COLS, ROWS, TILE = 16, 12, 256
 
@@ -62,28 +62,7 @@ def get(path: str) -> tuple[str, bytes]:
 
 async def one(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> int:
     p, q = get(path)
-    return (await call_query(app, p, q, headers or []))[0]
-
-
-async def call_query(app: Any, path: str, query: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, int]:
-    """shared_cache.call with a query string and more headers."""
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
-             "headers": [(b"host", b"bench"), *headers], "client": ("127.0.0.1", 9), "server": ("bench", 80)}
-    status, size = 0, 0
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status, size
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            size += len(message.get("body", b""))
-
-    await app(scope, receive, send)
-    return status, size
+    return (await call(app, p, headers, q))[0]
 
 
 async def round_of(root: Path, lean: bool, protocol: str) -> float:

@@ -30,10 +30,11 @@ sys.path.append(str(Path(__file__).resolve().parents[1]))  # the project, for te
 PATH = "/iiif/3/big.tif/1024,1024,256,256/256,/0/default.jpg"
 
 
-async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> tuple[int, int]:
+async def call(app: Any, path: str, headers: list[tuple[bytes, bytes]] | None = None, query: bytes = b""
+               ) -> tuple[int, int]:
     """One GET through the ASGI app: (status, body bytes)."""
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
              "headers": [(b"host", b"bench"), *(headers or [])], "client": ("127.0.0.1", 9), "server": ("bench", 80)}
     status, size = 0, 0
 
