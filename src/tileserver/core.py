@@ -568,11 +568,7 @@ class TileService:
     # documents are remembered per viewer class (`_scoped`), replayed responses too (web/replay.py).
     async def _tier(self, entry: _Entry) -> Tier:
         """The tier of the request's viewer for `entry`'s image; 401 (anonymous) or 403 when it is denied."""
-        assert self.access is not None
-        name = generation_name(entry.meta.ident)
-        access: Access | None = self.access.cached(name, entry.path)
-        if access is None:
-            access = await self.run(self.access.lookup, name, entry.path)
+        access = await self._access(entry)
         viewer = current_viewer()
         tier = access.tier(viewer.authorised)
         if tier.denied:
@@ -623,7 +619,11 @@ class TileService:
         Auth probes and service descriptions tell a viewer."""
         if self.access is None:
             return None
-        entry = await self._entry(ident)
+        return await self._access(await self._entry(ident))
+
+    async def _access(self, entry: _Entry) -> Access:
+        """`entry`'s image's two tiers: remembered, else looked up in the pool (sidecars, the hook)."""
+        assert self.access is not None
         name = generation_name(entry.meta.ident)
         found = self.access.cached(name, entry.path)
         return found if found is not None else await self.run(self.access.lookup, name, entry.path)

@@ -9,6 +9,7 @@ the policy); a check runs bcrypt in a pool thread (about 0.2 s at the default co
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,8 +19,13 @@ SCHEMES = (b"$2y$", b"$2b$", b"$2a$")
 MAX_NAME = 256
 MAX_PASSWORD = 72  # bcrypt reads no further: a longer password is refused rather than silently cut
 FILE_LIMIT = 4 * 1024 * 1024
-# a hash compared against when the user is unknown, so that a wrong name takes as long as a wrong password
-_DUMMY = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
+
+
+@functools.cache
+def _dummy() -> bytes:
+    """A hash compared against when the user is unknown, so that a wrong name takes as long as a wrong password
+    (made on first use: every app imports this module)."""
+    return bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
 
 
 class Users:
@@ -59,7 +65,7 @@ class Users:
             return False
         digest = self.hashes.get(name)
         try:
-            ok = bcrypt.checkpw(secret, digest if digest is not None else _DUMMY)
+            ok = bcrypt.checkpw(secret, digest if digest is not None else _dummy())
         except ValueError:  # a malformed hash in the file
             return False
         return ok and digest is not None

@@ -102,14 +102,14 @@ async def answer(request: Request, target: Target, base: str, version: Version, 
 async def info_response(request: Request, ident: str, base: str, version: Version, page: int = 0,
                         public: str | None = None) -> Response:
     service = request.app.state.service
-    flow = request.app.state.auth_flow if public is not None else None
-    access = None if flow is None else await service.access_of(ident)
-    described = access is not None and access.restricted
     media_type = info_media_type(request.headers.get("accept", ""), version)
     key = f"iiif-info {version} {media_type} {base}"
     doc = await service.recall_document(key)
     if doc is None:
         offer = await service_of(request)
+        flow = request.app.state.auth_flow if public is not None else None
+        access = None if flow is None else await service.access_of(ident)
+        described = access is not None and access.restricted
         extra = auth.services(flow, base_of(request, ""), f"{base}/probe", version) if described else []
         try:
             meta = await service.info(ident)
@@ -128,10 +128,11 @@ async def info_response(request: Request, ident: str, base: str, version: Versio
 def _login_required(request: Request, base: str, version: Version, extra: list[dict[str, object]]) -> Response:
     """The 401 of an image denied to anonymous viewers, as IIIF Auth 1.0 has it: a description naming the login
     services (and the probe), without the image's size or levels."""
-    context: object = [auth.CONTEXT2, CONTEXT[3]] if version == 3 else CONTEXT[2]
-    head = {"@context": context, "id": base, "type": "ImageService3", "protocol": PROTOCOL, "profile": "level2"}
-    if version == 2:
-        head = {"@context": context, "@id": base, "protocol": PROTOCOL, "profile": [PROFILE_URI[2]]}
+    if version == 3:
+        head = {"@context": [auth.CONTEXT2, CONTEXT[3]], "id": base, "type": "ImageService3", "protocol": PROTOCOL,
+                "profile": "level2"}
+    else:
+        head = {"@context": CONTEXT[2], "@id": base, "protocol": PROTOCOL, "profile": [PROFILE_URI[2]]}
     body = json.dumps({**head, "service": extra}, indent=2).encode()
     return Response(body, 401, media_type="application/json",
                     headers={"Cache-Control": "private, no-store", "Vary": "Cookie, Authorization"})

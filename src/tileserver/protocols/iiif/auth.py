@@ -86,20 +86,19 @@ def auth2_services(flow: AuthFlow, root: str, probe: str, version: Version) -> l
 
 def auth1_services(flow: AuthFlow, root: str, version: Version) -> list[dict[str, Any]]:
     """Auth 1.0 cookie services, one per profile, each with its token and logout services."""
-    typed = version == 3  # 3.0 embeds 1.0 services with @type (Image API 3.0 §5.8)
-    token = {"@id": root + TOKEN1, "profile": AUTH1 + "token"}
-    logout = {"@id": root + LOGOUT, "profile": AUTH1 + "logout", "label": f"Log out from {flow.label}"}
-    if typed:
-        token = {"@id": token["@id"], "@type": "AuthTokenService1", "profile": token["profile"]}
-        logout = {"@id": logout["@id"], "@type": "AuthLogoutService1", "profile": logout["profile"],
-                  "label": logout["label"]}
+    def ref(uri: str, profile: str, kind: str) -> dict[str, Any]:
+        """A 1.0 service: `@type` in 3.0 (Image API 3.0 §5.8), the 1.0 `@context` in 2.1 where `kind` is a cookie
+        service (a top-level one)."""
+        head: dict[str, Any] = {"@id": uri, "@type": kind} if version == 3 else {"@id": uri}
+        if version == 2 and kind == "AuthCookieService1":
+            head = {"@context": CONTEXT1, **head}
+        return {**head, "profile": AUTH1 + profile}
+
+    token = ref(root + TOKEN1, "token", "AuthTokenService1")
+    logout = {**ref(root + LOGOUT, "logout", "AuthLogoutService1"), "label": f"Log out from {flow.label}"}
     out = []
     for profile in flow.profiles:
-        service: dict[str, Any] = {"@id": root + PAGES[profile], "profile": AUTH1 + AUTH1_PROFILE[profile]}
-        if typed:
-            service = {"@id": service["@id"], "@type": "AuthCookieService1", "profile": service["profile"]}
-        else:
-            service = {"@context": CONTEXT1, **service}
+        service = ref(root + PAGES[profile], AUTH1_PROFILE[profile], "AuthCookieService1")
         if profile == "active":
             service.update({"label": f"Log in to {flow.label}", "header": "Please log in",
                             "description": f"{flow.label} shows this image in full to users who log in.",
