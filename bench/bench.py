@@ -74,6 +74,8 @@ SCENARIOS = [
              "iip-qlt"),
     Scenario("iiif-cold", "IIIF 256-px tiles, levels 4-6", "iiif", "cold", "iiif"),
     Scenario("iiif-warm", "IIIF 256-px tiles, levels 4-6", "iiif", "warm", "iiif"),
+    Scenario("iip-random47-warm", "IIP `JTL` random picks, levels 4-7 (6,241 tiles, 370 MB: more than the caches)",
+             "iip47", "warm", "iip47"),
     Scenario("deepzoom-warm", "DeepZoom tiles, levels 4-6", "deepzoom", "warm", "deepzoom"),
     Scenario("zoomify-warm", "Zoomify tiles, levels 4-6", "zoomify", "warm", "zoomify"),
     Scenario("info-warm", "IIIF `info.json`", "info", "warm", "",
@@ -128,6 +130,11 @@ def write_lists(levels: str) -> dict[str, int]:
         list_path(name, "iipsrv").write_text("\n".join(urls) + "\n")
         list_path(name, "tileserver").write_text("\n".join(to_ts(u) for u in urls) + "\n")
         counts[name] = len(urls)
+    # levels 4-7 of big.tif: a working set larger than either server's tile caches (random picks, warm mode)
+    big = make_urls("iip", "4,5,6,7")
+    for server in SERVERS:
+        list_path("iip47", server).write_text("\n".join(big) + "\n")
+    counts["iip47"] = len(big)
     # the same tiles with a QLT: no pass-through, every tile decoded and re-encoded (both servers)
     qlt = [u.replace("&JTL=", "&QLT=75&JTL=", 1) for u in list_path("iip", "iipsrv").read_text().split()]
     for server in SERVERS:
@@ -240,6 +247,17 @@ class RssSampler(threading.Thread):
         self.join(timeout=5)
 
 
+def listeners(port: int) -> int:
+    """The sockets listening on TCP `port` (/proc/net/tcp, tcp6: state 0A)."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                n += fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
+    return n
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
@@ -280,10 +298,10 @@ class Tileserver:
         url = f"http://127.0.0.1:{self.port}{IIP}?FIF={IMAGE}&OBJ=IIP,1.0"
         if not wait_http(url, 60, self.proc):
             raise RuntimeError(f"tileserver did not come up; see {self.log}")
-        # one response does not mean every worker has finished importing: wait for them to appear
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and self.workers > 1 and \
-                sum(comm(pid) == "worker" for pid in descendants([self.proc.pid])) < self.workers:
+        # one response does not mean every worker has started (imported, warmed up): each listens on a socket of
+        # its own (SO_REUSEPORT) once it has, and a cold pass begun before would go to the workers already there
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.workers > 1 and listeners(self.port) < self.workers:
             time.sleep(0.1)
         time.sleep(1.0)
         self.remember()
@@ -709,7 +727,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--repeats", "-r", type=int, default=2, help="alternated runs per server (default 2)")
     p.add_argument("--only", action="append", default=[],
                    help=f"scenario(s) to run, comma-separated or repeated: {', '.join(names)}; "
-                        "or a group: iip, iip-qlt, iiif, deepzoom, zoomify, info, cvt, iiif-full, cvt-distinct")
+                        "or a group: iip, iip-qlt, iip47, iiif, deepzoom, zoomify, info, cvt, iiif-full, cvt-distinct")
     p.add_argument("--no-iipsrv", action="store_true", help="measure tileserver only")
     p.add_argument("--soak", type=float, metavar="MINUTES", help="instead of the table: a long warm run of "
                    "tileserver alone, RSS reported every --soak-step seconds")

@@ -119,7 +119,7 @@ async def profile(root: Path, protocol: str) -> None:
     for _ in range(5):
         await round_of(root, True, protocol)
     prof.disable()
-    pstats.Stats(prof).sort_stats("cumulative").print_stats("tileserver|starlette|asyncio|threading", 40)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(45)
 
 
 async def both(root: Path, rounds: int) -> None:

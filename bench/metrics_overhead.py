@@ -47,22 +47,9 @@ def make_image(root: Path) -> None:
 
 
 async def call(app: Any, path: str, query: bytes, headers: list[tuple[bytes, bytes]]) -> int:
-    status = 0
+    from tileserver.warmup import get
 
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status
-        if message["type"] == "http.response.start":
-            status = message["status"]
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
-             "headers": [(b"host", b"bench"), *headers], "client": ("127.0.0.1", 40000),
-             "server": ("127.0.0.1", 8000)}
-    await app(scope, receive, send)
-    return status
+    return await get(app, f"{path}?{query.decode()}" if query else path, headers)
 
 
 async def measure(settings: dict[str, Any], root: Path, n: int, repeats: int) -> dict[str, float]:

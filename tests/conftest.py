@@ -17,6 +17,9 @@ from starlette.applications import Starlette
 from tileserver.app import create_app
 from tileserver.settings import Settings
 
+# the apps and servers the tests start do not warm up (warmup.py: ~0.3 s each); tests/test_warmup.py turns it on
+os.environ.setdefault("TILESERVER_WARM_UP", "0")
+
 from .document_images import make_documents
 from .jp2_images import make_jp2s
 from .sequence_images import make_sequences

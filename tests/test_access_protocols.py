@@ -375,7 +375,9 @@ async def test_private_keeps_what_a_response_varied_by(client: httpx.AsyncClient
 async def test_tiers_never_share_a_shared_cache_entry(image_root: Path) -> None:
     """Two replicas with one Redis: a capped tile rendered on A is served to B's anonymous viewer from the shared
     cache (same ETag), never to B's authorised one, although both are the image's same tile (IIP numbers
-    resolutions from the smallest, so `JTL=1,0` names one tile of the image for both tiers)."""
+    resolutions from the smallest, so `JTL=1,0` names one tile of the image for both tiers). Re-encoded (`QLT`): a
+    stored tile passed through is read from the file by every replica (core `_stored_now`), not from the shared
+    cache."""
     from .cache_servers import cache_server
 
     with cache_server("redis") as server:
@@ -386,7 +388,7 @@ async def test_tiers_never_share_a_shared_cache_entry(image_root: Path) -> None:
         async with served_app(settings) as a, served_app(settings) as b:
             ca = httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://t")
             cb = httpx.AsyncClient(transport=httpx.ASGITransport(app=b), base_url="http://t")
-            url = f"/iip?FIF={RGB_TIF}&JTL=1,0"
+            url = f"/iip?FIF={RGB_TIF}&QLT=60&JTL=1,0"
             first = await ca.get(url)
             assert a.state.service.shared is not None
             await a.state.service.shared.drain()

@@ -374,3 +374,17 @@ async def test_over_s3_the_other_replica_only_asks_for_the_version(s3_images: An
         assert methods == ["HEAD"] and b.opened == [] and b.rendered == []
     else:
         assert methods.count("GET") >= 2 and b.opened == [RGB_TIF]
+
+
+async def test_a_replica_with_the_file_open_reads_stored_tiles_from_it(image_root: Path, shared: CacheServer) -> None:
+    """A stored tile passed through costs a read of the page cache (core `_stored_now`): a replica that has the
+    file open reads it there rather than asking the shared cache, with the same body and validators."""
+    tile, other = f"/iip?FIF={RGB_TIF}&JTL=2,0", f"/iip?FIF={RGB_TIF}&JTL=2,1"  # two stored tiles
+    async with two(image_root, shared) as (a, b):
+        first = await a.client.get(tile)
+        await a.settle()
+        assert (await b.client.get(other)).status_code == 200 and b.opened == [RGB_TIF]  # B opened the file
+        second = await b.client.get(tile)
+        assert second.headers["server-timing"].startswith("passthrough;dur=")
+        assert second.content == first.content and second.headers["etag"] == first.headers["etag"]
+        assert b.service.shared is not None and b.service.shared.stats()["tile_hits"] == 0

@@ -10,7 +10,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tileserver"
 LAYERS = ["models", "errors", "settings", "metrics", "levels", "cache", "sources", "imaging", "admission", "access",
-          "core", "web", "protocols", "pages", "app", "cli", "__main__", "__init__"]
+          "core", "web", "protocols", "pages", "warmup", "app", "cli", "__main__", "__init__"]
 
 
 def layer(module: str) -> int:

@@ -22,6 +22,7 @@ from .pages import index as pages
 from .pages import manifests, viewers
 from .protocols import cacheapi, iiif
 from .settings import Settings
+from .warmup import warm_up
 from .web import telemetry
 from .web.access import AccessMiddleware
 from .web.lean import LeanMiddleware
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         service.start()
+        if settings.warm_up:  # before the worker takes a connection: its first requests are not slower
+            await warm_up(service, settings, create_app)
         try:
             async with telemetry.sampling(service, sampler):
                 yield

@@ -42,7 +42,7 @@ from .errors import Busy, Forbidden, NotFound, TileServerError, Unauthorized, ec
 from .imaging import overlay
 from .imaging.encode import available_formats
 from .imaging.isolate import Children, Location
-from .imaging.render import render, samples
+from .imaging.render import render, samples, stored_now
 from .models import ImageMeta, OutputFormat, Overlays, Rendered, Samples, Sequence, TileRequest, Watermark
 from .settings import Settings
 from .sources import vfs
@@ -515,6 +515,9 @@ class TileService:
         hit = self.tiles.get(key)
         if hit is not None:
             return hit
+        now = self._stored_now(entry, req, key)
+        if now is not None:
+            return now
         if self.shared is None or entry.meta.provisional or entry.found is None:
             return await self._render_here(entry, req, key, background)
         skey = entry_key("t", entry.found.version(self.namespace, entry.generation), request_text(req) + tier)
@@ -529,6 +532,26 @@ class TileService:
         """`req` with the configured watermark when it has no overlays of its own (None: an access tier's
         overlays, even empty ones, are what it gets)."""
         return req if req.overlays is not None or self.overlays is None else replace(req, overlays=self.overlays)
+
+    def _stored_now(self, entry: _Entry, req: TileRequest, key: TileKey) -> Rendered | None:
+        """A stored tile's own bytes read here on the event loop, when they can be without waiting (the file's
+        directories are known and the tile is in the page cache: `vfs.NowReader`), cached as a render is; else
+        None (not a stored tile, or it would wait: the pool reads it). No thread hop and no admission: a read
+        of a few microseconds, like a cache hit. Before the shared cache: a local file is nearer."""
+        image = entry.image
+        if image is None or not self.settings.passthrough or entry.meta.provisional or image.meta.provisional:
+            return None
+        try:
+            out = stored_now(image, req, self.settings)
+        except vfs.WouldBlock:
+            return None
+        if out is None:
+            return None
+        etag = etag_for(entry.meta, repr(req) + key[2].removeprefix(entry.generation))  # as in _render_here
+        body, media_type, width, height = out.body, out.media_type, out.width, out.height
+        self.tiles.put(key, Rendered(body, media_type, width, height, etag, source="cache", timing=CACHE_TIMING),
+                       len(body) + 200)
+        return Rendered(body, media_type, width, height, etag, source=out.source, timing=out.timing)
 
     async def _render_here(self, entry: _Entry, req: TileRequest, key: TileKey, background: bool = False
                            ) -> Rendered:

@@ -387,6 +387,10 @@ class Settings(BaseSettings):
                                       "next block; a GIF or JPEG 2000 encode runs to its end) and counts against "
                                       "the limits until it really stops")
     # -- operations: metrics, access log, health probes (metrics.py, web/telemetry.py, pages/index.py) --
+    warm_up: bool = Field(True, description="Warm each worker at start, before it takes a connection (warmup.py: "
+                          "a throwaway app over a small generated pyramid answers every protocol's tile URLs a few "
+                          "times, the output formats are probed), so that its first requests are not slower than "
+                          "the rest; ~0.3 s per worker start")
     metrics: bool = Field(True, description="Prometheus metrics at `/metrics` (requests, latency, caches, "
                           "render paths and times, source reads, admission); labels carry route templates, never "
                           "identifiers; false: no `/metrics` and nothing recorded")

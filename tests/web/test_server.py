@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -382,10 +382,16 @@ class Recording(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.writes: list[bytes] = []
+        self.parts: list[list[bytes]] = []  # what each vectored write was made of
         self.closed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.writes.append(bytes(data))
+
+    def writelines(self, parts: Iterable[bytes | bytearray | memoryview]) -> None:
+        """One vectored send (uvloop: writev) of the parts, not copied into one buffer first."""
+        self.parts.append([bytes(p) for p in parts])
+        self.writes.append(b"".join(self.parts[-1]))
 
     def close(self) -> None:
         self.closed = True
@@ -441,6 +447,7 @@ async def test_turn_writer_holds_one_turn() -> None:
     assert transport.writes == [] and writer.get_write_buffer_size() == 8
     await asyncio.sleep(0)
     assert transport.writes == [b"headbody"]
+    assert transport.parts == [[b"head", b"body"]]  # one send, the body not joined to the head first
     writer.write(b"last")
     writer.close()  # writes what it holds first
     assert transport.writes == [b"headbody", b"last"] and transport.closed

@@ -9,7 +9,6 @@ output; a request without keeps the cheap paths."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -75,16 +74,17 @@ def default_quality(fmt: OutputFormat, settings: Settings) -> int | None:
     }.get(fmt)
 
 
-def passthrough(image: SourceImage, req: TileRequest, settings: Settings) -> Rendered | None:
+def passthrough(image: SourceImage, req: TileRequest, settings: Settings, now: bool = False) -> Rendered | None:
     """The stored tile's own bytes when the request is exactly a stored JPEG/WebP tile at its stored
-    quality (a JPEG tile gets its ICC profile spliced in when profiles are kept); else None."""
+    quality (a JPEG tile gets its ICC profile spliced in when profiles are kept); else None. `now`: read
+    without waiting, or `vfs.WouldBlock` (`SourceImage.stored_tile`)."""
     meta = image.meta
     if not settings.passthrough:
         return None
     tile = stored_tile_of(meta, req)
     if tile is None:
         return None
-    stored = image.stored_tile(*tile, req.fmt, req.page)
+    stored = image.stored_tile(*tile, req.fmt, req.page, now)
     if stored is None:
         return None
     body = stored.data
@@ -169,17 +169,31 @@ def render(image: SourceImage, req: TileRequest, settings: Settings, derived: By
     """`req` answered from `image`; `derived` keeps what is computed once per image (histograms)."""
     check_page(image.meta, req.page)
     try:
-        start = time.perf_counter()
         plain = not req.overlays  # overlays need the decoded pixels: never the stored bytes
-        stored = passthrough(image, req, settings) if plain else None
+        stored = stored_now(image, req, settings, False) if plain else None
         if stored is not None:
-            took = time.perf_counter() - start
-            metrics.rendered("passthrough", _format_name(image.meta.loader), req.fmt.suffix, took)
-            return replace(stored, timing=f"passthrough;dur={took * 1e3:.2f}")
+            return stored
         return (recode(image, req, settings) if plain else None) or _render(image, req, settings, derived)
     except pyvips.Error as exc:
         cancel.check()  # killed on purpose (imaging/cancel.py): not the file's fault
         raise vips_error(exc, image.meta.ident) from exc
+
+
+def stored_now(image: SourceImage, req: TileRequest, settings: Settings, now: bool = True) -> Rendered | None:
+    """A stored tile's own bytes for `req` (`passthrough`), with their metrics and timing, or None when the
+    request is not one. `now` (the core, on the event loop, before it goes to the pool): read without waiting,
+    else `vfs.WouldBlock`; no libvips, no blocking call. A request with overlays is never a stored tile."""
+    if req.overlays:
+        return None
+    start = time.perf_counter()
+    check_page(image.meta, req.page)
+    stored = passthrough(image, req, settings, now)
+    if stored is None:
+        return None
+    took = time.perf_counter() - start
+    metrics.rendered("passthrough", _format_name(image.meta.loader), req.fmt.suffix, took)
+    return Rendered(stored.body, stored.media_type, stored.width, stored.height, source=stored.source,
+                    timing=f"passthrough;dur={took * 1e3:.2f}")
 
 
 def _format_name(loader: str) -> str:

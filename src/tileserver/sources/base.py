@@ -86,9 +86,12 @@ class SourceImage(Protocol):
         without layers ignore it."""
         ...
 
-    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
+    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0, now: bool = False
+                    ) -> StoredTile | None:
         """The stored bytes of tile (`col`, `row`) of a stored level as a complete `fmt` file, when the
-        format keeps tiles that way and that tile can be sent as it is; else None."""
+        format keeps tiles that way and that tile can be sent as it is; else None. `now`: on the event loop,
+        so only without waiting (what is known of the file, its bytes from the page cache: `vfs.NowReader`);
+        `vfs.WouldBlock` when the tile is one but cannot be read so."""
         ...
 
     def select(self, selector: Selector) -> SourceImage:

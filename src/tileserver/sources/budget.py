@@ -112,7 +112,8 @@ class TooLargeImage:
     def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
         raise SourceTooLarge(self.reason)
 
-    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
+    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0, now: bool = False
+                    ) -> StoredTile | None:
         return None
 
     def select(self, selector: Selector) -> SourceImage:

@@ -147,7 +147,8 @@ class ChannelView:
         # lazy: errors surface in render
         return pick_bands(self.image.read(level, box, page, layers=layers), self.bands)
 
-    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
+    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0, now: bool = False
+                    ) -> StoredTile | None:
         return None
 
     def select(self, selector: Selector) -> SourceImage:

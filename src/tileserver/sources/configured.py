@@ -69,6 +69,7 @@ class Sources:
     def close(self) -> None:
         if self.derivatives is not None:
             self.derivatives.close()
+        vfs.close_now_files()
 
 
 def root_of(settings: Settings) -> Source | RemoteSource | Resolver:

@@ -132,7 +132,8 @@ class ProvisionalImage:
             img = self._levels[level] = exact_size(self.preview, lv.width, lv.height)  # lazy
         return img.crop(*box)
 
-    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
+    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0, now: bool = False
+                    ) -> StoredTile | None:
         return None
 
     def select(self, selector: Selector) -> SourceImage:
@@ -157,8 +158,9 @@ class DerivedImage:
     def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
         return self._current.read(level, box, page, layers=layers)
 
-    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
-        return self._current.stored_tile(level, col, row, fmt, page)
+    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0, now: bool = False
+                    ) -> StoredTile | None:
+        return self._current.stored_tile(level, col, row, fmt, page, now)
 
     def select(self, selector: Selector) -> SourceImage:
         """A page other than the first of a multi-page file is read from the file, as before (only the

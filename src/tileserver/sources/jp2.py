@@ -139,7 +139,8 @@ class Jp2Image:
         px = self.pixels(stored - 1, (x << k, y << k, w << k, h << k), layers)
         return self._vips(px).shrink(1 << k, 1 << k)
 
-    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
+    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0, now: bool = False
+                    ) -> StoredTile | None:
         return None  # no stored tile is a file a client can read
 
     def select(self, selector: Selector) -> SourceImage:

@@ -393,12 +393,13 @@ class OmeImage:
             out.append(img if self.inner.bands == 1 else img.extract_band(sample))
         return out[0].bandjoin(out[1:]) if len(out) > 1 else out[0]
 
-    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
+    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0, now: bool = False
+                    ) -> StoredTile | None:
         """Stored tiles pass through for images without channels (RGB brightfield), whole."""
         if self.meta.channels or not self.whole:
             return None
         check_page(self.meta, page)
-        return self.reader.stored_tile(self.path, self.inner, (level, col, row), fmt, self.pages[page][0])
+        return self.reader.stored_tile(self.path, self.inner, (level, col, row), fmt, self.pages[page][0], now)
 
     def select(self, selector: Selector) -> SourceImage:
         """`;page=<n>` (a plane of a Z/T stack) and `;c=<spec>` (channels, `sources/channels.py`)."""

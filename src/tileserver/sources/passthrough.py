@@ -111,12 +111,18 @@ class StoredTiles:
         self._dirs: dict[tuple[str, vfs.Version], tuple[TiffFile, list[list[Ifd]]]] = {}
         self._lock = threading.Lock()
 
-    def _directories(self, path: str, meta: ImageMeta) -> tuple[TiffFile, list[list[Ifd]]]:
+    def read_directories(self, path: str, meta: ImageMeta) -> None:
+        """Parse and keep the file's directories now (when the image is opened)."""
+        self._directories(path, meta)
+
+    def _directories(self, path: str, meta: ImageMeta, now: bool = False) -> tuple[TiffFile, list[list[Ifd]]]:
         key = (path, vfs.version_of(path, meta.mtime, meta.file_size))
         with self._lock:
             found = self._dirs.get(key)
         if found is not None:
             return found
+        if now:
+            raise vfs.WouldBlock("directories not parsed yet")
         with vfs.open_binary(path) as f:
             tf = TiffFile(f)
         if vfs.remote(path):
@@ -130,25 +136,33 @@ class StoredTiles:
         return tf, pages
 
     def read(self, path: str, meta: ImageMeta, level: int, col: int, row: int, fmt: OutputFormat,
-             page: int = 0) -> StoredTile | None:
+             page: int = 0, now: bool = False) -> StoredTile | None:
         """The stored tile as a complete image file in `fmt`, or None when it is stored otherwise.
-        `page` is the image of a stack (its levels are TIFF page `lv.page + page`, as in reader.py)."""
+        `page` is the image of a stack (its levels are TIFF page `lv.page + page`, as in reader.py).
+        `now`: read without waiting (on the event loop: `vfs.NowReader`), from directories parsed before;
+        `vfs.WouldBlock` when that cannot be done."""
         lv = meta.levels[level]
-        tf, pages = self._directories(path, meta)
+        tf, pages = self._directories(path, meta, now)
         chain = pages[lv.page + page] if lv.page + page < len(pages) else []
         ifd = chain[lv.subifd + 1] if lv.subifd + 1 < len(chain) else None
         if ifd is None or not passable(ifd, fmt) or TILE_OFFSETS not in ifd.tags:
             return None
         index = row * lv.columns() + col
-        with vfs.reader(path) as r:
+        data: bytes | bytearray
+        if now:
+            r = vfs.NowReader(path, vfs.version_of(path, meta.mtime, meta.file_size))
             offset, count = tf.tile_location(r.pread, ifd, index)
             data = r.pread(count, offset)
+        else:
+            with vfs.reader(path) as f:
+                offset, count = tf.tile_location(f.pread, ifd, index)
+                data = f.pread(count, offset)
         if len(data) != count:
             return None
         icc = ifd.values.get(ICC_PROFILE)
         icc = icc if isinstance(icc, bytes) and icc else None
         if fmt is OutputFormat.WEBP:
-            return StoredTile(data, icc) if data[:4] == b"RIFF" else None
+            return StoredTile(bytes(data), icc) if data[:4] == b"RIFF" else None
         tables = ifd.values.get(JPEG_TABLES)
         if not data.startswith(b"\xff\xd8"):
             return None
@@ -156,16 +170,16 @@ class StoredTiles:
         if marker is None:
             return None
         if isinstance(tables, bytes) and len(tables) > 4:
-            data = b"".join((b"\xff\xd8", marker, memoryview(tables)[2:-2], memoryview(data)[2:]))  # one copy
-        elif marker:
-            data = b"".join((b"\xff\xd8", marker, memoryview(data)[2:]))
+            return StoredTile(b"".join((b"\xff\xd8", marker, memoryview(tables)[2:-2], memoryview(data)[2:])), icc)
+        if marker or isinstance(data, bytearray):  # one copy, as above
+            return StoredTile(b"".join((b"\xff\xd8", marker, memoryview(data)[2:])), icc)
         return StoredTile(data, icc)
 
 
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"  # APP14, version 100, transform 0
 
 
-def _colour_marker(ifd: Ifd, data: bytes) -> bytes | None:
+def _colour_marker(ifd: Ifd, data: bytes | bytearray) -> bytes | None:
     """The Adobe segment an RGB-sample tile needs so that decoders do not take it for YCbCr (b"" when
     none is needed), or None when the stream says JFIF (YCbCr) over RGB samples."""
     if ifd.num(SAMPLES, 1) != 3 or ifd.num(PHOTOMETRIC) != 2:

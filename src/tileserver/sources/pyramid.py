@@ -251,14 +251,25 @@ class PyramidReader:
         return img.crop(x, y, w, h)
 
     def stored_tile(self, path: str, meta: ImageMeta, tile: tuple[int, int, int], fmt: OutputFormat,
-                    page: int = 0) -> StoredTile | None:
-        """The stored bytes of a TIFF tile as a complete `fmt` file, or None (see passthrough.py)."""
+                    page: int = 0, now: bool = False) -> StoredTile | None:
+        """The stored bytes of a TIFF tile as a complete `fmt` file, or None (see passthrough.py); `now`: without
+        waiting, or `vfs.WouldBlock` (`StoredTiles.read`)."""
         check_page(meta, page)
         try:
-            return self._stored.read(path, meta, *tile, fmt, page=page)
+            return self._stored.read(path, meta, *tile, fmt, page=page, now=now)
         except (OSError, ValueError, IndexError, KeyError) as exc:
             log.warning("stored tile %s of %s not readable: %s", tile, meta.ident, exc)
             return None
+
+    def prepare_stored(self, path: str, meta: ImageMeta) -> None:
+        """Parse a local JPEG- or WebP-tiled TIFF's directories with its metadata (in the pool, where the image is
+        opened), so that its first stored tiles are read on the event loop too (`StoredTiles.read` with `now`)."""
+        if meta.loader != "tiffload" or meta.compression not in ("jpeg", "webp") or vfs.remote(path):
+            return
+        try:
+            self._stored.read_directories(path, meta)
+        except (OSError, ValueError, IndexError, KeyError) as exc:  # the first stored tile says it again
+            log.warning("directories of %s not readable: %s", meta.ident, exc)
 
     def _open(self, path: str, meta: ImageMeta, lv: Level, page: int) -> Any:
         if meta.loader != "tiffload" or not meta.compression:  # not a tiled TIFF directory
@@ -321,10 +332,11 @@ class PyramidImage:
     def read(self, level: int, box: Box4, page: int = 0, layers: int | None = None) -> Any:
         return self.reader.read(self.path, self.meta, level, box, page)
 
-    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
+    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0, now: bool = False
+                    ) -> StoredTile | None:
         if self.meta.loader != "tiffload":
             return None
-        return self.reader.stored_tile(self.path, self.meta, (level, col, row), fmt, page)
+        return self.reader.stored_tile(self.path, self.meta, (level, col, row), fmt, page, now)
 
     def select(self, selector: Selector) -> SourceImage:
         """`;page=N`: page N of a document or a stack (page 0 of a single image is the image), with
@@ -351,7 +363,9 @@ class PyvipsFormat:
         return True
 
     def open(self, path: str, ident: str) -> PyramidImage:
-        return PyramidImage(self.reader, path, self.reader.info(path, ident))
+        meta = self.reader.info(path, ident)
+        self.reader.prepare_stored(path, meta)
+        return PyramidImage(self.reader, path, meta)
 
 
 def _decoded_key(path: str, meta: ImageMeta, index: int, page: int) -> tuple[str, vfs.Version, int, int]:

@@ -310,11 +310,12 @@ class SlideImage(_Pyramid):
             raise self._error(exc, self.meta.ident, "decoded") from exc
         return out
 
-    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
+    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0, now: bool = False
+                    ) -> StoredTile | None:
         if level not in self.tiff_dirs or page:
             return None
         try:
-            return self.reader.stored.read(self.path, self.meta, level, col, row, fmt)
+            return self.reader.stored.read(self.path, self.meta, level, col, row, fmt, now=now)
         except (OSError, ValueError, IndexError, KeyError) as exc:
             log.warning("stored tile %s of %s not readable: %s", (level, col, row), self.meta.ident, exc)
             return None
@@ -374,7 +375,8 @@ class AssociatedImage(_Pyramid):
         x, y, w, h = box
         return self._image()[y : y + h, x : x + w]
 
-    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0) -> StoredTile | None:
+    def stored_tile(self, level: int, col: int, row: int, fmt: OutputFormat, page: int = 0, now: bool = False
+                    ) -> StoredTile | None:
         return None
 
     def select(self, selector: Selector) -> SourceImage:

@@ -155,7 +155,8 @@ class TiffFile:
             return tuple(nums[i] / nums[i + 1] if nums[i + 1] else 0.0 for i in range(0, len(nums), 2))
         return struct.unpack(f"{self.e}{count}{code}", data)
 
-    def tile_location(self, pread: Callable[[int, int], bytes], ifd: Ifd, index: int) -> tuple[int, int]:
+    def tile_location(self, pread: Callable[[int, int], bytes | bytearray], ifd: Ifd, index: int
+                      ) -> tuple[int, int]:
         """(offset, byte count) of one tile. The offset and byte-count arrays are read with `pread`
         (count, offset: `os.pread` of a file, or `vfs.Reader.pread`) on first use and kept in the
         directory (so it can be shared between threads); arrays of more than `MAX_TABLE` entries are
@@ -167,7 +168,7 @@ class TiffFile:
                 raise IndexError(index)
             vals = ifd.values.get(tag)
             if vals is None and count <= self.MAX_TABLE:
-                raw = pread(_SIZES[typ] * count, data_offset)
+                raw = bytes(pread(_SIZES[typ] * count, data_offset))
                 vals = ifd.values[tag] = self._decode(typ, count, raw)
             if isinstance(vals, tuple):
                 out.append(int(vals[index]))

@@ -22,6 +22,7 @@ results).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import logging
@@ -30,6 +31,7 @@ import re
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -429,6 +431,72 @@ def _requests(ranges: Sequence[tuple[int, int]]) -> int:
 
 def reader(loc: str) -> Reader:
     return Reader(loc)
+
+
+# -- reads that never wait (on the event loop) ------------------------------------------------------------
+class WouldBlock(Exception):
+    """A read asked for without waiting (`NowReader`) would have to wait: for the disc (the bytes are not all in
+    the page cache), for a store (a remote object), or for what is not known yet. The caller does it in the pool."""
+
+
+NOWAIT_FILES = 64  # files kept open per thread for `NowReader`
+_nowait = hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT")  # False once the kernel refuses the flag
+_now_files = threading.local()  # each thread's own files: only the thread that opened a descriptor closes it
+
+
+class NowReader:
+    """`Reader.pread` of a local file that returns at once or raises `WouldBlock`: `preadv` with `RWF_NOWAIT`,
+    which reads what the page cache holds and never waits for the disc (Linux 4.14+). What a server answers
+    on its event loop with no thread hop: the stored tile a viewer asks for again after a restart, or one
+    another process read moments ago, is in the page cache. The file stays open (per thread, by version, at
+    most `NOWAIT_FILES`): a file replaced by another has another version and is opened anew."""
+
+    def __init__(self, loc: str, version: Version) -> None:
+        if not _nowait or remote(loc):
+            raise WouldBlock(loc)
+        files: OrderedDict[tuple[str, Version], int] | None = getattr(_now_files, "fds", None)
+        if files is None:
+            files = _now_files.fds = OrderedDict()
+        key = (loc, version)
+        fd = files.get(key)
+        if fd is None:
+            try:  # a file the pool opened moments ago (its directories are known): its inode is in memory
+                fd = os.open(loc, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                raise WouldBlock(loc) from None  # the pool's read says why
+            files[key] = fd
+            while len(files) > NOWAIT_FILES:
+                os.close(files.popitem(last=False)[1])
+        else:
+            files.move_to_end(key)
+        self._fd = fd
+
+    def pread(self, count: int, offset: int) -> bytearray:
+        """Exactly `count` bytes at `offset`, if the page cache holds them all; else `WouldBlock`. The buffer
+        read into, not a copy of it (a tile is copied once more, into the response: passthrough.py)."""
+        global _nowait
+        buf = bytearray(count)
+        try:
+            n = os.preadv(self._fd, [buf], offset, os.RWF_NOWAIT)
+        except BlockingIOError:
+            raise WouldBlock("not in the page cache") from None
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # an older kernel, another file system
+                _nowait = False
+                log.info("reads without waiting are not supported here (%s): stored tiles are read in the pool",
+                         os.strerror(exc.errno))
+                raise WouldBlock("not supported") from None
+            raise
+        if n != count:  # partly in the page cache, or past the end of the file: the pool's read says which
+            raise WouldBlock("short read")
+        return buf
+
+
+def close_now_files() -> None:
+    """Close the calling thread's `NowReader` files (the service's stop, on the event loop that used them)."""
+    files: OrderedDict[tuple[str, Version], int] | None = getattr(_now_files, "fds", None)
+    while files:
+        os.close(files.popitem()[1])
 
 
 class RangeFile(io.RawIOBase):

@@ -95,7 +95,10 @@ class TurnWriter:
     def flush(self) -> None:
         held, self._held = self._held, []
         if held and not self._transport.is_closing():
-            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+            if len(held) == 1:
+                self._transport.write(held[0])
+            else:  # one vectored write (uvloop: writev), the body not copied into a joined buffer
+                self._transport.writelines(held)
 
     def close(self) -> None:
         self.flush()

@@ -80,7 +80,8 @@ def base_of(request: Request, path: str) -> str:
     """The public URI of `path` on this server (`path` already encoded)."""
     settings: Settings = request.app.state.settings
     root = request.scope.get("root_path", "")
-    return public_base(request.url.scheme, request.headers, root, settings.base_url) + path
+    # the scope's scheme is the URL's (request.url would parse the whole URL for it, once per tile)
+    return public_base(request.scope.get("scheme", "http"), request.headers, root, settings.base_url) + path
 
 
 # -- responses --------------------------------------------------------------------------------------
