@@ -26,14 +26,29 @@ def service(tmp_path: Path, image_root: Path) -> TileService:
 
 
 async def test_tile_cache_hits(service: TileService) -> None:
-    req = TileRequest(ident="a.tif", tile=Tile(1, 0, 0))
+    req = TileRequest(ident="a.tif", tile=Tile(1, 0, 0), encoder_quality=60)  # re-encoded
     first = await service.render(req)
     second = await service.render(req)
     third = await service.render(req)
     assert second.body is first.body and second is third  # the cached copy, with its body shared
-    assert (first.source, second.source, second.timing) == ("passthrough", "cache", "cache;desc=local")
+    assert (first.source, second.source, second.timing) == ("recode", "cache", "cache;desc=local")
     assert service.tiles.hits == 2 and service.tiles.misses == 1
     assert first.etag and decode(first.body).width == 256
+
+
+async def test_stored_tiles_are_remembered_by_where_they_are(service: TileService) -> None:
+    """A stored tile passed through is kept in the tile cache and remembered by where its bytes are: a repeat the
+    tile cache no longer holds (a working set larger than it) reads it again from there, without waiting."""
+    req = TileRequest(ident="a.tif", tile=Tile(1, 0, 0))
+    await service.info("a.tif")
+    first = await service.render(req)
+    assert (await service.render(req)).body is first.body  # from the tile cache
+    service.tiles.clear()  # as when other tiles pushed it out
+    again = await service.render(req)
+    assert first.source == "passthrough" and (again.source, again.timing) == ("cache", "cache;desc=local")
+    assert again.body == first.body and again.etag == first.etag and again.media_type == first.media_type
+    assert len(service.tiles) == 0 and len(service.located) == 1 and service.located.hits == 1
+    assert service.cache_stats()["stored_tile"] == {"hits": 1, "misses": 1, "entries": 1}  # the first: not yet
 
 
 async def test_region_and_tile_requests_decode_alike(service: TileService) -> None:

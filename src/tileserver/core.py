@@ -48,11 +48,13 @@ from .settings import Settings
 from .sources import vfs
 from .sources.base import Selector, SourceImage, split_selector
 from .sources.configured import Sources
+from .sources.passthrough import Located
 from .sources.pyramid import configure_vips
 
 T = TypeVar("T")
 TileKey = tuple[TileRequest, float, str]  # the request, the file's mtime, the image's purge generation
 TRANSLATIONS = 8192  # remembered URL translations per process
+LOCATED = 65536  # stored tiles remembered by where they are, per process (about 25 MB at most)
 CACHE_TIMING = "cache;desc=local"  # Server-Timing of a tile cache hit
 # the settings a shared-cache entry depends on besides the image and the request: replicas that differ in one
 # of them do not share entries
@@ -171,6 +173,10 @@ class TileService:
         self.derived: ByteLRU[Hashable, object] = ByteLRU(8 << 20)
         self.metadata: CountLRU[str, _Entry] = CountLRU(settings.metadata_cache_size)
         self.tiles: ByteLRU[TileKey, Rendered] = ByteLRU(settings.tile_cache_bytes)
+        # stored tiles read from the page cache, by where their bytes are (a few hundred bytes each): a repeat that
+        # the tile cache no longer holds (a working set larger than it) reads them again from there (`_cached`)
+        self.located: CountLRU[TileKey, tuple[Located, Rendered]] = CountLRU(
+            LOCATED if settings.tile_cache_bytes else 0)
         self.translations: CountLRU[str, Translation] = CountLRU(TRANSLATIONS)
         self.documents: CountLRU[str, Document] = CountLRU(TRANSLATIONS)
         self.recorded: CountLRU[Hashable, Recorded] = CountLRU(TRANSLATIONS)
@@ -233,7 +239,8 @@ class TileService:
         self._generations[name or ""] = secrets.token_hex(8)
         if name is None:
             vfs.forget()  # the objects are asked again: one replaced just before the purge is seen
-            for lru in (self.tiles, self.metadata, self.translations, self.documents, self.recorded, self.derived):
+            for lru in (self.tiles, self.located, self.metadata, self.translations, self.documents, self.recorded,
+                        self.derived):
                 lru.clear()
         else:
             for key in self.metadata.snapshot():
@@ -494,7 +501,7 @@ class TileService:
             if self.access is not None:  # the tile as the viewer's tier renders it (its own cache key)
                 req, tier = await self._as_tier(entry, req)
                 generation += tier
-            tile = self.tiles.get((req, hit.meta.mtime, generation))
+            tile = self._cached((req, hit.meta.mtime, generation))
             if tile is None or len(tile.body) != hit.length:
                 return None
             body = tile.body
@@ -512,7 +519,7 @@ class TileService:
         if self.access is not None:
             req, tier = await self._as_tier(entry, req)
         key = (req, entry.meta.mtime, entry.generation + tier)
-        hit = self.tiles.get(key)
+        hit = self._cached(key)
         if hit is not None:
             return hit
         now = self._stored_now(entry, req, key)
@@ -542,16 +549,37 @@ class TileService:
         if image is None or not self.settings.passthrough or entry.meta.provisional or image.meta.provisional:
             return None
         try:
-            out = stored_now(image, req, self.settings)
+            found = stored_now(image, req, self.settings)
         except vfs.WouldBlock:
             return None
-        if out is None:
+        if found is None:
             return None
+        out, at = found
         etag = etag_for(entry.meta, repr(req) + key[2].removeprefix(entry.generation))  # as in _render_here
         body, media_type, width, height = out.body, out.media_type, out.width, out.height
-        self.tiles.put(key, Rendered(body, media_type, width, height, etag, source="cache", timing=CACHE_TIMING),
-                       len(body) + 200)
+        cached = Rendered(body, media_type, width, height, etag, source="cache", timing=CACHE_TIMING)
+        self.tiles.put(key, cached, len(body) + 200)
+        if at is not None:  # and where its bytes are, for when the tile cache has let it go (`_cached`)
+            self.located.put(key, (at, replace(cached, body=b"")))
         return Rendered(body, media_type, width, height, etag, source=out.source, timing=out.timing)
+
+    def _cached(self, key: TileKey) -> Rendered | None:
+        """The tile of `key` from the tile cache, or a stored tile read again from where it was found (the page
+        cache, without waiting); None when neither has it."""
+        hit = self.tiles.get(key)
+        if hit is not None:
+            return hit
+        found = self.located.get(key)
+        if found is None:
+            return None
+        at, head = found
+        try:
+            body = at.read_now()
+        except (vfs.WouldBlock, OSError):  # left the page cache (or the file changed under it): read it anew
+            self.located.discard(key)
+            return None
+        return Rendered(body, head.media_type, head.width, head.height, head.etag, source=head.source,
+                        timing=head.timing)
 
     async def _render_here(self, entry: _Entry, req: TileRequest, key: TileKey, background: bool = False
                            ) -> Rendered:
@@ -673,11 +701,12 @@ class TileService:
 
     def cache_stats(self) -> dict[str, dict[str, int]]:
         """Hits, misses, entries and bytes of every cache of this process that counts them (metrics.Sampler):
-        encoded tiles, metadata, URL translations, info documents, replay (a hit is a replayed response),
-        per-image histograms, decoded levels (libvips sources, slides), JPEG 2000 units (this process, and
-        the folder the workers share) and derived pyramids (a hit is one reused, a miss one converted)."""
+        encoded tiles, stored tiles remembered by where they are (`located`), metadata, URL translations, info
+        documents, replay (a hit is a replayed response), per-image histograms, decoded levels (libvips sources,
+        slides), JPEG 2000 units (this process, and the folder the workers share) and derived pyramids (a hit is one
+        reused, a miss one converted)."""
         replay = self.recorded.hits + self.recorded.misses
-        out = {"tile": self.tiles.stats(), "metadata": _lookups(self.metadata),
+        out = {"tile": self.tiles.stats(), "stored_tile": _lookups(self.located), "metadata": _lookups(self.metadata),
                "translation": _lookups(self.translations), "document": _lookups(self.documents),
                "replay": {"hits": self.replayed, "misses": replay - self.replayed, "entries": len(self.recorded)},
                "histogram": self.derived.stats(), "decoded_level": self.reader.decoded_stats(),

@@ -185,8 +185,10 @@ async def test_directories_not_parsed_yet_are_parsed_in_the_pool(root: Path) -> 
         stored_now(entry.image, TileRequest("rgb.tif", tile=Tile(0, 0, 0)), svc.settings)
     assert stored_now(entry.image, TileRequest("rgb.tif", tile=Tile(0, 3, 2)), svc.settings) is None  # edge tile
     out = await svc.render(TileRequest("rgb.tif", tile=Tile(0, 0, 0)))
-    now = stored_now(entry.image, TileRequest("rgb.tif", tile=Tile(0, 0, 0)), svc.settings)
-    assert now is not None and now.body == out.body
+    found = stored_now(entry.image, TileRequest("rgb.tif", tile=Tile(0, 0, 0)), svc.settings)
+    assert found is not None
+    now, at = found
+    assert now.body == out.body and at is not None and at.read_now() == out.body
     assert max_diff(decode(now.body), decode(out.body)) == 0
 
 

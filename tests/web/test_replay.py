@@ -146,3 +146,14 @@ def test_key_covers_what_an_answer_depends_on() -> None:
     for refused in (scope(method="HEAD"), scope(method="POST"), scope(type="websocket"),
                     scope(headers=[(b"if-modified-since", b"x")]), scope(headers=[(b"origin", b"o")])):
         assert replay_key(refused) is None
+
+
+@pytest.mark.parametrize("url", ["/iip?FIF=a.tif&JTL=2,1", "/iiif/3/a.tif/0,0,512,512/256,/0/default.jpg"],
+                         ids=["iip", "iiif"])
+async def test_a_stored_tile_let_go_by_the_tile_cache_is_still_replayed(app: Starlette, client: httpx.AsyncClient,
+                                                                        url: str) -> None:
+    """A working set larger than the tile cache: the stored tile is read again from where it is (core `_cached`)."""
+    first = await client.get(url)
+    app.state.service.tiles.clear()
+    again = await client.get(url)
+    assert replayed(app) == 1 and again.content == first.content and without_date(again) == without_date(first)

@@ -21,7 +21,7 @@ from ..levels import source_box, within_limits
 from ..models import OutputFormat, Quality, Rendered, Samples, TileRequest
 from ..settings import Settings
 from ..sources.base import SourceImage
-from ..sources.passthrough import scaled_box, stored_tile_of, unscaled_box
+from ..sources.passthrough import Located, scaled_box, stored_tile_of, unscaled_box
 from ..sources.pyramid import check_page, vips_error
 from . import cancel, jpeg, overlay
 from .channels import (
@@ -78,6 +78,14 @@ def passthrough(image: SourceImage, req: TileRequest, settings: Settings, now: b
     """The stored tile's own bytes when the request is exactly a stored JPEG/WebP tile at its stored
     quality (a JPEG tile gets its ICC profile spliced in when profiles are kept); else None. `now`: read
     without waiting, or `vfs.WouldBlock` (`SourceImage.stored_tile`)."""
+    found = _passthrough(image, req, settings, now)
+    return None if found is None else found[0]
+
+
+def _passthrough(image: SourceImage, req: TileRequest, settings: Settings, now: bool
+                 ) -> tuple[Rendered, Located | None] | None:
+    """`passthrough`, and where its body is when it can be read again as it is (a local file, no profile
+    spliced in)."""
     meta = image.meta
     if not settings.passthrough:
         return None
@@ -87,13 +95,13 @@ def passthrough(image: SourceImage, req: TileRequest, settings: Settings, now: b
     stored = image.stored_tile(*tile, req.fmt, req.page, now)
     if stored is None:
         return None
-    body = stored.data
+    body, at = stored.data, stored.at
     if settings.keep_icc and stored.icc:
         if req.fmt is not OutputFormat.JPEG:
             return None  # a WebP profile needs an extended (VP8X) container: let libvips write it
-        body = jpeg.with_icc(body, stored.icc)
+        body, at = jpeg.with_icc(body, stored.icc), None
     lv = meta.levels[tile[0]]
-    return Rendered(body, req.fmt.media_type, lv.tile_width, lv.tile_height, source="passthrough")
+    return Rendered(body, req.fmt.media_type, lv.tile_width, lv.tile_height, source="passthrough"), at
 
 
 def recode(image: SourceImage, req: TileRequest, settings: Settings) -> Rendered | None:
@@ -172,28 +180,31 @@ def render(image: SourceImage, req: TileRequest, settings: Settings, derived: By
         plain = not req.overlays  # overlays need the decoded pixels: never the stored bytes
         stored = stored_now(image, req, settings, False) if plain else None
         if stored is not None:
-            return stored
+            return stored[0]
         return (recode(image, req, settings) if plain else None) or _render(image, req, settings, derived)
     except pyvips.Error as exc:
         cancel.check()  # killed on purpose (imaging/cancel.py): not the file's fault
         raise vips_error(exc, image.meta.ident) from exc
 
 
-def stored_now(image: SourceImage, req: TileRequest, settings: Settings, now: bool = True) -> Rendered | None:
-    """A stored tile's own bytes for `req` (`passthrough`), with their metrics and timing, or None when the
-    request is not one. `now` (the core, on the event loop, before it goes to the pool): read without waiting,
-    else `vfs.WouldBlock`; no libvips, no blocking call. A request with overlays is never a stored tile."""
+def stored_now(image: SourceImage, req: TileRequest, settings: Settings, now: bool = True
+               ) -> tuple[Rendered, Located | None] | None:
+    """A stored tile's own bytes for `req` (`passthrough`), with their metrics and timing, and where they are when
+    they can be read again as they are (`Located`); None when the request is not one. `now` (the core, on the event
+    loop, before it goes to the pool): read without waiting, else `vfs.WouldBlock`; no libvips, no blocking call. A
+    request with overlays is never a stored tile."""
     if req.overlays:
         return None
     start = time.perf_counter()
     check_page(image.meta, req.page)
-    stored = passthrough(image, req, settings, now)
-    if stored is None:
+    found = _passthrough(image, req, settings, now)
+    if found is None:
         return None
+    stored, at = found
     took = time.perf_counter() - start
     metrics.rendered("passthrough", _format_name(image.meta.loader), req.fmt.suffix, took)
     return Rendered(stored.body, stored.media_type, stored.width, stored.height, source=stored.source,
-                    timing=f"passthrough;dur={took * 1e3:.2f}")
+                    timing=f"passthrough;dur={took * 1e3:.2f}"), at
 
 
 def _format_name(loader: str) -> str:

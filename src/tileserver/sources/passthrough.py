@@ -97,11 +97,32 @@ def stored_tile_of(meta: ImageMeta, req: TileRequest) -> tuple[int, int, int] | 
 
 
 @dataclass(frozen=True)
+class Located:
+    """Where a stored tile's complete file is, in a local file: `head` + the stored bytes at `offset` (`count`
+    of them) without their first `skip` (a JPEG's SOI, when the head brings its own with the tables). Small
+    enough to remember in place of the bytes, which the page cache already holds (`read_now`)."""
+
+    path: str
+    version: vfs.Version
+    offset: int
+    count: int
+    head: bytes = b""
+    skip: int = 0
+
+    def read_now(self) -> bytes:
+        """The tile's file again, read without waiting (`vfs.WouldBlock` when it would have to)."""
+        data = vfs.NowReader(self.path, self.version).pread(self.count, self.offset)
+        return b"".join((self.head, memoryview(data)[self.skip:]))
+
+
+@dataclass(frozen=True)
 class StoredTile:
-    """One stored tile as a complete image file, with its level's ICC profile (if the TIFF has one)."""
+    """One stored tile as a complete image file, with its level's ICC profile (if the TIFF has one), and where
+    it is when it can be read again as it is (a local file)."""
 
     data: bytes
     icc: bytes | None = None
+    at: Located | None = None
 
 
 class StoredTiles:
@@ -162,18 +183,22 @@ class StoredTiles:
         icc = ifd.values.get(ICC_PROFILE)
         icc = icc if isinstance(icc, bytes) and icc else None
         if fmt is OutputFormat.WEBP:
-            return StoredTile(bytes(data), icc) if data[:4] == b"RIFF" else None
+            at = None if vfs.remote(path) else Located(path, vfs.version_of(path, meta.mtime, meta.file_size), offset,
+                                                       count)
+            return StoredTile(bytes(data), icc, at) if data[:4] == b"RIFF" else None
         tables = ifd.values.get(JPEG_TABLES)
         if not data.startswith(b"\xff\xd8"):
             return None
         marker = _colour_marker(ifd, data)
         if marker is None:
             return None
-        if isinstance(tables, bytes) and len(tables) > 4:
-            return StoredTile(b"".join((b"\xff\xd8", marker, memoryview(tables)[2:-2], memoryview(data)[2:])), icc)
-        if marker or isinstance(data, bytearray):  # one copy, as above
-            return StoredTile(b"".join((b"\xff\xd8", marker, memoryview(data)[2:])), icc)
-        return StoredTile(data, icc)
+        head = b"".join((b"\xff\xd8", marker, memoryview(tables)[2:-2])) if isinstance(tables, bytes) and \
+            len(tables) > 4 else b"\xff\xd8" + marker if marker or isinstance(data, bytearray) else b""
+        at = None if vfs.remote(path) else Located(path, vfs.version_of(path, meta.mtime, meta.file_size), offset,
+                                                   count, head, 2 if head else 0)
+        if head:  # one copy
+            return StoredTile(b"".join((head, memoryview(data)[2:])), icc, at)
+        return StoredTile(bytes(data), icc, at)
 
 
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"  # APP14, version 100, transform 0
