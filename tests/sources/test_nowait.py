@@ -14,7 +14,7 @@ import pytest
 from tileserver.admission import Admission
 from tileserver.core import TileService
 from tileserver.imaging.render import stored_now
-from tileserver.models import Box, Overlays, Redaction, Tile, TileRequest
+from tileserver.models import Box, OutputFormat, Overlays, Redaction, Tile, TileRequest
 from tileserver.settings import Settings
 from tileserver.sources import vfs
 
@@ -201,3 +201,21 @@ async def test_overlays_never_take_the_loop(root: Path, pool_runs: list[str]) ->
     pool_runs.clear()
     await svc.render(req)
     assert pool_runs == ["render"]
+
+
+@pytest.mark.parametrize("now", [True, False], ids=["on-the-loop", "in-the-pool"])
+async def test_a_hostile_byte_count_is_never_read(root: Path, monkeypatch: pytest.MonkeyPatch, now: bool) -> None:
+    """A tile whose directory claims 4 GB (a damaged or hostile file) is not allocated, nor passed through."""
+    from tileserver.sources.tiff import TiffFile
+
+    svc = service(root)
+    await svc.info("rgb.tif")
+    entry = await svc._entry("rgb.tif")
+    assert entry.image is not None
+    monkeypatch.setattr(TiffFile, "tile_location", lambda self, pread, ifd, index: (0, 4 << 30))
+    reads: list[int] = []
+    for reader in (vfs.NowReader, vfs.Reader):
+        real = reader.pread
+        monkeypatch.setattr(reader, "pread", lambda self, n, o, real=real: reads.append(n) or real(self, n, o))
+    assert entry.image.stored_tile(0, 0, 0, OutputFormat.JPEG, 0, now) is None
+    assert reads == []

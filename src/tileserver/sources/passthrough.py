@@ -33,6 +33,7 @@ from .tiff import (
 )
 
 CODECS = {OutputFormat.JPEG: 7, OutputFormat.WEBP: 50001}
+MAX_TILE_BYTES = 16 << 20  # a stored tile larger than this (a 1024x1024 RGB tile is 3 MB raw) is not sent as it is
 PLANAR_CONFIG = 284
 ICC_PROFILE = 34675
 
@@ -173,10 +174,14 @@ class StoredTiles:
         if now:
             r = vfs.NowReader(path, vfs.version_of(path, meta.mtime, meta.file_size))
             offset, count = tf.tile_location(r.pread, ifd, index)
+            if not 0 < count <= MAX_TILE_BYTES:  # a damaged or hostile byte count: never allocated
+                return None
             data = r.pread(count, offset)
         else:
             with vfs.reader(path) as f:
                 offset, count = tf.tile_location(f.pread, ifd, index)
+                if not 0 < count <= MAX_TILE_BYTES:
+                    return None
                 data = f.pread(count, offset)
         if len(data) != count:
             return None
