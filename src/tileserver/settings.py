@@ -390,7 +390,7 @@ class Settings(BaseSettings):
     warm_up: bool = Field(True, description="Warm each worker at start, before it takes a connection (warmup.py: "
                           "a throwaway app over a small generated pyramid answers every protocol's tile URLs a few "
                           "times, the output formats are probed), so that its first requests are not slower than "
-                          "the rest; ~0.3 s per worker start")
+                          "the rest; ~0.4 s per worker start")
     metrics: bool = Field(True, description="Prometheus metrics at `/metrics` (requests, latency, caches, "
                           "render paths and times, source reads, admission); labels carry route templates, never "
                           "identifiers; false: no `/metrics` and nothing recorded")

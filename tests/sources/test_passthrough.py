@@ -102,8 +102,9 @@ async def test_icc_profile_spliced_into_passed_through_tiles(root: Path) -> None
     svc = service(root)
     await svc.info("icc.tif")
     req = TileRequest(ident="icc.tif", tile=Tile(0, 0, 0))
-    out = passthrough(svc.formats.open(str(root / "icc.tif"), "icc.tif"), req, svc.settings)
-    assert out is not None
+    found = passthrough(svc.formats.open(str(root / "icc.tif"), "icc.tif"), req, svc.settings)
+    assert found is not None
+    out = found[0]
     body = decode(out.body)
     assert body.get("icc-profile-data") == stored_pixels(root, "icc.tif", 0, (0, 0, 1, 1)).get("icc-profile-data")
     assert max_diff(body, stored_pixels(root, "icc.tif", 0, (0, 0, 256, 256))) == 0
@@ -223,8 +224,10 @@ async def test_rgb_sample_jpeg_tiles_pass_through_marked_rgb(tmp_path: Path) -> 
     image = svc.formats.open(str(tmp_path / "rgb-samples.tif"), "rgb-samples.tif")
     assert meta.loader == "tiffload" and meta.compression == "jpeg"
     req = TileRequest(ident="rgb-samples.tif", tile=Tile(0, 1, 1))
-    out = passthrough(image, req, svc.settings)
-    assert out is not None and out.body.startswith(b"\xff\xd8\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00")
+    found = passthrough(image, req, svc.settings)
+    assert found is not None
+    out = found[0]
+    assert out.body.startswith(b"\xff\xd8\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00")
     decoded = pyvips.Image.tiffload(str(tmp_path / "rgb-samples.tif")).crop(256, 256, 256, 256)
     assert max_diff(decode(out.body), decoded) == 0
     without = out.body[:2] + out.body[18:]

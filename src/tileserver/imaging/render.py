@@ -74,18 +74,12 @@ def default_quality(fmt: OutputFormat, settings: Settings) -> int | None:
     }.get(fmt)
 
 
-def passthrough(image: SourceImage, req: TileRequest, settings: Settings, now: bool = False) -> Rendered | None:
+def passthrough(image: SourceImage, req: TileRequest, settings: Settings, now: bool = False
+                ) -> tuple[Rendered, Located | None] | None:
     """The stored tile's own bytes when the request is exactly a stored JPEG/WebP tile at its stored
-    quality (a JPEG tile gets its ICC profile spliced in when profiles are kept); else None. `now`: read
-    without waiting, or `vfs.WouldBlock` (`SourceImage.stored_tile`)."""
-    found = _passthrough(image, req, settings, now)
-    return None if found is None else found[0]
-
-
-def _passthrough(image: SourceImage, req: TileRequest, settings: Settings, now: bool
-                 ) -> tuple[Rendered, Located | None] | None:
-    """`passthrough`, and where its body is when it can be read again as it is (a local file, no profile
-    spliced in)."""
+    quality (a JPEG tile gets its ICC profile spliced in when profiles are kept), and where they are when they
+    can be read again as they are (a local file, no profile spliced in); else None. `now`: read without waiting,
+    or `vfs.WouldBlock` (`SourceImage.stored_tile`)."""
     meta = image.meta
     if not settings.passthrough:
         return None
@@ -197,7 +191,7 @@ def stored_now(image: SourceImage, req: TileRequest, settings: Settings, now: bo
         return None
     start = time.perf_counter()
     check_page(image.meta, req.page)
-    found = _passthrough(image, req, settings, now)
+    found = passthrough(image, req, settings, now)
     if found is None:
         return None
     stored, at = found

@@ -135,10 +135,10 @@ class StoredTiles:
 
     def read_directories(self, path: str, meta: ImageMeta) -> None:
         """Parse and keep the file's directories now (when the image is opened)."""
-        self._directories(path, meta)
+        self._directories(path, vfs.version_of(path, meta.mtime, meta.file_size))
 
-    def _directories(self, path: str, meta: ImageMeta, now: bool = False) -> tuple[TiffFile, list[list[Ifd]]]:
-        key = (path, vfs.version_of(path, meta.mtime, meta.file_size))
+    def _directories(self, path: str, version: vfs.Version, now: bool = False) -> tuple[TiffFile, list[list[Ifd]]]:
+        key = (path, version)
         with self._lock:
             found = self._dirs.get(key)
         if found is not None:
@@ -164,47 +164,43 @@ class StoredTiles:
         `now`: read without waiting (on the event loop: `vfs.NowReader`), from directories parsed before;
         `vfs.WouldBlock` when that cannot be done."""
         lv = meta.levels[level]
-        tf, pages = self._directories(path, meta, now)
+        version = vfs.version_of(path, meta.mtime, meta.file_size)
+        tf, pages = self._directories(path, version, now)
         chain = pages[lv.page + page] if lv.page + page < len(pages) else []
         ifd = chain[lv.subifd + 1] if lv.subifd + 1 < len(chain) else None
         if ifd is None or not passable(ifd, fmt) or TILE_OFFSETS not in ifd.tags:
             return None
         index = row * lv.columns() + col
-        data: bytes | bytearray
-        if now:
-            r = vfs.NowReader(path, vfs.version_of(path, meta.mtime, meta.file_size))
+        with vfs.NowReader(path, version) if now else vfs.reader(path) as r:
             offset, count = tf.tile_location(r.pread, ifd, index)
             if not 0 < count <= MAX_TILE_BYTES:  # a damaged or hostile byte count: never allocated
                 return None
             data = r.pread(count, offset)
-        else:
-            with vfs.reader(path) as f:
-                offset, count = tf.tile_location(f.pread, ifd, index)
-                if not 0 < count <= MAX_TILE_BYTES:
-                    return None
-                data = f.pread(count, offset)
         if len(data) != count:
             return None
         icc = ifd.values.get(ICC_PROFILE)
         icc = icc if isinstance(icc, bytes) and icc else None
+        local = not vfs.remote(path)
         if fmt is OutputFormat.WEBP:
-            at = None if vfs.remote(path) else Located(path, vfs.version_of(path, meta.mtime, meta.file_size), offset,
-                                                       count)
-            return StoredTile(bytes(data), icc, at) if data[:4] == b"RIFF" else None
+            if data[:4] != b"RIFF":
+                return None
+            return StoredTile(bytes(data), icc, Located(path, version, offset, count) if local else None)
         tables = ifd.values.get(JPEG_TABLES)
         if not data.startswith(b"\xff\xd8"):
             return None
         marker = _colour_marker(ifd, data)
         if marker is None:
             return None
-        head = b"".join((b"\xff\xd8", marker, memoryview(tables)[2:-2])) if isinstance(tables, bytes) and \
-            len(tables) > 4 else b"\xff\xd8" + marker if marker or isinstance(data, bytearray) else b""
-        at = None if vfs.remote(path) else Located(path, vfs.version_of(path, meta.mtime, meta.file_size), offset,
-                                                   count, head, 2 if head else 0)
+        if isinstance(tables, bytes) and len(tables) > 4:  # the tables, then the tile without its SOI
+            head = b"".join((b"\xff\xd8", marker, memoryview(tables)[2:-2]))
+        elif marker or isinstance(data, bytearray):  # the marker; or a copy out of the read buffer
+            head = b"\xff\xd8" + marker
+        else:
+            head = b""
+        at = Located(path, version, offset, count, head, 2 if head else 0) if local else None
         if head:  # one copy
             return StoredTile(b"".join((head, memoryview(data)[2:])), icc, at)
         return StoredTile(bytes(data), icc, at)
-
 
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"  # APP14, version 100, transform 0
 

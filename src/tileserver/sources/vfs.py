@@ -471,6 +471,12 @@ class NowReader:
             files.move_to_end(key)
         self._fd = fd
 
+    def __enter__(self) -> NowReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Nothing to close: the file stays open for the next read (`close_now_files`)."""
+
     def pread(self, count: int, offset: int) -> bytearray:
         """Exactly `count` bytes at `offset`, if the page cache holds them all; else `WouldBlock`. The buffer
         read into, not a copy of it (a tile is copied once more, into the response: passthrough.py)."""
