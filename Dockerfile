@@ -2,6 +2,8 @@
 # Not built in this project's CI: its machines have no Docker engine (tests/test_deploy.py checks that the
 # command and the health check agree with the CLI and the routes).
 FROM python:3.11-slim
+# libturbojpeg0: edge tiles cropped from the stored JPEG tiles losslessly (imaging/turbojpeg.py; optional)
+RUN apt-get update && apt-get install -y --no-install-recommends libturbojpeg0 && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src

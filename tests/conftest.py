@@ -192,3 +192,17 @@ def http_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]
     root = tmp_path_factory.mktemp("http-files")
     with nginx_files(root) as base:
         yield FileServer(root, base)
+
+
+@pytest.fixture(scope="session")
+def turbojpeg_lib() -> Any:
+    """The system's TurboJPEG (lossless edge-tile crops); its tests skip without it, and fail under CI."""
+    from tileserver.imaging import turbojpeg
+
+    found = turbojpeg.library()
+    if found is None:
+        why = "libturbojpeg is not installed (Debian: libturbojpeg0)"
+        if os.environ.get("CI"):
+            pytest.fail(f"the lossless crop tests must run in CI: {why}")
+        pytest.skip(why)
+    return found

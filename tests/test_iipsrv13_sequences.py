@@ -12,7 +12,8 @@ import pytest
 from .conftest import decode, mean_diff
 from .sequence_images import DUP, SEQ, SEQ_VIEWS
 
-JPEG_NOISE = 4.0  # our stored Q90 tiles vs 1.3's Q75 re-encodes
+# our stored Q90 tiles (edge tiles cropped from them losslessly) vs 1.3's Q75 re-encodes (of edge tiles too)
+JPEG_NOISE = 4.5
 OTHER_VIEW = 15.0
 TILES = (1, 2, 6)  # resolutions 0..2 of a 301x203 view in 128-pixel tiles
 

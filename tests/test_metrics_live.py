@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tileserver.imaging import turbojpeg
+
 from .conftest import GREY16_TIF, RGB_TIF
 from .jp2_images import TILED_RGB
 from .live import clean_env, live_tileserver
@@ -27,7 +29,8 @@ FAMILIES = ("tileserver_requests", "tileserver_request_duration_seconds", "tiles
             "tileserver_encode_seconds", "tileserver_cache_hits", "tileserver_cache_misses",
             "tileserver_cache_entries", "tileserver_cache_bytes", "tileserver_source_read_bytes",
             "tileserver_workers", "tileserver_admission_in_flight", "tileserver_admission_queued")
-MADE = ("passthrough", "recode", "decode")
+# edge tiles are cropped from the stored tile (TurboJPEG), `QLT=` tiles recoded
+MADE = ("passthrough", "recode", "decode", *(("crop",) if turbojpeg.library() is not None else ()))
 
 
 def mix() -> list[tuple[str, dict[str, str]]]:
@@ -35,6 +38,7 @@ def mix() -> list[tuple[str, dict[str, str]]]:
     again through the full stack (Origin: the tile cache), documents, errors and probes."""
     tiles = [f"/iip?FIF={RGB_TIF}&JTL=2,{n}" for n in range(4)] + [
         f"/iip?FIF={RGB_TIF}&JTL=2,11", f"/iiif/3/{RGB_TIF}/768,512,235,189/235,/0/default.jpg",
+        f"/iip?FIF={RGB_TIF}&QLT=60&JTL=2,5",
         f"/iiif/3/{GREY16_TIF}/0,0,256,256/256,/0/default.jpg", f"/deepzoom/{RGB_TIF}_files/10/1_1.jpg",
         f"/deepzoom/{GREY16_TIF}_files/10/1_0.png", f"/zoomify/{RGB_TIF}/TileGroup0/2-1-1.jpg",
         f"/zoomify/{RGB_TIF}/TileGroup0/2-3-2.jpg", f"/iip?FIF={TILED_RGB}&JTL=2,0", f"/iip?FIF={TILED_RGB}&JTL=2,1"]

@@ -113,6 +113,7 @@ def _shown(settings: Settings) -> dict[str, Any]:
 
 
 def _info(args: argparse.Namespace) -> int:
+    from .imaging import turbojpeg
     from .imaging.encode import available_formats
     from .settings import Settings
     from .sources.openjpeg import library
@@ -123,6 +124,7 @@ def _info(args: argparse.Namespace) -> int:
     print(json.dumps({
         "version": __version__, "libvips": libvips_version(),
         "openjpeg": {"version": lib.version, "library": lib.path} if lib else None,
+        "turbojpeg": crops.path if (crops := turbojpeg.library()) else None,  # lossless edge-tile crops
         "output_formats": [f.suffix for f in available_formats()],
         "settings": _shown(settings),
     }, indent=2))

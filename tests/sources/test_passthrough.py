@@ -1,6 +1,7 @@
 """Zero-transcode tiles: stored JPEG/WebP TIFF tiles are sent as they are and decode to exactly the
-pixels libtiff decodes; other unscaled JPEG reads are cut from decoded stored tiles and re-encoded
-without libvips (recode), and anything else goes through the libvips pipeline."""
+pixels libtiff decodes; JPEG edge tiles are cropped from the stored ones losslessly (TurboJPEG); other unscaled
+JPEG reads are cut from decoded stored tiles and re-encoded without libvips (recode), and anything else goes
+through the libvips pipeline."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import pytest
 import pyvips
 
 from tileserver.core import TileService
-from tileserver.imaging.render import _render, passthrough, recode
+from tileserver.imaging import render, turbojpeg
+from tileserver.imaging.render import _render, edge_crop, passthrough, recode
 from tileserver.models import Box, OutputFormat, Quality, Tile, TileRequest
 from tileserver.settings import Settings
-from tileserver.sources.passthrough import stored_tile_of
+from tileserver.sources import vfs
+from tileserver.sources.passthrough import edge_tile_of, stored_tile_of
 from tileserver.sources.tiff import TiffFile
 
 from ..conftest import RGB_TIF, decode, max_diff, mean_diff, pattern
@@ -132,7 +135,9 @@ RECODED = [
 
 @pytest.mark.parametrize(("name", "req", "box"), RECODED)
 async def test_recoded_tiles_match_the_libvips_pipeline(root: Path, name: str, req: TileRequest,
-                                                        box: tuple[int, int, int, int]) -> None:
+                                                        box: tuple[int, int, int, int],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(turbojpeg, "library", lambda: None)  # edge tiles too (else cropped: test_edge_tiles_...)
     svc = service(root)
     meta = await svc.info(name)
     level = req.tile.level if req.tile else 1 if box[2] < req.region.w else 0  # type: ignore[union-attr]
@@ -147,6 +152,115 @@ async def test_recoded_tiles_match_the_libvips_pipeline(root: Path, name: str, r
     assert mean_diff(got, reference) < 1.5  # the same pixels through the same quality, two encoders
     if name == "icc.tif":
         assert "icc-profile-data" in got.get_fields()
+
+
+# -- edge tiles cropped from the stored tile, losslessly ---------------------------------------------
+@pytest.fixture
+def crops(turbojpeg_lib: turbojpeg.Library) -> turbojpeg.Library:
+    return turbojpeg_lib
+
+
+EDGES = [  # (name, request, level, box in that level, exact: 4:4:4 or grey; else 4:2:0, a few levels at the cut)
+    pytest.param("rgb.tif", TileRequest(ident="rgb.tif", tile=Tile(0, 3, 2)), 0, (768, 512, 235, 189), True,
+                 id="corner-tile"),
+    pytest.param("rgb.tif", TileRequest(ident="rgb.tif", tile=Tile(0, 3, 0)), 0, (768, 0, 235, 256), True,
+                 id="right-edge"),
+    pytest.param("rgb.tif", TileRequest(ident="rgb.tif", tile=Tile(0, 1, 2)), 0, (256, 512, 256, 189), True,
+                 id="bottom-edge"),
+    pytest.param("rgb.tif", TileRequest(ident="rgb.tif", tile=Tile(1, 1, 1)), 1, (256, 256, 245, 94), True,
+                 id="level1-edge"),
+    pytest.param("rgb.tif", TileRequest(ident="rgb.tif", tile=Tile(2, 0, 0)), 2, (0, 0, 250, 175), True,
+                 id="level-smaller-than-a-tile"),
+    pytest.param("rgb.tif", TileRequest(ident="rgb.tif", region=Box(512, 512, 491, 189), size=(245, 94)), 1,
+                 (256, 256, 245, 94), True, id="iiif-edge-region-level1"),
+    pytest.param("rgb.tif", TileRequest(ident="rgb.tif", region=Box(512, 512, 512, 512), size=(245, 94)), 1,
+                 (256, 256, 245, 94), True, id="iiif-region-past-the-edge"),
+    pytest.param("grey.tif", TileRequest(ident="grey.tif", tile=Tile(0, 2, 2)), 0, (512, 512, 88, 8), True,
+                 id="grey-corner"),
+    pytest.param("ycbcr.tif", TileRequest(ident="ycbcr.tif", tile=Tile(0, 2, 0), quality=Quality.COLOR), 0,
+                 (512, 0, 88, 256), False, id="ycbcr-420-edge-color"),
+    pytest.param("icc.tif", TileRequest(ident="icc.tif", tile=Tile(0, 2, 1)), 0, (512, 256, 88, 256), False,
+                 id="icc-edge"),
+]
+
+
+@pytest.mark.parametrize(("name", "req", "level", "box", "exact"), EDGES)
+async def test_edge_tiles_cropped_losslessly(crops: turbojpeg.Library, root: Path, name: str, req: TileRequest,
+                                             level: int, box: tuple[int, int, int, int], exact: bool) -> None:
+    svc = service(root)
+    meta = await svc.info(name)
+    edge = edge_tile_of(meta, req)
+    assert edge is not None and edge[3:] == box[2:]
+    out = await svc.render(req)
+    assert out.source == "crop" and out.timing.startswith("crop;dur=")
+    assert (out.width, out.height) == box[2:]
+    got, stored = decode(out.body), stored_pixels(root, name, level, box)
+    if exact:
+        assert max_diff(got, stored) == 0  # the stored quality, not one more encode
+    else:
+        # the last column's chroma is no longer interpolated with the next one's, which the crop leaves out
+        assert mean_diff(got, stored) < 0.5 and max_diff(got, stored) <= 64
+        inner = (0, 0, box[2] - 1, box[3] - 1)  # away from the cut, the stored tile's own decoded pixels
+        assert max_diff(got.crop(*inner), stored.crop(*inner)) <= 1
+    if name == "icc.tif":
+        assert got.get("icc-profile-data") == stored_pixels(root, name, 0, (0, 0, 1, 1)).get("icc-profile-data")
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        pytest.param(TileRequest(ident="rgb.tif", tile=Tile(0, 0, 0)), id="whole-tile"),
+        pytest.param(TileRequest(ident="rgb.tif", tile=Tile(0, 3, 2), encoder_quality=75), id="qlt"),
+        pytest.param(TileRequest(ident="rgb.tif", tile=Tile(0, 3, 2), fmt=OutputFormat.WEBP), id="webp"),
+        pytest.param(TileRequest(ident="rgb.tif", tile=Tile(0, 3, 2), fmt=OutputFormat.PNG), id="png"),
+        pytest.param(TileRequest(ident="rgb.tif", tile=Tile(0, 3, 2), rotation=90), id="rotated"),
+        pytest.param(TileRequest(ident="rgb.tif", tile=Tile(0, 3, 2), quality=Quality.GRAY), id="gray"),
+        pytest.param(TileRequest(ident="rgb.tif", region=Box(768, 512, 235, 189), size=(100, 80)), id="resized"),
+        pytest.param(TileRequest(ident="rgb.tif", region=Box(770, 512, 233, 189), size=(233, 189)), id="unaligned"),
+        pytest.param(TileRequest(ident="rgb.tif", region=Box(768, 512, 200, 189), size=(200, 189)),
+                     id="short-of-the-edge"),
+    ],
+)
+async def test_not_an_edge_tile(root: Path, req: TileRequest) -> None:
+    svc = service(root)
+    assert edge_tile_of(await svc.info("rgb.tif"), req) is None
+    out = await svc.render(req)
+    assert out.source != "crop" and decode(out.body).width == out.width
+
+
+async def test_edge_tiles_recoded_without_turbojpeg(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(turbojpeg, "library", lambda: None)
+    out = await service(root).render(TileRequest(ident="rgb.tif", tile=Tile(0, 3, 2)))
+    assert out.source == "recode" and (out.width, out.height) == (235, 189)
+
+
+async def test_large_or_damaged_stored_edge_tiles_are_not_cropped(crops: turbojpeg.Library, root: Path,
+                                                                  tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    svc = service(root)
+    await svc.info("rgb.tif")
+    image = svc.formats.open(str(root / "rgb.tif"), "rgb.tif")
+    req = TileRequest(ident="rgb.tif", tile=Tile(0, 3, 2))
+    assert edge_crop(image, req, svc.settings, now=True) is not None  # a 256-px tile: cropped on the loop
+    monkeypatch.setattr(render, "NOW_CROP_PIXELS", 256 * 255)
+    with pytest.raises(vfs.WouldBlock):  # larger: cropped in the pool
+        edge_crop(image, req, svc.settings, now=True)
+    assert edge_crop(image, req, svc.settings) is not None
+    monkeypatch.setattr(render.jpeg, "DIRECT_PIXELS", 256 * 255)  # its coefficients would be read whole
+    assert edge_crop(image, req, svc.settings) is None
+    monkeypatch.undo()
+    shutil.copy(root / "rgb.tif", tmp_path / "damaged.tif")
+    path = str(tmp_path / "damaged.tif")
+    with open(path, "rb") as f:
+        tf = TiffFile(f)
+        offset, count = tf.tile_location(lambda n, o: os.pread(f.fileno(), n, o), tf.pages[0], 2 * 4 + 3)
+    with open(path, "r+b") as f:
+        f.seek(offset + count // 2)
+        f.write(b"\xff\xd9" * 64)
+    damaged = service(tmp_path)
+    await damaged.info("damaged.tif")
+    req = TileRequest(ident="damaged.tif", tile=Tile(0, 3, 2))
+    assert edge_crop(damaged.formats.open(path, "damaged.tif"), req, damaged.settings) is None
 
 
 async def test_recode_uses_the_asked_quality(root: Path) -> None:

@@ -8,9 +8,10 @@ complete JFIF stream that decodes to exactly the pixels libtiff decodes. A tile 
 by every decoder, so such a stream gets an Adobe APP14 marker saying "no colour transform"; one that
 already says (an Adobe marker) is left alone, one that says JFIF (which means YCbCr) is decoded instead.
 WebP tiles are complete WebP files already. Edge tiles are stored padded to the full tile size, so
-only tiles that lie wholly inside the level pass through. Other unscaled reads of JPEG levels (edge
-tiles, another quality, DeepZoom overlaps) are cut from decoded stored tiles (render.recode);
-everything else goes through libvips.
+only tiles that lie wholly inside the level pass through as they are; a JPEG edge tile's part inside the level is
+cropped from the stored one losslessly where TurboJPEG is installed (`edge_tile_of`, imaging/turbojpeg.py). Other
+unscaled reads of JPEG levels (another quality, DeepZoom overlaps, edge tiles without TurboJPEG) are cut from
+decoded stored tiles (render.recode); everything else goes through libvips.
 """
 
 from __future__ import annotations
@@ -85,16 +86,36 @@ def stored_tile_of(meta: ImageMeta, req: TileRequest) -> tuple[int, int, int] | 
 
     Native tiles qualify when they lie wholly inside their level; region requests when they read one
     such tile unscaled (what IIIF, DeepZoom and Zoomify viewers ask for at tile-aligned positions)."""
-    if req.encoder_quality is not None or req.fmt not in CODECS:
+    found = _one_tile(meta, req) if req.fmt in CODECS else None
+    if found is None or not found[5]:
+        return None
+    return found[:3]
+
+
+def edge_tile_of(meta: ImageMeta, req: TileRequest) -> tuple[int, int, int, int, int] | None:
+    """(level, col, row, width, height) when `req` is exactly the part inside its level of one stored edge tile
+    (a right or bottom one, stored padded to the full tile size), unscaled, at its stored quality, as JPEG; else
+    None. Pure. Such a tile can be cropped from the stored one losslessly (`imaging.turbojpeg`)."""
+    found = _one_tile(meta, req) if req.fmt is OutputFormat.JPEG else None
+    if found is None or found[5]:
+        return None
+    return found[:5]
+
+
+def _one_tile(meta: ImageMeta, req: TileRequest) -> tuple[int, int, int, int, int, bool] | None:
+    """(level, col, row, width, height, whole) when `req` asks for exactly the part inside its level of one stored
+    tile, unscaled and at its stored quality (`whole`: the full tile; else an edge tile's part); else None."""
+    if req.encoder_quality is not None:
         return None
     found = unscaled_box(meta, req)
     if found is None:
         return None
     level, (x, y, w, h) = found
     lv = meta.levels[level]
-    if x % lv.tile_width or y % lv.tile_height or (w, h) != (lv.tile_width, lv.tile_height):
+    tw, th = lv.tile_width, lv.tile_height
+    if x % tw or y % th or (w, h) != (min(tw, lv.width - x), min(th, lv.height - y)):
         return None
-    return level, x // lv.tile_width, y // lv.tile_height
+    return level, x // tw, y // th, w, h, (w, h) == (tw, th)
 
 
 @dataclass(frozen=True)
