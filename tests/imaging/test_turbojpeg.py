@@ -14,11 +14,6 @@ import simplejpeg
 from tileserver.imaging import turbojpeg
 
 
-@pytest.fixture
-def lib(turbojpeg_lib: turbojpeg.Library) -> turbojpeg.Library:
-    return turbojpeg_lib
-
-
 def texture(width: int, height: int, bands: int = 3) -> Any:
     rng = np.random.default_rng(width * 7 + height)
     ramp = np.linspace(0, 180, width)[None, :, None] + np.linspace(0, 60, height)[:, None, None]
@@ -39,10 +34,10 @@ SIZES = [(256, 256), (100, 37), (256, 19), (7, 256), (129, 200), (1, 1), (255, 2
 
 @pytest.mark.parametrize(("width", "height"), SIZES)
 @pytest.mark.parametrize(("bands", "subsampling"), [(3, "444"), (1, "Gray")])
-def test_crop_is_exact_without_chroma_subsampling(lib: turbojpeg.Library, width: int, height: int, bands: int,
+def test_crop_is_exact_without_chroma_subsampling(turbojpeg_lib: turbojpeg.Library, width: int, height: int, bands: int,
                                                   subsampling: str) -> None:
     source = jpeg_of(texture(256, 256, bands), subsampling)
-    out = lib.crop(source, width, height)
+    out = turbojpeg_lib.crop(source, width, height)
     got, whole = decoded(out, bands), decoded(source, bands)
     assert got.shape == (height, width, bands)
     assert np.array_equal(got, whole[:height, :width])
@@ -50,9 +45,10 @@ def test_crop_is_exact_without_chroma_subsampling(lib: turbojpeg.Library, width:
 
 
 @pytest.mark.parametrize(("width", "height"), SIZES)
-def test_crop_of_chroma_subsampled_differs_only_at_the_cut(lib: turbojpeg.Library, width: int, height: int) -> None:
+def test_crop_of_chroma_subsampled_differs_only_at_the_cut(turbojpeg_lib: turbojpeg.Library, width: int,
+                                                           height: int) -> None:
     source = jpeg_of(texture(256, 256), "420", 75)
-    got, whole = decoded(lib.crop(source, width, height)), decoded(source)
+    got, whole = decoded(turbojpeg_lib.crop(source, width, height)), decoded(source)
     assert got.shape == (height, width, 3)
     diff = np.abs(got - whole[:height, :width])
     assert diff.max() <= 12 and diff.mean() < 0.5
@@ -71,7 +67,7 @@ def test_crop_of_chroma_subsampled_differs_only_at_the_cut(lib: turbojpeg.Librar
         pytest.param("damaged", 100, 100, id="damaged-entropy-data"),
     ],
 )
-def test_refused(lib: turbojpeg.Library, data: bytes | str | None, width: int, height: int) -> None:
+def test_refused(turbojpeg_lib: turbojpeg.Library, data: bytes | str | None, width: int, height: int) -> None:
     source = jpeg_of(texture(256, 256), "444")
     if data is None:
         data = source
@@ -79,19 +75,19 @@ def test_refused(lib: turbojpeg.Library, data: bytes | str | None, width: int, h
         data = source[: len(source) // 2] + b"\xff\xd9"  # the entropy-coded data cut short
     assert isinstance(data, bytes)
     with pytest.raises(turbojpeg.CropError):
-        lib.crop(data, width, height)
-    assert decoded(lib.crop(source, 5, 5)).shape == (5, 5, 3)  # the thread's handle still works
+        turbojpeg_lib.crop(data, width, height)
+    assert decoded(turbojpeg_lib.crop(source, 5, 5)).shape == (5, 5, 3)  # the thread's handle still works
 
 
-def test_threads_crop_at_once_with_handles_of_their_own(lib: turbojpeg.Library) -> None:
+def test_threads_crop_at_once_with_handles_of_their_own(turbojpeg_lib: turbojpeg.Library) -> None:
     sources = [jpeg_of(texture(256, 256 - i), "444") for i in range(4)]
-    expected = [lib.crop(s, 100, 90) for s in sources]
+    expected = [turbojpeg_lib.crop(s, 100, 90) for s in sources]
     results: dict[int, list[bytes]] = {}
     handles: dict[int, Any] = {}
 
     def work(i: int) -> None:
-        results[i] = [lib.crop(sources[i], 100, 90) for _ in range(30)]
-        handles[i] = lib._local.handle.value
+        results[i] = [turbojpeg_lib.crop(sources[i], 100, 90) for _ in range(30)]
+        handles[i] = turbojpeg_lib._local.handle.value
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for t in threads:
@@ -108,16 +104,17 @@ def test_missing_library_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
     assert turbojpeg.library.__wrapped__() is None
 
 
-def test_size_from_the_header(lib: turbojpeg.Library) -> None:
-    assert lib.size(jpeg_of(texture(200, 75), "420")) == (200, 75)
+def test_size_from_the_header(turbojpeg_lib: turbojpeg.Library) -> None:
+    assert turbojpeg_lib.size(jpeg_of(texture(200, 75), "420")) == (200, 75)
     with pytest.raises(turbojpeg.CropError):
-        lib.size(b"\xff\xd8 not a frame")
+        turbojpeg_lib.size(b"\xff\xd8 not a frame")
 
 
-def test_tileserver_info_names_the_library(lib: turbojpeg.Library, capsys: pytest.CaptureFixture[str]) -> None:
+def test_tileserver_info_names_the_library(turbojpeg_lib: turbojpeg.Library,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     from tileserver.cli import main
 
     assert main(["info"]) == 0
-    assert json.loads(capsys.readouterr().out)["turbojpeg"] == lib.path
+    assert json.loads(capsys.readouterr().out)["turbojpeg"] == turbojpeg_lib.path

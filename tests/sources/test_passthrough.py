@@ -155,11 +155,6 @@ async def test_recoded_tiles_match_the_libvips_pipeline(root: Path, name: str, r
 
 
 # -- edge tiles cropped from the stored tile, losslessly ---------------------------------------------
-@pytest.fixture
-def crops(turbojpeg_lib: turbojpeg.Library) -> turbojpeg.Library:
-    return turbojpeg_lib
-
-
 EDGES = [  # (name, request, level, box in that level, exact: 4:4:4 or grey; else 4:2:0, a few levels at the cut)
     pytest.param("rgb.tif", TileRequest(ident="rgb.tif", tile=Tile(0, 3, 2)), 0, (768, 512, 235, 189), True,
                  id="corner-tile"),
@@ -185,7 +180,7 @@ EDGES = [  # (name, request, level, box in that level, exact: 4:4:4 or grey; els
 
 
 @pytest.mark.parametrize(("name", "req", "level", "box", "exact"), EDGES)
-async def test_edge_tiles_cropped_losslessly(crops: turbojpeg.Library, root: Path, name: str, req: TileRequest,
+async def test_edge_tiles_cropped_losslessly(turbojpeg_lib: turbojpeg.Library, root: Path, name: str, req: TileRequest,
                                              level: int, box: tuple[int, int, int, int], exact: bool) -> None:
     svc = service(root)
     meta = await svc.info(name)
@@ -234,7 +229,7 @@ async def test_edge_tiles_recoded_without_turbojpeg(root: Path, monkeypatch: pyt
     assert out.source == "recode" and (out.width, out.height) == (235, 189)
 
 
-async def test_large_or_damaged_stored_edge_tiles_are_not_cropped(crops: turbojpeg.Library, root: Path,
+async def test_large_or_damaged_stored_edge_tiles_are_not_cropped(turbojpeg_lib: turbojpeg.Library, root: Path,
                                                                   tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     svc = service(root)
@@ -251,12 +246,7 @@ async def test_large_or_damaged_stored_edge_tiles_are_not_cropped(crops: turbojp
     monkeypatch.undo()
     shutil.copy(root / "rgb.tif", tmp_path / "damaged.tif")
     path = str(tmp_path / "damaged.tif")
-    with open(path, "rb") as f:
-        tf = TiffFile(f)
-        offset, count = tf.tile_location(lambda n, o: os.pread(f.fileno(), n, o), tf.pages[0], 2 * 4 + 3)
-    with open(path, "r+b") as f:
-        f.seek(offset + count // 2)
-        f.write(b"\xff\xd9" * 64)
+    damage_corner_tile(path)
     damaged = service(tmp_path)
     await damaged.info("damaged.tif")
     req = TileRequest(ident="damaged.tif", tile=Tile(0, 3, 2))
@@ -294,6 +284,16 @@ async def test_not_recoded(root: Path, name: str, req: TileRequest) -> None:
     assert decode(out.body).width == out.width
 
 
+def damage_corner_tile(path: str) -> None:
+    """Write early end-of-image markers into the entropy-coded data of tile (3, 2) (of 4 columns) of level 0."""
+    with open(path, "rb") as f:
+        tf = TiffFile(f)
+        offset, count = tf.tile_location(lambda n, o: os.pread(f.fileno(), n, o), tf.pages[0], 2 * 4 + 3)
+    with open(path, "r+b") as f:
+        f.seek(offset + count // 2)
+        f.write(b"\xff\xd9" * 64)
+
+
 async def test_undecodable_stored_tile_is_left_to_libvips(root: Path, tmp_path: Path) -> None:
     """A damaged stored tile makes recode step aside (None) rather than fail; libvips then decodes
     what it can or the core reports a source error."""
@@ -301,13 +301,7 @@ async def test_undecodable_stored_tile_is_left_to_libvips(root: Path, tmp_path: 
     svc = service(tmp_path)
     await svc.info("damaged.tif")
     path = str(tmp_path / "damaged.tif")
-    with open(path, "rb") as f:
-        tf = TiffFile(f)
-        offset, count = tf.tile_location(lambda n, o: os.pread(f.fileno(), n, o), tf.pages[0],
-                                         2 * 4 + 3)  # tile (3, 2) of 4 columns
-    with open(path, "r+b") as f:
-        f.seek(offset + count // 2)
-        f.write(b"\xff\xd9" * 64)  # an early end-of-image marker in the entropy-coded data
+    damage_corner_tile(path)
     req = TileRequest(ident="damaged.tif", tile=Tile(0, 3, 2))
     assert recode(svc.formats.open(path, "damaged.tif"), req, svc.settings) is None
     intact = recode(svc.formats.open(str(root / "rgb.tif"), "rgb.tif"), req, svc.settings)

@@ -82,7 +82,8 @@ def passthrough(image: SourceImage, req: TileRequest, settings: Settings, now: b
                 ) -> tuple[Rendered, Located | None] | None:
     """The stored tile's own bytes when the request is exactly a stored JPEG/WebP tile at its stored
     quality (a JPEG tile gets its ICC profile spliced in when profiles are kept), and where they are when they
-    can be read again as they are (a local file, no profile spliced in); else None. `now`: read without waiting,
+    can be read again as they are (a local file, no profile spliced in); an edge tile's crop of them (`edge_crop`);
+    else None. `now`: read without waiting,
     or `vfs.WouldBlock` (`SourceImage.stored_tile`)."""
     meta = image.meta
     if not settings.passthrough:
@@ -119,12 +120,12 @@ def edge_crop(image: SourceImage, req: TileRequest, settings: Settings, now: boo
     if stored is None:
         return None
     try:
-        w, h = lib.size(stored.data)
-        if w * h > jpeg.DIRECT_PIXELS or w < width or h < height:
+        full = lib.size(stored.data)
+        if full[0] * full[1] > jpeg.DIRECT_PIXELS:
             return None
-        if now and w * h > NOW_CROP_PIXELS:
+        if now and full[0] * full[1] > NOW_CROP_PIXELS:
             raise vfs.WouldBlock
-        body = lib.crop(stored.data, width, height)
+        body = lib.crop(stored.data, width, height, full)  # CropError for a stored tile smaller than the crop
     except turbojpeg.CropError:
         return None
     if settings.keep_icc and stored.icc:

@@ -72,14 +72,13 @@ class Library:
         self._local = threading.local()
 
     def _handle(self) -> Any:
-        handle = getattr(self._local, "handle", None)
-        if handle is None:
-            handle = self.lib.tjInitTransform()
-            if not handle:
+        found = getattr(self._local, "handle", None)
+        if found is None:
+            value = self.lib.tjInitTransform()
+            if not value:
                 raise CropError("tjInitTransform failed")
-            self._local.handle = _Handle(self.lib, handle)
-            return handle
-        return handle.value
+            found = self._local.handle = _Handle(self.lib, value)
+        return found.value
 
     def size(self, data: bytes) -> tuple[int, int]:
         """(width, height) of the JPEG stream `data` from its header; CropError when it has none."""
@@ -92,11 +91,11 @@ class Library:
             raise CropError("no frame header")
         return width.value, height.value
 
-    def crop(self, data: bytes, width: int, height: int) -> bytes:
+    def crop(self, data: bytes, width: int, height: int, full: tuple[int, int] | None = None) -> bytes:
         """The top-left `width` x `height` of the JPEG stream `data`, losslessly; CropError when TurboJPEG
         refuses, or when the region is not inside the image (TurboJPEG would make the image larger). The caller
-        bounds the stream's size (`size`: its coefficients are read whole)."""
-        full = self.size(data)
+        bounds the stream's size (`size`: its coefficients are read whole) and may pass it as `full`."""
+        full = self.size(data) if full is None else full
         if not (0 < width <= full[0] and 0 < height <= full[1]):
             raise CropError(f"a {width} x {height} crop of a {full[0]} x {full[1]} image")
         handle = self._handle()

@@ -223,6 +223,7 @@ class StoredTiles:
             return StoredTile(b"".join((head, memoryview(data)[2:])), icc, at)
         return StoredTile(bytes(data), icc, at)
 
+
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"  # APP14, version 100, transform 0
 
 
