@@ -25,6 +25,7 @@ from .settings import Settings
 from .warmup import warm_up
 from .web import telemetry
 from .web.access import AccessMiddleware
+from .web.front import Front
 from .web.lean import LeanMiddleware
 from .web.limits import RequestLimitMiddleware
 from .web.options import OptionsMiddleware
@@ -116,5 +117,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.warmer = warmer
     app.state.auth_flow = flow
     app.state.query_protocols = protocols.query_commands(settings.protocols)
+    # the front (web/front.py): `tileserver serve` answers what needs no waiting before the ASGI app
+    app.state.front = None if service.access is not None or not settings.front else Front(
+        app, routes, protocols.now_handlers(settings.protocols), protocols.is_front_shape, settings,
+        telemetry.Telemetry(settings.access_log, recording))
     install_handlers(app)
     return app

@@ -282,11 +282,11 @@ class TileService:
         entry = await self._entry(ident)
         return entry.meta if self.access is None else (await self._view(entry))[1].meta
 
-    def _fresh(self, ident: str) -> _Entry | None:
+    def _fresh(self, ident: str, miss: bool = True) -> _Entry | None:
         """The cached entry for `ident` if its file was checked within `stat_interval` (and, with a shared cache,
         its purge generation within `cache_generation_ttl`) and its image still has the metadata the entry was
-        made from."""
-        entry = self.metadata.get(ident)
+        made from. `miss`: whether a miss is counted (`ByteLRU.get`)."""
+        entry = self.metadata.get(ident, miss)
         now = time.monotonic()
         if entry is None or now - entry.checked >= self.settings.stat_interval or not entry.current:
             return None
@@ -495,18 +495,71 @@ class TileService:
         entry = None if hit is None else await current(hit.meta)
         if hit is None or entry is None:
             return None
+        req, tier = None, ""
+        if hit.request is not None and self.access is not None:  # the tile as the viewer's tier renders it
+            req, tier = await self._as_tier(entry, self.overlaid(hit.request))
+        return self._replayed(hit, entry, req, tier)
+
+    def _replayed(self, hit: Recorded, entry: _Entry, req: TileRequest | None = None, tier: str = "",
+                  miss: bool = True) -> tuple[bytes, Recorded] | None:
+        """`replay`'s answer for a current record: a tile's body from the tile cache (`req`, `tier`: as the
+        viewer's tier renders it), a document's as recorded."""
         body = hit.body
         if hit.request is not None:
-            req, generation = self.overlaid(hit.request), entry.generation
-            if self.access is not None:  # the tile as the viewer's tier renders it (its own cache key)
-                req, tier = await self._as_tier(entry, req)
-                generation += tier
-            tile = self._cached((req, hit.meta.mtime, generation))
+            req = self.overlaid(hit.request) if req is None else req
+            tile = self._cached((req, hit.meta.mtime, entry.generation + tier), miss)
             if tile is None or len(tile.body) != hit.length:
                 return None
             body = tile.body
         self.replayed += 1
         return body, hit
+
+    # -- now: answers that need no waiting, for the front (web/front.py) ---------------------------
+    # Each is None where its async counterpart would wait (metadata not checked within `stat_interval`, a tile
+    # neither cached nor readable without waiting) and under an access policy (its views are looked up in the
+    # pool). A miss is not counted here (the full stack looks again and counts it), a hit is.
+    def info_now(self, ident: str) -> ImageMeta | None:
+        """`info(ident)` when the image's metadata is fresh."""
+        entry = None if self.access is not None else self._fresh(ident, miss=False)
+        return None if entry is None else entry.meta
+
+    def recall_now(self, key: str) -> Translation | None:
+        """`recall(key)` when the image's metadata is fresh."""
+        hit = None if self.access is not None else self.translations.get(key, miss=False)
+        if hit is None:
+            return None
+        fresh = self._fresh(hit.meta.ident, miss=False)
+        return hit if fresh is not None and fresh.meta is hit.meta else None
+
+    def remember_now(self, key: str, meta: ImageMeta, req: TileRequest, headers: dict[str, str]) -> None:
+        """`remember`, after a `recall_now` that found nothing: the miss counted now."""
+        self.translations.missed()
+        self.remember(key, meta, req, headers)
+
+    def replay_now(self, key: Hashable) -> tuple[bytes, Recorded] | None:
+        """`replay(key)` when the image's metadata is fresh."""
+        hit = None if self.access is not None else self.recorded.get(key, miss=False)
+        if hit is None:
+            return None
+        entry = self._fresh(hit.meta.ident, miss=False)
+        return None if entry is None or entry.meta is not hit.meta else self._replayed(hit, entry, miss=False)
+
+    def render_now(self, req: TileRequest) -> Rendered | None:
+        """`render(req)` when it needs no waiting: the tile cache's, or a stored tile read on the event loop
+        (`_stored_now`)."""
+        entry = None if self.access is not None else self._fresh(req.ident, miss=False)
+        if entry is None:
+            return None
+        req = self.overlaid(req)
+        key = (req, entry.meta.mtime, entry.generation)
+        hit = self._cached(key, miss=False)
+        if hit is not None:
+            return hit
+        made = self._stored_now(entry, req, key)
+        if made is not None:  # the misses the full stack would have counted before reading it
+            self.tiles.missed()
+            self.located.missed()
+        return made
 
     # -- pixels -----------------------------------------------------------------------------------
     async def render(self, req: TileRequest, *, background: bool = False) -> Rendered:
@@ -563,15 +616,17 @@ class TileService:
             self.located.put(key, (at, replace(cached, body=b"")))
         return Rendered(body, media_type, width, height, etag, source=out.source, timing=out.timing)
 
-    def _cached(self, key: TileKey) -> Rendered | None:
+    def _cached(self, key: TileKey, miss: bool = True) -> Rendered | None:
         """The tile of `key` from the tile cache, or a stored tile read again from where it was found (the page
-        cache, without waiting); None when neither has it."""
-        hit = self.tiles.get(key)
+        cache, without waiting); None when neither has it. `miss`: whether misses are counted."""
+        hit = self.tiles.get(key, miss)
         if hit is not None:
             return hit
-        found = self.located.get(key)
+        found = self.located.get(key, miss)
         if found is None:
             return None
+        if not miss:  # answered from where it is: the tile cache's miss counts
+            self.tiles.missed()
         at, head = found
         try:
             body = at.read_now()
@@ -697,6 +752,10 @@ class TileService:
         that advertise them (IIIF info.json) without importing the encoder."""
         if self._formats is None:
             self._formats = await self.run(available_formats)
+        return self._formats
+
+    def formats_now(self) -> tuple[OutputFormat, ...] | None:
+        """`output_formats()` once they have been probed, else None."""
         return self._formats
 
     def cache_stats(self) -> dict[str, dict[str, int]]:

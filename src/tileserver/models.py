@@ -10,7 +10,7 @@ protocol converts at its edge, in `levels.py`).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 class OutputFormat(enum.Enum):
@@ -310,6 +310,18 @@ class TileRequest:
             raise ValueError("TileRequest needs exactly one of tile or region")
         if self.region is not None and self.size is None:
             raise ValueError("a region request needs an output size")
+
+    def __hash__(self) -> int:
+        """The fields' hash, made once: a request is hashed several times on its way (each cache key it is in)."""
+        made: int | None = self.__dict__.get("_hash")
+        if made is None:
+            made = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", made)
+        return made
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled without the hash: another process's hashes of the same strings differ."""
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
 
 
 @dataclass(frozen=True)

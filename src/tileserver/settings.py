@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     base_url: str = Field("", description="Public base URL used in IIIF ids and redirects")
     cache_control: str = Field("max-age=86400", description="Cache-Control on successful responses")
     passthrough: bool = Field(True, description="Send stored JPEG/WebP TIFF tiles without re-encoding")
+    front: bool = Field(True, description="Answer tile requests that need no waiting (cached, or stored tiles "
+                        "in the page cache) in `tileserver serve`'s HTTP protocol, before any ASGI cycle "
+                        "(web/front.py); off: every request goes through the ASGI app")
     watermark: str | None = Field(None, description="Image laid over every image response (iipsrv WATERMARK): a "
                                   "local path or a store URL under a configured store root, any format libvips "
                                   "reads, its alpha band used; checked at startup (unreadable: the server does "

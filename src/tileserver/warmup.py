@@ -6,7 +6,8 @@ probed on the first IIIF request (a JPEG 2000 encode among them), and CPython sp
 only after it has run a few times. Here, before the worker takes a connection (the lifespan's startup), a
 throwaway app over a small generated pyramid (a temporary folder) answers each enabled protocol's tile URLs a few
 times: stored tiles passed through, tiles re-encoded (`QLT`), a scaled region, an export, the info documents and a
-404, so that every one of those code paths has run. Then the server's own app probes its output formats.
+404, each by the app's front where the server's would answer it (web/front.py), so that every one of those code
+paths has run. Then the server's own app probes its output formats.
 
 The throwaway app is made from default settings (no environment, no shared cache, no access policy, no metrics,
 no access log, nothing derived, no tile cache, so every request renders) plus the server's settings that shape
@@ -88,11 +89,15 @@ def urls(settings: Settings) -> Iterator[str]:
 
 
 async def get(app: Any, url: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> int:
-    """One GET of `url` (a path with its query) through the ASGI app, from loopback: the response's status."""
+    """One GET of `url` (a path with its query) from loopback, as `tileserver serve` answers it: by the app's front
+    (web/front.py) when it can, else through the ASGI app; the response's status."""
     path, _, query = url.partition("?")
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
              "path": path, "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
              "headers": [(b"host", b"127.0.0.1"), *headers], "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 80)}
+    front = getattr(getattr(app, "state", None), "front", None)
+    if front is not None and front.answer(dict(scope)) is not None:
+        return 200
     status = 0
 
     async def receive() -> dict[str, Any]:

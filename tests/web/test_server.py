@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,6 +29,7 @@ from tileserver.web.server import GuardedProtocol, HeadLimits, TurnWriter
 
 from ..conftest import RGB_TIF, decode
 from ..live import clean_env, live_process
+from .transport import Recording
 
 TIMEOUT = 1.0  # header, body and keep-alive timeouts of the module's server, in seconds
 MAX_URL, MAX_HEAD, MAX_CONNECTIONS = 2048, 4096, 40
@@ -287,6 +288,31 @@ def test_past_max_connections_requests_get_503(server: str, dial: Callable[[], s
     assert httpx.get(f"{server}/health").status_code == 200
 
 
+def test_pipelined_tiles_over_a_real_socket(server: str, dial: Callable[[], socket.socket]) -> None:
+    """The front (web/front.py) on a real connection: tiles asked back to back in one send, some it answers
+    (stored tiles, then their replays) and one it leaves to the full stack (a re-encode), come back whole and in
+    order on the kept-alive connection, each as its own request would have had it."""
+    urls = [f"/iip?FIF={RGB_TIF}&JTL=2,{n}" for n in (1, 2)] + [f"/iip?FIF={RGB_TIF}&QLT=40&JTL=2,1"]
+    alone = [httpx.get(server + u).content for u in urls]  # also loads the metadata: the front takes the rest
+    s = dial()
+    s.sendall(b"".join(f"GET {u} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for u in urls * 2))
+    s.settimeout(10)
+    data = b""
+    bodies = []
+    for _ in range(2 * len(urls)):
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        head, _, data = data.partition(b"\r\n\r\n")
+        fields = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
+        assert head.startswith(b"HTTP/1.1 200") and b"connection" not in fields
+        while len(data) < int(fields[b"content-length"]):
+            data += s.recv(65536)
+        body, data = data[:int(fields[b"content-length"])], data[int(fields[b"content-length"]):]
+        bodies.append(body)
+    assert bodies == alone * 2
+    assert decode(bodies[0]).width == 256
+
+
 # -- graceful shutdown ----------------------------------------------------------------------------------
 EXPORT = "noise-1600x1200.tif"
 
@@ -374,42 +400,6 @@ def test_sigterm_exits_within_the_shutdown_timeout(image_root: Path, tmp_path: P
         took = exited_within(proc, t0, timeout + 5)  # a generous bound: the machine may be loaded
         assert took >= timeout - 0.2  # it did wait for the request
         assert not reply_of(stalled, timeout=1).startswith(b"HTTP/1.1 200")
-
-
-class Recording(asyncio.Transport):
-    """A transport that records each write (the socket's sends)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes: list[bytes] = []
-        self.parts: list[list[bytes]] = []  # what each vectored write was made of
-        self.closed = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.writes.append(bytes(data))
-
-    def writelines(self, parts: Iterable[bytes | bytearray | memoryview]) -> None:
-        """One vectored send (uvloop: writev) of the parts, not copied into one buffer first."""
-        self.parts.append([bytes(p) for p in parts])
-        self.writes.append(b"".join(self.parts[-1]))
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def tile_app(scope: dict[str, object], receive: object, send: Callable[..., Awaitable[None]]) -> None:

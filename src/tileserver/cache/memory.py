@@ -22,11 +22,13 @@ class ByteLRU(Generic[K, V]):
         self._data: OrderedDict[K, tuple[V, int]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: K) -> V | None:
+    def get(self, key: K, miss: bool = True) -> V | None:
+        """The value under `key`, refreshed; a hit is counted, and a miss unless `miss` is False (a lookup that is
+        made again elsewhere when it fails: the front's, web/front.py; `missed` counts it if it is not)."""
         with self._lock:
             item = self._data.get(key)
             if item is None:
-                self.misses += 1
+                self.misses += miss
                 return None
             self._data.move_to_end(key)
             self.hits += 1
@@ -44,6 +46,10 @@ class ByteLRU(Generic[K, V]):
             while self.bytes > self.max_bytes:
                 _, (_, s) = self._data.popitem(last=False)
                 self.bytes -= s
+
+    def missed(self) -> None:
+        with self._lock:
+            self.misses += 1
 
     def peek(self, key: K) -> V | None:
         """The value under `key` without counting a lookup or refreshing it."""

@@ -9,7 +9,10 @@ How to add a protocol:
    `errors.*` and mapped to status centrally.
 2. If iipsrv reaches it through a query command (`?IIIF=...`), also export
    `QUERY_COMMANDS: dict[str, QueryHandler]` (lower-case command -> async handler(request, arg)).
-3. Register the module in `AVAILABLE` below; `Settings.protocols` turns it on or off.
+3. For its tile URLs, also export `NOW: dict[str, NowHandler]` (route path -> a sync handler that answers through
+   `http.tile_now` with the same key and translation as the endpoint, None where it would wait): the front
+   (web/front.py) answers with it at the HTTP protocol level, with exactly the endpoint's headers.
+4. Register the module in `AVAILABLE` below; `Settings.protocols` turns it on or off.
 Shared tile maths goes in `levels.py`, never in a protocol module.
 """
 
@@ -23,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from ..web.http import NowHandler
 from . import deepzoom, iiif, iip, zoomify
 
 QueryHandler = Callable[[Request, str], Awaitable[Response]]
@@ -41,6 +45,14 @@ def routes(names: tuple[str, ...]) -> list[BaseRoute]:
     return [r for m in enabled(names) for r in m.ROUTES]
 
 
+def now_handlers(names: tuple[str, ...]) -> dict[str, NowHandler]:
+    """Route path -> the protocol's answer-now handler of that route (web/front.py)."""
+    out: dict[str, NowHandler] = {}
+    for m in enabled(names):
+        out.update(getattr(m, "NOW", {}))
+    return out
+
+
 def query_commands(names: tuple[str, ...]) -> dict[str, QueryHandler]:
     out: dict[str, QueryHandler] = {}
     for m in enabled(names):
@@ -52,6 +64,12 @@ def query_commands(names: tuple[str, ...]) -> dict[str, QueryHandler]:
 # `iiif.urls.path_target`'s image shape: id, region, size, rotation, quality.format after the version prefix
 IIIF_TILE = re.compile(r"/iiif/(?:[23]/)?[^/]+/[^/]+/[^/]+/[^/]+/[^/]+\.[^/]+")
 IIP_PATHS = frozenset({"/iip", "/fcgi-bin/iipsrv.fcgi"})
+
+
+def is_front_shape(path: str, query: bytes) -> bool:
+    """Whether a GET of `path?query` may be answered by the front (web/front.py): a tile URL, or an IIP `CVT`
+    export (cached ones: a fresh export is never stored)."""
+    return is_tile_shape(path, query) or (path in IIP_PATHS and b"cvt=" in query.lower())
 
 
 def is_tile_shape(path: str, query: bytes) -> bool:

@@ -5,7 +5,8 @@ purges every response of an image by it, as `DELETE /cache/{id}` does here)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote
 
@@ -45,6 +46,44 @@ def _not_modified(request: Request, etag: str, mtime: float) -> bool:
     return False
 
 
+def validators(meta: ImageMeta, etag: str, cache_control: str, headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The headers of a 200 about `meta`, in the order they are sent: its validators, the `Surrogate-Key` and
+    `Cache-Tag` naming the image, Cache-Control, then the response's own `headers`."""
+    tag = surrogate_key(meta.ident)  # CDNs purge by it (Fastly: Surrogate-Key, Cloudflare: Cache-Tag)
+    out = {"ETag": etag, "Last-Modified": http_date(meta.mtime), "Surrogate-Key": tag, "Cache-Tag": tag}
+    if cache_control:
+        out["Cache-Control"] = cache_control
+    if headers:
+        out.update(headers)
+    return out
+
+
+def image_head(rendered: Rendered, meta: ImageMeta, cache_control: str, headers: Mapping[str, str] | None = None,
+               vary_origin: bool = False) -> list[tuple[bytes, bytes]]:
+    """The raw headers `send_image` makes for a 200 image answer to a GET that is not conditional, without an access
+    policy, as Starlette's Response lists them (its headers, then content-length and content-type) and, with
+    `vary_origin`, as CORSMiddleware then adds `Vary: Origin` to a request without `Origin` (web/front.py)."""
+    if rendered.timing:
+        headers = {**headers, "Server-Timing": rendered.timing} if headers else {"Server-Timing": rendered.timing}
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+           for k, v in validators(meta, rendered.etag, cache_control, headers).items()]
+    raw.append((b"content-length", b"%d" % len(rendered.body)))
+    media_type = rendered.media_type
+    if media_type.startswith("text/") and "charset=" not in media_type.lower():
+        media_type += "; charset=utf-8"
+    raw.append((b"content-type", media_type.encode("latin-1")))
+    if vary_origin:  # as MutableHeaders sets it: in the place of the first Vary, else last
+        at = [i for i, (k, _) in enumerate(raw) if k == b"vary"]
+        value = (b"vary", b", ".join([*(raw[i][1] for i in at), b"Origin"]))
+        if not at:
+            raw.append(value)
+        else:
+            raw[at[0]] = value
+            for i in reversed(at[1:]):
+                del raw[i]
+    return raw
+
+
 def send(
     request: Request, body: bytes, media_type: str, meta: ImageMeta, etag: str,
     headers: Mapping[str, str] | None = None, cache_control: str | None = None, provisional: bool = False,
@@ -55,12 +94,7 @@ def send(
     `Cache-Control: no-store` and no validators, so nothing keeps it; a conditional request that
     matches the final response's validators (`etag`: a client holding the final response) is a 304."""
     cc = request.app.state.settings.cache_control if cache_control is None else cache_control
-    tag = surrogate_key(meta.ident)  # CDNs purge by it (Fastly: Surrogate-Key, Cloudflare: Cache-Tag)
-    out = {"ETag": etag, "Last-Modified": http_date(meta.mtime), "Surrogate-Key": tag, "Cache-Tag": tag}
-    if cc:
-        out["Cache-Control"] = cc
-    if headers:
-        out.update(headers)
+    out = validators(meta, etag, cc, headers)
     private = request.app.state.service.access_headers(meta.ident)  # None without an access policy
     if private is not None:
         _make_private(out, private)
@@ -114,6 +148,38 @@ def send_tile(request: Request, key: str, meta: ImageMeta, req: TileRequest, ren
     if not rendered.provisional:
         replay.mark(request, meta, req, rendered.body)
     return response
+
+
+@dataclass(frozen=True)
+class TileNow:
+    """An image answered without waiting (web/front.py): what `send_tile` would send, as its parts."""
+
+    meta: ImageMeta
+    request: TileRequest
+    rendered: Rendered
+    headers: Mapping[str, str]
+
+
+NowHandler = Callable[[Request], TileNow | None]  # a protocol's tile route answered now (protocols.now_handlers)
+
+
+def tile_now(request: Request, key: str, translate: Callable[[], tuple[ImageMeta, TileRequest, dict[str, str]] | None]
+             ) -> TileNow | None:
+    """`send_remembered`, else `translate` (a protocol's sync translation: None where it would wait, e.g. for
+    metadata) and `send_tile`, when the image needs no waiting (`TileService.render_now`); else None. The
+    translation is remembered either way, so the full stack that answers instead does not parse again."""
+    service = request.app.state.service
+    known = service.recall_now(key)
+    if known is not None:
+        meta, req, headers = known.meta, known.request, dict(known.headers)
+    else:
+        made = translate()
+        if made is None:
+            return None
+        meta, req, headers = made
+        service.remember_now(key, meta, req, headers)
+    rendered = service.render_now(req)
+    return None if rendered is None or rendered.provisional else TileNow(meta, req, rendered, headers)
 
 
 def send_doc(request: Request, doc: Document) -> Response:

@@ -74,10 +74,17 @@ class LeanMiddleware:
         target = len(scope.get("raw_path") or path.encode()) + (len(query) + 1 if query else 0)
         if target > self.max_url:
             return None
-        for route in self.routes:  # the router's choice: the first route that fully matches
-            match, child = route.matches(scope)
-            if match is Match.FULL:
-                if id(route) in self.lean and isinstance(route, Route):
-                    return route, child
-                return None
-        return None
+        return first_route(self.routes, self.lean, scope)
+
+
+def first_route(routes: Sequence[BaseRoute], taken: Collection[int], scope: Scope
+                ) -> tuple[Route, MutableMapping[str, Any]] | None:
+    """The router's choice for `scope` (the first route that fully matches) and its child scope, if it is one of
+    `taken` (route ids); else None."""
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.FULL:
+            if id(route) in taken and isinstance(route, Route):
+                return route, child
+            return None
+    return None

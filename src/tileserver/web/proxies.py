@@ -48,6 +48,29 @@ class TrustedProxies:
             return False  # not an address (e.g. a test client's name): not a trusted proxy
         return any(address in n for n in self.networks)
 
+    def forwarded(self, scope: Scope) -> Scope:
+        """`scope` as the rest of the app sees it: with forwarded headers applied (a trusted peer) or removed."""
+        if not any(name in FORWARDED for name, _ in scope["headers"]):
+            return scope
+        peer = scope.get("client")
+        return self.apply(scope) if peer and peer[0] in self else self.strip(scope)
+
+    @staticmethod
+    def strip(scope: Scope) -> Scope:
+        return {**scope, "headers": [(n, v) for n, v in scope["headers"] if n not in FORWARDED]}
+
+    def apply(self, scope: Scope) -> Scope:
+        headers = dict(scope["headers"])  # one value per name is enough here
+        out = dict(scope)
+        proto = headers.get(b"x-forwarded-proto", b"").decode("latin-1").split(",")[0].strip().lower()
+        if proto in ("http", "https"):
+            out["scheme"] = proto
+        forwarded_for = b", ".join(v for n, v in scope["headers"] if n == b"x-forwarded-for")
+        client = self.client_of(forwarded_for.decode("latin-1"))
+        if client:
+            out["client"] = (client, 0)
+        return out
+
     def client_of(self, forwarded_for: str) -> str | None:
         """The client a chain of proxies reports: the last hop that is not a trusted proxy (the first
         when all are)."""
@@ -75,23 +98,6 @@ class TrustedProxyMiddleware:
         self.trusted = TrustedProxies(trusted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and any(name in FORWARDED for name, _ in scope["headers"]):
-            peer = scope.get("client")
-            scope = self.apply(scope) if peer and peer[0] in self.trusted else self.strip(scope)
+        if scope["type"] == "http":
+            scope = self.trusted.forwarded(scope)
         await self.app(scope, receive, send)
-
-    @staticmethod
-    def strip(scope: Scope) -> Scope:
-        return {**scope, "headers": [(n, v) for n, v in scope["headers"] if n not in FORWARDED]}
-
-    def apply(self, scope: Scope) -> Scope:
-        headers = dict(scope["headers"])  # one value per name is enough here
-        out = dict(scope)
-        proto = headers.get(b"x-forwarded-proto", b"").decode("latin-1").split(",")[0].strip().lower()
-        if proto in ("http", "https"):
-            out["scheme"] = proto
-        forwarded_for = b", ".join(v for n, v in scope["headers"] if n == b"x-forwarded-for")
-        client = self.trusted.client_of(forwarded_for.decode("latin-1"))
-        if client:
-            out["client"] = (client, 0)
-        return out

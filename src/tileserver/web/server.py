@@ -38,16 +38,19 @@ import functools
 import http
 import logging
 import socket
+import urllib.parse
 from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, cast
 
+import httptools
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from ..settings import Settings
+from .front import Front
 
 log = logging.getLogger("tileserver")
 
@@ -119,12 +122,26 @@ class TurnWriter:
         return getattr(self._transport, name)
 
 
+class _Answered:
+    """uvicorn's cycle of a request the front answered (`GuardedProtocol.answered_now`): complete."""
+
+    response_complete = True
+    message_event = asyncio.Event()  # set by uvicorn when the connection is lost; nothing waits for it
+
+
+ANSWERED = _Answered()
+FRONT_BUFFER = 1 << 20  # past this many bytes not yet written to a connection, its requests wait for the full stack
+
+
 class GuardedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a header timeout, a bounded request head and one write per
-    response (`TurnWriter`)."""
+    """uvicorn's httptools protocol with a header timeout, a bounded request head, one write per
+    response (`TurnWriter`) and the front (web/front.py) asked first."""
 
     def __init__(self, *args: Any, limits: HeadLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        state = getattr(self.app, "state", None)  # the app as loaded: Starlette's, unless uvicorn wrapped it
+        # uvicorn's own access log writes its lines in its cycle: none from the front then
+        self.front: Front | None = None if self.access_log else getattr(state, "front", None)
         self.limits = limits
         self.head_timer: asyncio.TimerHandle | None = None
         self.head_begun = False  # a byte of the request being read has come
@@ -143,6 +160,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        # the keep-alive timer of a response the front sent while this data was being parsed (uvicorn cancels
+        # it when data comes, before parsing)
+        self._unset_keepalive_if_required()
         self.head_begun, self.head_raw, self.head_fields = True, 0, 0
         if self.head_timer is None:
             self._arm()
@@ -150,7 +170,60 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         self.head_begun = False
-        super().on_headers_complete()
+        if self.front is None or not self.answered_now(self.front):
+            super().on_headers_complete()
+
+    # -- the front -----------------------------------------------------------------------------------
+    def answered_now(self, front: Front) -> bool:
+        """Whether the front answered this request (written, as uvicorn's cycle would write it); False: uvicorn's
+        cycle takes it. Not while a response is in progress (pipelined requests keep their order), nor while
+        much of what was sent has not left (flow control: the full stack waits for it), nor past
+        `limit_concurrency` (uvicorn's 503)."""
+        if (self.cycle is not None and not self.cycle.response_complete) or self.parser.get_method() != b"GET" \
+                or self.expect_100_continue or self.parser.should_upgrade() \
+                or self.transport.get_write_buffer_size() > FRONT_BUFFER or self._over_limit():
+            return False
+        http_version = self.parser.get_http_version()
+        scope = self.scope
+        try:
+            parsed = httptools.parse_url(self.url)
+            path = parsed.path.decode("ascii")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError):
+            return False
+        # the scope as uvicorn fills it (its cycle fills it again when the front declines)
+        scope["method"] = "GET"
+        if http_version != "1.1":
+            scope["http_version"] = http_version
+        scope["path"] = self.root_path + (urllib.parse.unquote(path) if "%" in path else path)
+        scope["raw_path"] = self.root_path.encode("ascii") + parsed.path
+        scope["query_string"] = parsed.query or b""
+        try:
+            answer = front.answer(cast("dict[str, Any]", scope))
+        except Exception:  # a bug: logged, and the full stack answers (a 500 if it meets it too)
+            log.exception("the front failed on a request; the full stack answers it")
+            return False
+        if answer is None:
+            return False
+        headers, body = answer
+        keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
+        head = [STATUS_LINE[200]]
+        for name, value in (*self.server_state.default_headers, *headers):
+            if HEADER_VALUE_RE.search(value):  # uvicorn refuses it (a 500): the full stack's answer then
+                return False
+            head += [name, b": ", value, b"\r\n"]
+        if not keep_alive:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        self.transport.writelines([b"".join(head), body])
+        self.cycle = ANSWERED  # type: ignore[assignment]
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+        return True
+
+    def _over_limit(self) -> bool:
+        limit = self.limit_concurrency
+        return limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit)
 
     def _arm(self) -> None:
         self.head_timer = self.loop.call_later(self.limits.timeout, self._head_timed_out)

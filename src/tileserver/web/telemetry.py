@@ -54,38 +54,18 @@ def labels(scope: Scope) -> tuple[str, str]:
     return scope.get(PROTOCOL) or protocol_of(path), path
 
 
-class TelemetryMiddleware:
-    """Counts each response (metrics) and logs it (`access_log`: off, json, text) when its last byte is sent.
-    The process id is taken when the app is built: each uvicorn worker builds its own (`cli.app_from_env`)."""
+class Telemetry:
+    """Counts each response (metrics) and logs it (`access_log`: off, json, text) when its last byte is sent
+    (`done`): for the middleware below, and for the front (web/front.py). The process id is taken when the app is
+    built: each uvicorn worker builds its own (`cli.app_from_env`)."""
 
-    def __init__(self, app: ASGIApp, access_log: str = "off", record: bool = True) -> None:
-        self.app = app
+    def __init__(self, access_log: str = "off", record: bool = True) -> None:
         self.log = access_log != "off"
         self.json = access_log == "json"
         self.record = record
         self.pid = os.getpid()  # the worker process, in json lines
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status, sent = 0, 0
-
-        async def counted(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counted)
-        finally:  # an exception before the response started: the server sends a 500; HEAD: the body is not sent
-            self._done(scope, status or 500, 0 if scope["method"] == "HEAD" else sent, time.perf_counter() - start)
-
-    def _done(self, scope: Scope, status: int, sent: int, seconds: float) -> None:
+    def done(self, scope: Scope, status: int, sent: int, seconds: float) -> None:
         protocol, route = labels(scope)
         source = scope.get(SOURCE)
         if self.record:
@@ -109,6 +89,32 @@ class TelemetryMiddleware:
             "status": status, "bytes": sent, "duration_ms": round(seconds * 1e3, 3), "source": source,
             "client": host, "protocol": protocol, "route": route, "worker": self.pid,
         }, separators=(",", ":"))
+
+
+class TelemetryMiddleware(Telemetry):
+    def __init__(self, app: ASGIApp, access_log: str = "off", record: bool = True) -> None:
+        super().__init__(access_log, record)
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status, sent = 0, 0
+
+        async def counted(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted)
+        finally:  # an exception before the response started: the server sends a 500; HEAD: the body is not sent
+            self.done(scope, status or 500, 0 if scope["method"] == "HEAD" else sent, time.perf_counter() - start)
 
 
 @functools.lru_cache(maxsize=4)

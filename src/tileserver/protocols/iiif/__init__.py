@@ -24,7 +24,7 @@ from ...access.tokens import current_viewer
 from ...errors import NotFound, TileServerError, Unauthorized, status_for
 from ...models import ImageMeta, TileRequest
 from ...settings import Settings
-from ...web.http import send_doc, send_remembered, send_tile
+from ...web.http import TileNow, send_doc, send_remembered, send_tile, tile_now
 from . import auth
 from .grammar import ImageParams, Limits, Version, canonical_region, canonical_size
 from .info import CONTEXT, PROFILE_URI, PROTOCOL, Service, info_media_type, render_info
@@ -171,8 +171,38 @@ async def image_response(request: Request, target: Target, base: str, version: V
     meta = await request.app.state.service.info(target.ident)
     req, canonical = to_tile_request(params, meta, offer.limits, version, target.page)
     rendered = await request.app.state.service.render(req)
-    headers = {"Link": f'<{PROFILE_URI[version]}>;rel="profile", <{base}/{canonical}>;rel="canonical"'}
-    return send_tile(request, key, meta, req, rendered, headers)
+    return send_tile(request, key, meta, req, rendered, _links(version, base, canonical))
+
+
+def _links(version: Version, base: str, canonical: str) -> dict[str, str]:
+    return {"Link": f'<{PROFILE_URI[version]}>;rel="profile", <{base}/{canonical}>;rel="canonical"'}
+
+
+def _now_by_path(request: Request, prefix: str, version: Version) -> TileNow | None:
+    """`_by_path` for an image request that needs no waiting (web/front.py), else None: the same key and
+    translation as `image_response`'s."""
+    target = path_target(raw_tail(request.scope, prefix))
+    base = base_of(request, f"{prefix}/{encode_ident(target.ident)}")
+    target = split_page(target, request.app.state.settings.iiif_delimiter)
+    if target.kind != "image":
+        return None
+    key = f"iiif {version} {base} {'/'.join(target.params)}"
+    return tile_now(request, key, lambda: _translated_now(request, target, base, version))
+
+
+def _translated_now(request: Request, target: Target, base: str, version: Version
+                    ) -> tuple[ImageMeta, TileRequest, dict[str, str]] | None:
+    service = request.app.state.service
+    formats = service.formats_now()
+    if formats is None:
+        return None
+    region, size, rotation, filename = (decode(s) for s in target.params)
+    params = ImageParams.parse(region, size, rotation, filename, version, formats)
+    meta = service.info_now(target.ident)
+    if meta is None:
+        return None
+    req, canonical = to_tile_request(params, meta, limits_of(request.app.state.settings), version, target.page)
+    return meta, req, _links(version, base, canonical)
 
 
 # -- endpoints --------------------------------------------------------------------------------------
@@ -232,6 +262,11 @@ ROUTES: list[BaseRoute] = [
     Route("/iiif/2/{rest:path}", iiif2, methods=["GET", "HEAD"]),
     Route("/iiif/{rest:path}", iiif_default, methods=["GET", "HEAD"]),
 ]
+NOW = {  # route -> its answer now (web/front.py)
+    "/iiif/3/{rest:path}": lambda request: _now_by_path(request, "/iiif/3", 3),
+    "/iiif/2/{rest:path}": lambda request: _now_by_path(request, "/iiif/2", 2),
+    "/iiif/{rest:path}": lambda request: _now_by_path(request, "/iiif", request.app.state.settings.iiif_version),
+}
 QUERY_COMMANDS = {"iiif": iiif_query}
 PUBLIC = "/public"  # the substitute image services: an image's anonymous tier, whoever asks (web/access.py)
 # with an access policy: the same image services under PUBLIC (the middleware makes every request there anonymous)

@@ -19,7 +19,7 @@ from ...errors import ERROR_BODY_KEY, BadRequest, NotFound, TileNotFound, TileSe
 from ...levels import c_round, cap_size, fit_rotated, iip_resolution_to_level, tile_index
 from ...models import Box, ImageMeta, Tile, TileRequest
 from ...settings import Settings
-from ...web.http import content_disposition, send_doc, send_document, send_remembered, send_tile
+from ...web.http import TileNow, content_disposition, send_doc, send_document, send_remembered, send_tile, tile_now
 from . import samples
 from .grammar import (
     CvtOut,
@@ -204,12 +204,33 @@ async def iip(request: Request) -> Response:
     q, meta = await _sequence_view(request, q, meta)
     req = to_tile_request(q, meta, request.app.state.settings)
     rendered = await service.render(req)
-    headers = {}
-    if isinstance(q.output, CvtOut):
-        stem = os.path.splitext(os.path.basename(meta.ident))[0]
-        kind = "attachment" if request.method == "POST" else "inline"
-        headers["Content-Disposition"] = content_disposition(kind, f"{stem}.{req.fmt.suffix}")
-    return send_tile(request, memo_key, meta, req, rendered, headers)
+    return send_tile(request, memo_key, meta, req, rendered, _image_headers(q, meta, req, request.method))
+
+
+def _image_headers(q: IIPQuery, meta: ImageMeta, req: TileRequest, method: str) -> dict[str, str]:
+    """A CVT export's Content-Disposition (a download when POSTed, as iipsrv 1.3); nothing for a tile."""
+    if not isinstance(q.output, CvtOut):
+        return {}
+    stem = os.path.splitext(os.path.basename(meta.ident))[0]
+    kind = "attachment" if method == "POST" else "inline"
+    return {"Content-Disposition": content_disposition(kind, f"{stem}.{req.fmt.suffix}")}
+
+
+def iip_now(request: Request) -> TileNow | None:
+    """`iip` for a GET of a tile or an export that needs no waiting (web/front.py), else None."""
+    raw: str = request.scope["query_string"].decode("utf-8", "replace")
+    return tile_now(request, f"iip GET {raw}", lambda: _translated_now(request, raw)) if raw else None
+
+
+def _translated_now(request: Request, raw: str) -> tuple[ImageMeta, TileRequest, dict[str, str]] | None:
+    q = parse(split_query(raw), raw)
+    if not isinstance(q.output, TileOut | CvtOut) or q.fif is None or q.objs:
+        return None
+    meta = request.app.state.service.info_now(q.fif)
+    if meta is None or meta.sequence is not None:
+        return None
+    req = to_tile_request(q, meta, request.app.state.settings)
+    return meta, req, _image_headers(q, meta, req, "GET")
 
 
 async def _sequence_view(request: Request, q: IIPQuery, meta: ImageMeta) -> tuple[IIPQuery, ImageMeta]:
@@ -284,3 +305,4 @@ ROUTES: list[BaseRoute] = [
     Route("/iip", iip, methods=["GET", "POST"]),
     Route("/fcgi-bin/iipsrv.fcgi", iip, methods=["GET", "POST"]),
 ]
+NOW = {"/iip": iip_now, "/fcgi-bin/iipsrv.fcgi": iip_now}  # route -> its answer now (web/front.py)

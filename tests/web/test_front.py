@@ -1,0 +1,364 @@
+"""The front (web/front.py): GET requests answered in `tileserver serve`'s HTTP protocol (web/server.py), before an
+ASGI cycle, with exactly the bytes the full stack sends (status line, headers but Date and Server-Timing durations,
+body), cold and repeated, over every protocol's tile URLs; everything it must not answer goes down the full stack;
+pipelined requests keep their order, HTTP/1.0 and `Connection: close` close, the keep-alive timer is armed once;
+forwarded headers count as the trusted-proxy middleware has them; its answers are counted, logged and cached as the
+full stack's are. Driven in-process: uvicorn's protocol over a recording transport, apps with the front on and
+off."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from uvicorn.server import ServerState
+
+from tileserver.app import create_app
+from tileserver.imaging import turbojpeg
+from tileserver.settings import Settings
+from tileserver.web.front import Front
+from tileserver.web.server import FRONT_BUFFER, GuardedProtocol, HeadLimits
+
+from ..conftest import RGB_TIF, decode
+from .transport import Recording
+
+CROPS = turbojpeg.library() is not None  # edge tiles cropped from the stored tile (else re-encoded in the pool)
+
+
+@dataclass
+class Reply:
+    status: int
+    head: list[tuple[bytes, bytes]]  # as sent, in order
+    body: bytes
+
+    def header(self, name: bytes) -> bytes | None:
+        return next((v for k, v in self.head if k == name), None)
+
+    def comparable(self) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """All but Date, and Server-Timing's stages without their durations (`decode;dur=1.23` -> `decode`)."""
+        head = [(k, re.sub(rb";dur=[0-9.]+", b"", v) if k == b"server-timing" else v) for k, v in self.head
+                if k != b"date"]
+        return self.status, head, self.body
+
+
+def replies(stream: bytes, methods: list[str]) -> list[Reply] | None:
+    """The responses in `stream`, one per method (HEAD: no body), or None while they are incomplete."""
+    out = []
+    for method in methods:
+        head, sep, rest = stream.partition(b"\r\n\r\n")
+        if not sep:
+            return None
+        lines = head.split(b"\r\n")
+        fields = [tuple(line.split(b": ", 1)) for line in lines[1:]]
+        status = int(lines[0].split()[1])
+        length = 0 if method == "HEAD" or status in (204, 304) else int(dict(fields).get(b"content-length", b"0"))
+        assert b"transfer-encoding" not in dict(fields)
+        if len(rest) < length:
+            return None
+        out.append(Reply(status, fields, rest[:length]))  # type: ignore[arg-type]
+        stream = rest[length:]
+    assert stream == b""  # nothing more than was asked for
+    return out
+
+
+class Connection:
+    """One client connection to `app` through `GuardedProtocol`, in-process."""
+
+    def __init__(self, app: Starlette, peer: str = "127.0.0.1", limit: int | None = None) -> None:
+        config = uvicorn.Config(app, lifespan="off", proxy_headers=False, server_header=False, date_header=False,
+                                access_log=False, limit_concurrency=limit)
+        config.load()
+        self.transport = Peer(peer)
+        self.protocol = GuardedProtocol(config=config, server_state=ServerState(), app_state={},
+                                        limits=HeadLimits.of(app.state.settings))
+        self.protocol.connection_made(self.transport)
+        self.seen = 0
+
+    async def send(self, data: bytes, methods: list[str]) -> list[Reply]:
+        self.protocol.data_received(data)
+        for _ in range(2000):
+            stream = b"".join(self.transport.writes)[self.seen:]
+            got = replies(stream, methods)
+            if got is not None:
+                self.seen += len(stream)
+                return got
+            await asyncio.sleep(0.005)
+        raise AssertionError(f"no whole answer to {data!r}")
+
+    async def get(self, target: str, method: str = "GET", headers: dict[str, str] | None = None,
+                  version: str = "1.1") -> Reply:
+        lines = [f"{method} {target} HTTP/{version}", "Host: tiles.test", *(f"{k}: {v}" for k, v in
+                                                                            (headers or {}).items())]
+        return (await self.send(("\r\n".join(lines) + "\r\n\r\n").encode(), [method]))[0]
+
+
+class Peer(Recording):
+    def __init__(self, host: str) -> None:
+        super().__init__()
+        self.host = host
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"sockname": ("127.0.0.1", 8000), "peername": (self.host, 50000)}.get(name, default)
+
+
+@pytest.fixture
+def root(tmp_path: Path, image_root: Path) -> Path:
+    shutil.copy(image_root / RGB_TIF, tmp_path / "a.tif")
+    return tmp_path
+
+
+def settings_of(root: Path, **more: Any) -> Settings:
+    return Settings(**{"root": root, "cors": "*", "stat_interval": 60, "warm_up": False, **more})
+
+
+@pytest.fixture
+def answered(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether the front answered each request it was asked about, in order."""
+    seen: list[bool] = []
+    original = Front.answer
+
+    def spy(self: Front, scope: Any) -> Any:
+        out = original(self, scope)
+        seen.append(out is not None)
+        return out
+
+    monkeypatch.setattr(Front, "answer", spy)
+    return seen
+
+
+@pytest.fixture
+async def apps(root: Path) -> AsyncIterator[tuple[Starlette, Starlette]]:
+    async for both in pair(settings_of(root)):
+        yield both
+
+
+async def pair(settings: Settings) -> AsyncIterator[tuple[Starlette, Starlette]]:
+    """Two apps of `settings`, running, each with caches of its own: the front on, and off."""
+    on, off = create_app(settings), create_app(settings.model_copy(update={"front": False}))
+    assert on.state.front is not None and off.state.front is None
+    async with on.router.lifespan_context(on), off.router.lifespan_context(off):
+        yield on, off
+
+
+async def primed(apps: tuple[Starlette, Starlette]) -> tuple[Connection, Connection]:
+    """A connection to each app, after an info.json has loaded the image's metadata and probed the formats."""
+    on, off = Connection(apps[0]), Connection(apps[1])
+    for c in (on, off):
+        assert (await c.get("/iiif/3/a.tif/info.json")).status == 200
+    return on, off
+
+
+# (url, answered by the front when first asked after the image's metadata is known, when asked again);
+# None: either (it depends on how the image is stored, not on the front)
+URLS = [
+    pytest.param("/iip?FIF=a.tif&JTL=2,1", True, True, id="iip-stored-tile"),
+    pytest.param("/fcgi-bin/iipsrv.fcgi?FIF=a.tif&JTL=2,3", CROPS, True, id="iip-edge-tile"),
+    pytest.param("/fcgi-bin/iipsrv.fcgi?FIF=a.tif&QLT=60&JTL=2,3", False, True, id="iip-recoded-in-the-pool"),
+    pytest.param("/iip?fif=a.tif&jtl=0,0", True, True, id="iip-lower-case"),
+    pytest.param("/iip?FIF=a.tif&WID=200&CVT=jpeg", False, True, id="iip-cvt"),
+    pytest.param("/iip?FIF=a.tif&JTL=2,999", False, False, id="iip-tile-out-of-range"),
+    pytest.param("/iip?FIF=missing.tif&JTL=0,0", False, False, id="iip-missing-image"),
+    pytest.param("/iip?FIF=a.tif&JTL=x,y", False, False, id="iip-bad-jtl"),
+    pytest.param("/iip?FIF=a.tif&OBJ=IIP,1.0&OBJ=Max-size", False, True, id="iip-obj-replayed"),
+    pytest.param("/iiif/3/a.tif/0,0,256,256/256,/0/default.jpg", True, True, id="iiif3-stored-tile"),
+    pytest.param("/iiif/a.tif/768,512,235,189/235,/0/default.jpg", CROPS, True, id="iiif-edge-tile"),
+    pytest.param("/iiif/2/a.tif/full/100,/0/gray.png", False, True, id="iiif2-png"),
+    pytest.param("/iiif/3/a.tif/0,0,512,512/256,/0/default.bogus", False, False, id="iiif-bad-format"),
+    pytest.param("/iiif/3/a.tif/nope/max/0/default.jpg", False, False, id="iiif-bad-region"),
+    pytest.param("/iiif/3/missing.tif/full/max/0/default.jpg", False, False, id="iiif-missing-image"),
+    pytest.param("/iiif/2/a.tif/info.json", False, True, id="iiif-info-replayed"),
+    pytest.param("/deepzoom/a.tif_files/10/1_1.jpg", None, True, id="deepzoom"),
+    pytest.param("/deepzoom/a.tif_files/10/99_1.jpg", False, False, id="deepzoom-out-of-range"),
+    pytest.param("/deepzoom/a.tif.dzi", False, False, id="dzi-not-replayed"),
+    pytest.param("/zoomify/a.tif/TileGroup0/2-1-1.jpg", None, True, id="zoomify"),
+    pytest.param("/zoomify/a.tif/TileGroup0/9-0-0.jpg", False, False, id="zoomify-out-of-range"),
+    pytest.param("/iiif/manifests/a.tif.json", False, None, id="manifest"),
+    pytest.param("/health", False, None, id="health"),
+]
+
+
+@pytest.mark.parametrize(("url", "cold", "again"), URLS)
+async def test_the_front_answers_exactly_as_the_full_stack(apps: tuple[Starlette, Starlette], answered: list[bool],
+                                                           url: str, cold: bool | None, again: bool | None) -> None:
+    on, off = await primed(apps)
+    answered.clear()
+    for method in ("GET", "GET", "HEAD"):  # cold, then replayed or remembered, then HEAD (never the front's)
+        mine, theirs = await on.get(url, method), await off.get(url, method)
+        assert mine.comparable() == theirs.comparable()
+    if cold is not None:
+        assert answered[0] is cold
+    if again is not None:
+        assert answered[1] is again
+    assert len(answered) == 2  # a HEAD is never put to it
+    if mine.status == 200 and mine.header(b"content-type", ).startswith(b"image/"):  # type: ignore[union-attr]
+        got = await on.get(url)
+        assert decode(got.body).width > 0
+        etag = got.header(b"etag")
+        assert etag is not None
+        for headers in ({"If-None-Match": etag.decode()}, {"Range": "bytes=0-9"}, {"Origin": "https://x.test"},
+                        {"If-Modified-Since": "Tue, 01 Dec 2026 00:00:00 GMT"}):
+            answered.clear()
+            mine, theirs = await on.get(url, headers=headers), await off.get(url, headers=headers)
+            assert mine.comparable() == theirs.comparable()
+            assert answered == [False]
+
+
+async def test_a_tile_of_an_image_not_yet_known_goes_down_the_full_stack(apps: tuple[Starlette, Starlette],
+                                                                         answered: list[bool]) -> None:
+    on, off = Connection(apps[0]), Connection(apps[1])
+    url = "/iip?FIF=a.tif&JTL=2,1"
+    assert (await on.get(url)).comparable() == (await off.get(url)).comparable()
+    assert answered == [False]  # the metadata was loaded in the pool; its neighbour is the front's
+    assert (await on.get("/iip?FIF=a.tif&JTL=2,2")).comparable() == (await off.get("/iip?FIF=a.tif&JTL=2,2")
+                                                                     ).comparable()
+    assert answered == [False, True]
+
+
+async def test_pipelined_requests_keep_their_order(apps: tuple[Starlette, Starlette], answered: list[bool]) -> None:
+    on, off = await primed(apps)
+    urls = ["/iip?FIF=a.tif&JTL=2,1", "/iip?FIF=a.tif&QLT=50&JTL=2,2", "/iip?FIF=a.tif&JTL=2,0",
+            "/deepzoom/a.tif.dzi", "/iip?FIF=a.tif&JTL=2,1"]
+    data = b"".join(f"GET {u} HTTP/1.1\r\nHost: tiles.test\r\n\r\n".encode() for u in urls)
+    answered.clear()
+    mine = await on.send(data, ["GET"] * len(urls))
+    theirs = await off.send(data, ["GET"] * len(urls))
+    assert [r.comparable() for r in mine] == [r.comparable() for r in theirs]
+    assert answered[0] is True and answered[1] is False  # the rest waited behind the pool's answer
+    alone = [await Connection(apps[1]).get(u) for u in urls]
+    assert [r.body for r in mine] == [r.body for r in alone]
+    assert not on.transport.closed
+
+
+@pytest.mark.parametrize(("version", "headers"), [("1.0", {}), ("1.1", {"Connection": "close"})])
+async def test_a_connection_that_ends_is_closed_after_the_answer(apps: tuple[Starlette, Starlette],
+                                                                 answered: list[bool], version: str,
+                                                                 headers: dict[str, str]) -> None:
+    on, off = await primed(apps)
+    url = "/iip?FIF=a.tif&JTL=2,1"
+    answered.clear()
+    mine, theirs = await on.get(url, headers=headers, version=version), await off.get(url, headers=headers,
+                                                                                       version=version)
+    assert answered == [True]
+    assert mine.comparable() == theirs.comparable()
+    assert mine.header(b"connection") == b"close"
+    assert on.transport.closed and off.transport.closed
+
+
+async def test_the_keep_alive_timer_is_armed_once(apps: tuple[Starlette, Starlette]) -> None:
+    on, _ = await primed(apps)
+    protocol = on.protocol
+    two = b"".join(f"GET /iip?FIF=a.tif&JTL=2,{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for n in (1, 2))
+    first = protocol.timeout_keep_alive_task
+    await on.send(two, ["GET", "GET"])
+    timer = protocol.timeout_keep_alive_task
+    assert timer is not None and timer is not first
+    assert first is not None and first.cancelled()  # each answer re-arms it, the earlier timers cancelled
+    protocol.connection_lost(None)
+    assert timer.cancelled()
+
+
+@pytest.mark.parametrize("request_head", [
+    pytest.param(b"HEAD /iip?FIF=a.tif&JTL=2,1 HTTP/1.1\r\nHost: x\r\n\r\n", id="head"),
+    pytest.param(b"GET /iip?FIF=a.tif&JTL=2,1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab", id="a-body"),
+    pytest.param(b"GET /iip?FIF=a.tif&JTL=2,1 HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n", id="expect"),
+    pytest.param(b"POST /iip HTTP/1.1\r\nHost: x\r\nContent-Length: 19\r\n\r\nFIF=a.tif&JTL=2,1\r\n", id="post"),
+])
+async def test_what_the_front_leaves_to_the_full_stack(apps: tuple[Starlette, Starlette], answered: list[bool],
+                                                       request_head: bytes) -> None:
+    on, off = await primed(apps)
+    answered.clear()
+    methods = [request_head.split(b" ", 1)[0].decode()]
+    mine, theirs = await on.send(request_head, methods), await off.send(request_head, methods)
+    assert mine[0].comparable() == theirs[0].comparable()
+    assert True not in answered
+
+
+async def test_a_full_write_buffer_or_the_connection_limit_waits_for_the_full_stack(
+        apps: tuple[Starlette, Starlette], answered: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+    on, _ = await primed(apps)
+    answered.clear()
+    monkeypatch.setattr(on.transport, "get_write_buffer_size", lambda: FRONT_BUFFER + 1)
+    assert (await on.get("/iip?FIF=a.tif&JTL=2,1")).status == 200
+    limited = Connection(apps[0], limit=1)
+    limited.protocol.connections.add(object())  # type: ignore[arg-type]  (another connection: at the limit)
+    assert (await limited.get("/iip?FIF=a.tif&JTL=2,1")).status == 503
+    assert answered == []
+
+
+@pytest.mark.parametrize("more", [
+    pytest.param({"stat_interval": 0}, id="metadata-never-fresh"),
+    pytest.param({"access_policy": json.dumps({"tiers": {"preview": {"max_width": 600, "max_height": 600}},
+                                               "rules": [{"match": "*", "anonymous": "preview"}]}),
+                  "access_key": "k" * 32}, id="access-policy"),
+])
+async def test_no_front_answers_when_every_request_must_wait(root: Path, answered: list[bool],
+                                                             more: dict[str, Any]) -> None:
+    app = create_app(settings_of(root, **more))
+    assert (app.state.front is None) is ("access_policy" in more)
+    async with app.router.lifespan_context(app):
+        c = Connection(app)
+        for _ in range(3):
+            assert (await c.get("/iip?FIF=a.tif&JTL=1,1")).status == 200
+    assert True not in answered
+
+
+@pytest.mark.parametrize(("peer", "counted"), [("127.0.0.1", False), ("10.0.0.9", True)])
+async def test_forwarded_headers_count_as_the_trusted_proxy_middleware_has_them(
+        root: Path, answered: list[bool], peer: str, counted: bool) -> None:
+    async for apps in pair(settings_of(root, trusted_proxies=("10.0.0.0/8",))):
+        on, off = Connection(apps[0], peer), Connection(apps[1], peer)
+        forwarded = {"X-Forwarded-Host": "public.test", "X-Forwarded-Proto": "https"}
+        url = "/iiif/3/a.tif/0,0,256,256/256,/0/default.jpg"
+        for c in (on, off):
+            await c.get("/iiif/3/a.tif/info.json")
+        answered.clear()
+        for _ in range(2):
+            mine, theirs = await on.get(url, headers=forwarded), await off.get(url, headers=forwarded)
+            assert mine.comparable() == theirs.comparable()
+            link = mine.header(b"link") or b""
+            assert (b"<https://public.test/iiif/3/a.tif/" in link) is counted
+        assert answered == [True, True]
+
+
+async def test_a_failing_front_leaves_the_answer_to_the_full_stack(apps: tuple[Starlette, Starlette],
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    on, off = await primed(apps)
+
+    def broken(self: Front, scope: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Front, "answer", broken)
+    url = "/iip?FIF=a.tif&JTL=2,1"
+    assert (await on.get(url)).comparable() == (await off.get(url)).comparable()
+    assert "the front failed" in caplog.text
+
+
+async def test_front_answers_are_counted_logged_and_cached_as_the_full_stacks(
+        root: Path, answered: list[bool], capfd: pytest.CaptureFixture[str]) -> None:
+    async for apps in pair(settings_of(root, access_log="text")):
+        on, off = await primed(apps)
+        before = [app.state.service.cache_stats() for app in apps]
+        answered.clear()
+        for url in ("/iip?FIF=a.tif&JTL=2,1", "/iip?FIF=a.tif&JTL=2,1", "/iip?FIF=a.tif&JTL=1,0",
+                    "/iip?FIF=a.tif&JTL=1,0"):
+            assert (await on.get(url)).comparable() == (await off.get(url)).comparable()
+        assert answered == [True] * 4
+        after = [app.state.service.cache_stats() for app in apps]
+        for name in ("tile", "stored_tile", "translation", "replay"):
+            mine, theirs = ({k: a[name][k] - b[name].get(k, 0) for k in ("hits", "misses") if k in a[name]}
+                            for a, b in zip(after, before, strict=True))
+            assert mine == theirs, name
+    lines = [line for line in capfd.readouterr().err.splitlines() if "JTL=" in line]
+    assert len(lines) == 8  # each app logged its four
+    assert [line.split()[-1] for line in lines].count("replay") == 4
+    assert [line.split()[-1] for line in lines].count("passthrough") == 4
