@@ -613,7 +613,8 @@ class TileService:
         cached = Rendered(body, media_type, width, height, etag, source="cache", timing=CACHE_TIMING)
         self.tiles.put(key, cached, len(body) + 200)
         if at is not None:  # and where its bytes are, for when the tile cache has let it go (`_cached`)
-            self.located.put(key, (at, replace(cached, body=b"")))
+            self.located.put(key, (at, Rendered(b"", media_type, width, height, etag, source="cache",
+                                                timing=CACHE_TIMING)))
         return Rendered(body, media_type, width, height, etag, source=out.source, timing=out.timing)
 
     def _cached(self, key: TileKey, miss: bool = True) -> Rendered | None:

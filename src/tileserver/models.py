@@ -10,7 +10,9 @@ protocol converts at its edge, in `levels.py`).
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 class OutputFormat(enum.Enum):
@@ -29,6 +31,8 @@ class OutputFormat(enum.Enum):
         self.media_type = media_type
         self.vips_suffix = vips_suffix
 
+    __repr__ = functools.cache(enum.Enum.__repr__)  # part of every request's repr, so of its ETag: made once
+
     @property
     def has_alpha(self) -> bool:
         return self in (OutputFormat.PNG, OutputFormat.WEBP, OutputFormat.AVIF, OutputFormat.TIFF,
@@ -40,6 +44,18 @@ class Quality(enum.Enum):
     COLOR = "color"
     GRAY = "gray"
     BITONAL = "bitonal"
+
+    __repr__ = functools.cache(enum.Enum.__repr__)  # as OutputFormat's
+
+
+def _repr_once(obj: Any) -> str:
+    """A frozen dataclass's repr as the dataclass writes it, made once (kept in the object): a request's repr is
+    in its ETag."""
+    made: str | None = obj.__dict__.get("_repr")
+    if made is None:
+        made = f"{type(obj).__qualname__}({', '.join(f'{f.name}={getattr(obj, f.name)!r}' for f in fields(obj))})"
+        object.__setattr__(obj, "_repr", made)
+    return made
 
 
 @dataclass(frozen=True)
@@ -218,6 +234,8 @@ class Processing:
     equalize: bool = False
     convolution: tuple[float, ...] = ()  # CNV kernel, row-major, square with an odd side (1, 9 or 25 values)
 
+    __repr__ = _repr_once
+
     @property
     def is_identity(self) -> bool:
         return self == NO_PROCESSING
@@ -315,13 +333,16 @@ class TileRequest:
         """The fields' hash, made once: a request is hashed several times on its way (each cache key it is in)."""
         made: int | None = self.__dict__.get("_hash")
         if made is None:
-            made = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            made = hash(tuple(getattr(self, name) for name in _REQUEST_FIELDS))
             object.__setattr__(self, "_hash", made)
         return made
 
     def __getstate__(self) -> dict[str, object]:
         """Pickled without the hash: another process's hashes of the same strings differ."""
         return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
+
+_REQUEST_FIELDS = tuple(f.name for f in fields(TileRequest))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from urllib.parse import parse_qsl
 
 from ...models import OutputFormat
@@ -31,6 +30,7 @@ from .query import (
     SpectraOut,
     TileOut,
     TilesOut,
+    evolve,
     float_arg,
     int_arg,
     ints_arg,
@@ -51,25 +51,25 @@ ENTRY_COMMANDS = {"iiif", "deepzoom", "zoomify"}  # handed to other protocols (i
 
 # -- one function per command: (query so far, argument) -> query ---------------------------------
 def _fif(q: IIPQuery, arg: str) -> IIPQuery:
-    return replace(q, fif=arg)
+    return evolve(q, fif=arg)
 
 
 def _obj(q: IIPQuery, arg: str) -> IIPQuery:
-    return replace(q, objs=(*q.objs, arg.lower()))
+    return evolve(q, objs=(*q.objs, arg.lower()))
 
 
 def _wid(q: IIPQuery, arg: str) -> IIPQuery:
     n = int_arg("wid", arg)
     if n < 1:
         raise malformed("wid", arg, "width must be at least 1")
-    return replace(q, width=n)
+    return evolve(q, width=n)
 
 
 def _hei(q: IIPQuery, arg: str) -> IIPQuery:
     n = int_arg("hei", arg)
     if n < 1:
         raise malformed("hei", arg, "height must be at least 1")
-    return replace(q, height=n)
+    return evolve(q, height=n)
 
 
 def _rgn(q: IIPQuery, arg: str) -> IIPQuery:
@@ -79,7 +79,7 @@ def _rgn(q: IIPQuery, arg: str) -> IIPQuery:
     x, y, w, h = (float_arg("rgn", p.strip()) for p in parts)
     if w <= 0 or h <= 0:
         raise malformed("rgn", arg, "width and height must be positive")
-    return replace(q, region=(x, y, w, h))
+    return evolve(q, region=(x, y, w, h))
 
 
 def _qlt(q: IIPQuery, arg: str) -> IIPQuery:
@@ -89,7 +89,7 @@ def _qlt(q: IIPQuery, arg: str) -> IIPQuery:
         raise malformed("qlt", arg, f"unknown TIFF codec {codec}")
     if not re.fullmatch(r"-?\d{1,3}", value) or not -1 <= int(value) <= 100:
         raise malformed("qlt", arg, "quality must be -1..100")
-    return replace(q, encoder_quality=int(value), tiff_codec=codec or q.tiff_codec)
+    return evolve(q, encoder_quality=int(value), tiff_codec=codec or q.tiff_codec)
 
 
 def _sds(q: IIPQuery, arg: str) -> IIPQuery:
@@ -101,7 +101,7 @@ def _sds(q: IIPQuery, arg: str) -> IIPQuery:
         raise malformed("sds", arg, "expected x[,y]")
     x = int_arg("sds", parts[0].strip())
     y = int_arg("sds", parts[1].strip()) if len(parts) == 2 else 0
-    return replace(q, view=(x, y))
+    return evolve(q, view=(x, y))
 
 
 def _rot(q: IIPQuery, arg: str) -> IIPQuery:
@@ -109,7 +109,7 @@ def _rot(q: IIPQuery, arg: str) -> IIPQuery:
     angle = float_arg("rot", arg[1:] if mirror else arg)
     if not 0 <= angle <= 360:
         raise malformed("rot", arg, "angle must be 0..360")
-    return replace(q, rotation=angle % 360, mirror=mirror)
+    return evolve(q, rotation=angle % 360, mirror=mirror)
 
 
 def _lyr(q: IIPQuery, arg: str) -> IIPQuery:
@@ -117,7 +117,7 @@ def _lyr(q: IIPQuery, arg: str) -> IIPQuery:
     n = int_arg("lyr", arg.strip())
     if not 1 <= n <= 256:
         raise malformed("lyr", arg, "quality layers must be 1..256")
-    return replace(q, layers=n)
+    return evolve(q, layers=n)
 
 
 def _icc(q: IIPQuery, arg: str) -> IIPQuery:
@@ -128,7 +128,7 @@ def _icc(q: IIPQuery, arg: str) -> IIPQuery:
 def _jtls(q: IIPQuery, arg: str) -> IIPQuery:
     """`JTLS=x,r,n,y`, iipsrv's legacy tile command: view x,y (as `SDS=x,y`) then `JTL=r,n`."""
     x, r, n, y = ints_arg("jtls", arg, 4)
-    return replace(q, view=(x, y), output=TileOut(r, n, OutputFormat.JPEG))
+    return evolve(q, view=(x, y), output=TileOut(r, n, OutputFormat.JPEG))
 
 
 def _pfl(q: IIPQuery, arg: str) -> IIPQuery:
@@ -142,24 +142,24 @@ def _pfl(q: IIPQuery, arg: str) -> IIPQuery:
     r, x1, y1 = int(m[1]), int(m[2]), int(m[3])
     x2, y2 = (int(m[4]), int(m[5])) if m[4] else (x1, y1)
     if (x2, y2) == (x1, y1):
-        return replace(q, output=ProfileOut(r, x1, y1, 1, 1))
+        return evolve(q, output=ProfileOut(r, x1, y1, 1, 1))
     if y2 == y1 and x2 > x1:
-        return replace(q, output=ProfileOut(r, x1, y1, x2 - x1, 1))
+        return evolve(q, output=ProfileOut(r, x1, y1, x2 - x1, 1))
     if x2 == x1 and y2 > y1:
-        return replace(q, output=ProfileOut(r, x1, y1, 1, y2 - y1))
+        return evolve(q, output=ProfileOut(r, x1, y1, 1, y2 - y1))
     raise malformed("pfl", arg, "a profile runs left to right along a row or top to bottom down a column")
 
 
 def _spectra(q: IIPQuery, arg: str) -> IIPQuery:
     """`SPECTRA=r,t,x,y`: the values at pixel x,y of tile t of resolution r, e.g. `SPECTRA=2,0,10,10`."""
     r, t, x, y = ints_arg("spectra", arg, 4)
-    return replace(q, output=SpectraOut(r, t, x, y))
+    return evolve(q, output=SpectraOut(r, t, x, y))
 
 
 def _tile(cmd: str) -> Callable[[IIPQuery, str], IIPQuery]:
     def handler(q: IIPQuery, arg: str) -> IIPQuery:
         r, n = ints_arg(cmd, arg, 2)
-        return replace(q, output=TileOut(r, n, TILE_FORMATS[cmd]))
+        return evolve(q, output=TileOut(r, n, TILE_FORMATS[cmd]))
 
     return handler
 
@@ -170,14 +170,14 @@ def _til(q: IIPQuery, arg: str) -> IIPQuery:
         raise malformed("til", arg, "expected resolution,start[-end]")
     start = int(m[2])
     end = int(m[3]) if m[3] else start
-    return replace(q, output=TilesOut(int(m[1]), start, max(start, end)))
+    return evolve(q, output=TilesOut(int(m[1]), start, max(start, end)))
 
 
 def _cvt(q: IIPQuery, arg: str) -> IIPQuery:
     fmt = CVT_FORMATS.get(arg.lower())
     if fmt is None:
         raise malformed("cvt", arg, f"format must be one of {', '.join(sorted(CVT_FORMATS))}")
-    return replace(q, output=CvtOut(fmt))
+    return evolve(q, output=CvtOut(fmt))
 
 
 COMMANDS: dict[str, Callable[[IIPQuery, str], IIPQuery]] = {
@@ -199,7 +199,7 @@ def parse(pairs: Sequence[tuple[str, str]], raw: str = "") -> IIPQuery:
     for cmd, arg in pairs:
         name = cmd.strip().lower()
         if name in ENTRY_COMMANDS:
-            return replace(q, output=EntryOut(name, arg))
+            return evolve(q, output=EntryOut(name, arg))
         handler = COMMANDS.get(name)
         if handler is None:
             raise IIPError("2 2", cmd, f"unsupported command {cmd}")

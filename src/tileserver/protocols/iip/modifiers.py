@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from ...models import Quality
-from .query import FLOAT, NUM, IIPQuery, float_arg, malformed
+from .query import FLOAT, NUM, IIPQuery, evolve, float_arg, malformed
 
 COLORMAPS = {"hot", "cold", "jet", "blue", "green", "red"}
 KERNELS: dict[str, tuple[float, ...]] = {  # iipsrv 1.3's named CNV kernels (Task.cc CNV::run), row-major
@@ -22,7 +22,7 @@ KERNELS: dict[str, tuple[float, ...]] = {  # iipsrv 1.3's named CNV kernels (Tas
 
 
 def _proc(q: IIPQuery, **changes: object) -> IIPQuery:
-    return replace(q, processing=replace(q.processing, **changes))  # type: ignore[arg-type]
+    return evolve(q, processing=replace(q.processing, **changes))  # type: ignore[arg-type]
 
 
 def _cnt(q: IIPQuery, arg: str) -> IIPQuery:
@@ -66,11 +66,11 @@ def _ctw(q: IIPQuery, arg: str) -> IIPQuery:
 def _col(q: IIPQuery, arg: str) -> IIPQuery:
     low = arg.lower()
     if low in ("grey", "gray"):
-        return replace(q, quality=Quality.GRAY)
+        return evolve(q, quality=Quality.GRAY)
     if low == "binary":
-        return replace(q, quality=Quality.BITONAL)
+        return evolve(q, quality=Quality.BITONAL)
     if low in ("color", "colour"):
-        return replace(q, quality=Quality.COLOR)
+        return evolve(q, quality=Quality.COLOR)
     raise malformed("col", arg, "expected grey, gray or binary")
 
 
