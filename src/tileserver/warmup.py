@@ -96,8 +96,10 @@ async def get(app: Any, url: str, headers: Sequence[tuple[bytes, bytes]] = ()) -
              "path": path, "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
              "headers": [(b"host", b"127.0.0.1"), *headers], "client": ("127.0.0.1", 0), "server": ("127.0.0.1", 80)}
     front = getattr(getattr(app, "state", None), "front", None)
-    if front is not None and front.answer(dict(scope)) is not None:
-        return 200
+    taken = None if front is None else front.answer(dict(scope))
+    answer = taken if taken is None or isinstance(taken, tuple) else await taken  # sent now, or rendered first
+    if answer is not None:
+        return int(answer[0])
     status = 0
 
     async def receive() -> dict[str, Any]:

@@ -1,20 +1,22 @@
 """The front: GET requests answered at the HTTP protocol level, before uvicorn starts an ASGI cycle for them.
 
 `tileserver serve`'s HTTP protocol (web/server.py) hands each complete request head to `Front.answer` first. The
-front answers what needs no waiting:
+front takes:
 
-- a response replay would send (web/replay.py: the same key, the same record), and
+- a response replay would send (web/replay.py: the same key, the same record): sent at once;
 - a tile URL of a protocol's `NOW` handlers (IIP `JTL` and `CVT`, IIIF image requests, DeepZoom and Zoomify
-  tiles, `protocols.now_handlers`) whose image metadata is fresh and whose image is in the tile cache or is a
-  stored tile readable now (`TileService.render_now`).
+  tiles, `protocols.now_handlers`) that can be translated now (the image's metadata is fresh): sent at once when
+  its image is in the tile cache or is a stored tile readable now (`TileService.render_now`), else rendered as the
+  endpoint renders it (`TileService.render`, the pool and its admission) by a task of the connection
+  (`GuardedProtocol._answer_later`), its error answered as the lean path answers it (`errors.handle`).
 
 It sends what the full stack would: the same route choice (web/lean.py's `first_route`), key, translation and core
 calls, the headers of `http.image_head`, forwarded headers as the trusted-proxy middleware leaves them, `Vary:
 Origin` as CORSMiddleware adds it; the answer is recorded for replay and counted and logged by the same `Telemetry`.
 Everything else gets None and goes down uvicorn's ASGI cycle and the full stack as before: other methods and URLs,
-requests with a body, conditional, range and CORS requests, every error (the full stack makes the error response),
-anything that would wait (metadata to check, a tile to read or render in the pool), and every request while an
-access policy is configured (`create_app` makes no front then).
+requests with a body, conditional, range and CORS requests, URLs whose translation fails (the full stack makes the
+error response) or would wait (metadata to load), and every request while an access policy is configured
+(`create_app` makes no front then).
 
 Why: a stored tile in the page cache takes ~35 µs to read and splice, and the ASGI cycle, its task, the middleware
 chain and Starlette's Request and Response around it ~0.5 ms of Python (README, Performance).
@@ -24,25 +26,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Hashable, Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import Scope
+from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE
 
+from .. import errors
 from ..core import TileService
 from ..errors import TileServerError
+from ..models import Rendered
 from ..settings import Settings
 from . import replay, telemetry
-from .http import NowHandler, image_head
+from .http import NowHandler, TileNow, image_head, with_vary_origin
 from .lean import first_route
 from .limits import has_body
 from .proxies import TrustedProxies
 
 log = logging.getLogger("tileserver")
 
-Answer = tuple[list[tuple[bytes, bytes]], bytes]  # a 200's headers (after uvicorn's own) and body
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers (after uvicorn's own), body
+Later = Coroutine[Any, Any, Answer | None]  # an answer that waits for the pool (`Front.answer`); None: the full stack's
 
 
 class Front:
@@ -60,9 +66,10 @@ class Front:
         self.max_url = settings.max_url_bytes
         self.counter = counter
 
-    def answer(self, scope: Scope) -> Answer | None:
-        """The headers and body of a 200 the full stack would send for `scope` (an HTTP scope as uvicorn makes
-        it, before its app is called), when they can be had now; else None."""
+    def answer(self, scope: Scope) -> Answer | Later | None:
+        """What the full stack would send for `scope` (an HTTP scope as uvicorn makes it, before its app is called):
+        now, when it needs no waiting; a coroutine that renders it in the pool as the endpoint would (then the
+        answer, or the error's, as the full stack makes them), for a tile URL translated now; else None."""
         start = time.perf_counter()
         if scope["method"] != "GET" or has_body(scope):
             return None
@@ -76,7 +83,7 @@ class Front:
             done = {**scope, telemetry.LABELS: recorded.labels,
                     telemetry.SOURCE: "replay" if recorded.request is not None else None}
             self.counter.done(done, 200, len(body), time.perf_counter() - start)
-            return list(recorded.headers), body
+            return 200, list(recorded.headers), body
         path: str = scope["path"]
         query: bytes = scope["query_string"]
         if not self.shape(path, query) or len(scope.get("raw_path") or b"") + len(query) + 1 > self.max_url:
@@ -92,12 +99,30 @@ class Front:
             return None
         if now is None:
             return None
-        rendered = now.rendered
-        headers = image_head(rendered, now.meta, self.cache_control, now.headers, self.vary_origin)
         self.service.recorded.missed()  # replay's lookup, as the full stack counts it
-        labels = telemetry.labels(sub)
-        kept = tuple((k, replay.REPLAY_TIMING) if k == b"server-timing" else (k, v) for k, v in headers)
-        self.service.record(key, now.meta, now.request, rendered.body, kept, labels)
+        if now.rendered is None:
+            return self._later(key, sub, now, start)
+        return self._sent(key, sub, now, now.rendered, start)
+
+    def _sent(self, key: Hashable, sub: Scope, now: TileNow, rendered: Rendered, start: float) -> Answer | None:
+        headers = image_head(rendered, now.meta, self.cache_control, now.headers, self.vary_origin)
+        if HEADER_VALUE_RE.search(b"\t".join(v for _, v in headers)):  # uvicorn refuses to send it: the full stack's
+            return None
+        if not rendered.provisional:  # recorded for replay, as the full stack records it
+            kept = tuple((k, replay.REPLAY_TIMING) if k == b"server-timing" else (k, v) for k, v in headers)
+            self.service.record(key, now.meta, now.request, rendered.body, kept, telemetry.labels(sub))
         sub[telemetry.SOURCE] = rendered.source or None
         self.counter.done(sub, 200, len(rendered.body), time.perf_counter() - start)
-        return headers, rendered.body
+        return 200, headers, rendered.body
+
+    async def _later(self, key: Hashable, sub: Scope, now: TileNow, start: float) -> Answer | None:
+        """`render` in the pool, as the endpoint awaits it; its error answered as the lean path answers it."""
+        try:
+            rendered = await self.service.render(now.request)
+        except TileServerError as exc:
+            response = await errors.handle(Request(sub), exc)
+            body = bytes(response.body)
+            headers = list(response.raw_headers)
+            self.counter.done(sub, response.status_code, len(body), time.perf_counter() - start)
+            return response.status_code, with_vary_origin(headers) if self.vary_origin else headers, body
+        return self._sent(key, sub, now, rendered, start)

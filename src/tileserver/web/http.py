@@ -65,23 +65,26 @@ def image_head(rendered: Rendered, meta: ImageMeta, cache_control: str, headers:
     `vary_origin`, as CORSMiddleware then adds `Vary: Origin` to a request without `Origin` (web/front.py)."""
     if rendered.timing:
         headers = {**headers, "Server-Timing": rendered.timing} if headers else {"Server-Timing": rendered.timing}
-    raw = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-           for k, v in validators(meta, rendered.etag, cache_control, headers).items()]
+    out = ({**(headers or {}), "Cache-Control": "no-store"} if rendered.provisional  # as `send` has it
+           else validators(meta, rendered.etag, cache_control, headers))
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out.items()]
     raw.append((b"content-length", b"%d" % len(rendered.body)))
     media_type = rendered.media_type
     if media_type.startswith("text/") and "charset=" not in media_type.lower():
         media_type += "; charset=utf-8"
     raw.append((b"content-type", media_type.encode("latin-1")))
-    if vary_origin:  # as MutableHeaders sets it: in the place of the first Vary, else last
-        at = [i for i, (k, _) in enumerate(raw) if k == b"vary"]
-        value = (b"vary", b", ".join([*(raw[i][1] for i in at), b"Origin"]))
-        if not at:
-            raw.append(value)
-        else:
-            raw[at[0]] = value
-            for i in reversed(at[1:]):
-                del raw[i]
-    return raw
+    return with_vary_origin(raw) if vary_origin else raw
+
+
+def with_vary_origin(raw: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`raw` with `Origin` in its Vary, as CORSMiddleware adds it to the answer to a request without `Origin`."""
+    at = [i for i, (k, _) in enumerate(raw) if k == b"vary"]  # as MutableHeaders sets it: where the first was
+    value = (b"vary", b", ".join([*(raw[i][1] for i in at), b"Origin"]))
+    if not at:
+        return [*raw, value]
+    out = [field for i, field in enumerate(raw) if i not in at[1:]]
+    out[at[0]] = value
+    return out
 
 
 def send(
@@ -156,7 +159,7 @@ class TileNow:
 
     meta: ImageMeta
     request: TileRequest
-    rendered: Rendered
+    rendered: Rendered | None  # None: it must be rendered (`TileService.render`)
     headers: Mapping[str, str]
 
 
@@ -166,8 +169,9 @@ NowHandler = Callable[[Request], TileNow | None]  # a protocol's tile route answ
 def tile_now(request: Request, key: str, translate: Callable[[], tuple[ImageMeta, TileRequest, dict[str, str]] | None]
              ) -> TileNow | None:
     """`send_remembered`, else `translate` (a protocol's sync translation: None where it would wait, e.g. for
-    metadata) and `send_tile`, when the image needs no waiting (`TileService.render_now`); else None. The
-    translation is remembered either way, so the full stack that answers instead does not parse again."""
+    metadata) and `send_tile`, with the image when it needs no waiting (`TileService.render_now`; else `rendered` is
+    None: the front renders it as the endpoint would); None when the URL cannot be translated now. The translation is
+    remembered either way, so the full stack that answers instead does not parse again."""
     service = request.app.state.service
     known = service.recall_now(key)
     if known is not None:
@@ -179,7 +183,7 @@ def tile_now(request: Request, key: str, translate: Callable[[], tuple[ImageMeta
         meta, req, headers = made
         service.remember_now(key, meta, req, headers)
     rendered = service.render_now(req)
-    return None if rendered is None or rendered.provisional else TileNow(meta, req, rendered, headers)
+    return TileNow(meta, req, None if rendered is None or rendered.provisional else rendered, headers)
 
 
 def send_doc(request: Request, doc: Document) -> Response:

@@ -46,11 +46,11 @@ from typing import Any, cast
 import httptools
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE, STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from ..settings import Settings
-from .front import Front
+from .front import Answer, Front, Later
 
 log = logging.getLogger("tileserver")
 
@@ -130,6 +130,18 @@ class _Answered:
 
 
 ANSWERED = _Answered()
+
+
+class _Pending:
+    """uvicorn's cycle of a request the front answers later (`GuardedProtocol._answer_later`), while it waits."""
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive  # uvicorn's shutdown sets it False
+        self.response_complete = False
+        self.disconnected = False
+        self.more_body = True
+        self.body = bytearray()
+        self.message_event = asyncio.Event()
 FRONT_BUFFER = 1 << 20  # past this many bytes not yet written to a connection, its requests wait for the full stack
 
 
@@ -175,10 +187,10 @@ class GuardedProtocol(HttpToolsProtocol):
 
     # -- the front -----------------------------------------------------------------------------------
     def answered_now(self, front: Front) -> bool:
-        """Whether the front answered this request (written, as uvicorn's cycle would write it); False: uvicorn's
-        cycle takes it. Not while a response is in progress (pipelined requests keep their order), nor while
-        much of what was sent has not left (flow control: the full stack waits for it), nor past
-        `limit_concurrency` (uvicorn's 503)."""
+        """Whether the front takes this request: answered now (written as uvicorn's cycle would write it), or later
+        by a task of this connection (`_answer_later`); False: uvicorn's cycle takes it. Not while a response is in
+        progress (pipelined requests keep their order), nor while much of what was sent has not left (flow
+        control: the full stack waits for it), nor past `limit_concurrency` (uvicorn's 503)."""
         if (self.cycle is not None and not self.cycle.response_complete) or self.parser.get_method() != b"GET" \
                 or self.expect_100_continue or self.parser.should_upgrade() \
                 or self.transport.get_write_buffer_size() > FRONT_BUFFER or self._over_limit():
@@ -204,22 +216,57 @@ class GuardedProtocol(HttpToolsProtocol):
             return False
         if answer is None:
             return False
-        headers, body = answer
         keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
-        head = [STATUS_LINE[200]]
-        for name, value in (*self.server_state.default_headers, *headers):
-            if HEADER_VALUE_RE.search(value):  # uvicorn refuses it (a 500): the full stack's answer then
-                return False
-            head += [name, b": ", value, b"\r\n"]
-        if not keep_alive:
-            head.append(b"connection: close\r\n")
-        head.append(b"\r\n")
-        self.transport.writelines([b"".join(head), body])
-        self.cycle = ANSWERED  # type: ignore[assignment]
+        if isinstance(answer, tuple):
+            self._send(answer, keep_alive)
+            self.cycle = ANSWERED  # type: ignore[assignment]
+            self.on_response_complete()
+            return True
+        pending = _Pending(keep_alive)
+        self.cycle = pending  # type: ignore[assignment]
+        task = self.loop.create_task(self._answer_later(answer, pending, scope))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        return True
+
+    def _send(self, answer: Answer, keep_alive: bool) -> None:
+        """Write `answer` as uvicorn's cycle would (its default headers first; `connection: close` and the
+        connection closed when it is not kept alive, or when the answer says so)."""
+        status, headers, body = answer
+        if any(k == b"connection" and b"close" in v.lower() for k, v in headers):
+            keep_alive, close = False, b""
+        else:
+            close = b"" if keep_alive else b"connection: close\r\n"
+        head = b"".join([STATUS_LINE[status], *(b"%s: %s\r\n" % field for field in self.server_state.default_headers),
+                         *(b"%s: %s\r\n" % field for field in headers), close, b"\r\n"])
+        self.transport.writelines([head, body])
         if not keep_alive:
             self.transport.close()
-        self.on_response_complete()
-        return True
+
+    async def _answer_later(self, later: Later, pending: _Pending, scope: Any) -> None:
+        """The front's answer that waited for the pool, written when it comes (nothing if the connection is gone);
+        None (or a bug) from it: uvicorn's cycle and the full stack answer the request after all."""
+        try:
+            answer = await later
+        except Exception:
+            log.exception("the front failed on a request; the full stack answers it")
+            answer = None
+        if answer is not None or self.transport.is_closing():
+            if answer is not None and not self.transport.is_closing():
+                self._send(answer, pending.keep_alive)
+            pending.response_complete = True
+            self.on_response_complete()
+            return
+        cycle = RequestResponseCycle(
+            scope=scope, transport=self.transport, flow=self.flow, logger=self.logger,
+            access_logger=self.access_logger, access_log=self.access_log,
+            default_headers=self.server_state.default_headers, message_event=asyncio.Event(),
+            expect_100_continue=False, keep_alive=pending.keep_alive, on_response=self.on_response_complete)
+        cycle.more_body = False  # a GET without a body (the front takes no other)
+        if cast("object", self.cycle) is pending:
+            self.cycle = cycle
+        pending.response_complete = True
+        await cycle.run_asgi(self.app)
 
     def _over_limit(self) -> bool:
         limit = self.limit_concurrency

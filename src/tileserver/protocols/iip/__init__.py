@@ -218,6 +218,7 @@ def _image_headers(q: IIPQuery, meta: ImageMeta, req: TileRequest, method: str) 
 
 def iip_now(request: Request) -> TileNow | None:
     """`iip` for a GET of a tile or an export that needs no waiting (web/front.py), else None."""
+    request.scope[ERROR_BODY_KEY] = iip_error_body  # as `iip`: a render's error in iipsrv's syntax
     raw: str = request.scope["query_string"].decode("utf-8", "replace")
     return tile_now(request, f"iip GET {raw}", lambda: _translated_now(request, raw)) if raw else None
 
