@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,36 @@ def test_request_counts_and_latency(protocol: str, route: str, status: int, seco
     if smaller is not None:  # not in the bucket below
         le = str(smaller)
         assert value(after, bucket_name, **labels, le=le) == value(before, bucket_name, **labels, le=le)
+
+
+def test_held_observations_land_in_the_buckets_observe_would_choose() -> None:
+    """Per-request values are held and written at `flush` (each exposition flushes first): from several threads,
+    on a bucket's bound, between bounds and past the last one, the buckets, count and sum are what
+    prometheus-client's own `observe` makes."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    amounts = [0.0, 0.0005, 0.00051, 0.001, 0.0099, 0.01, 2.5, 29.0, 30.0, 31.0, 1e9]
+    registry = CollectorRegistry()
+    reference = Histogram("tileserver_request_duration_seconds", "ref", ("protocol", "route"),
+                          buckets=metrics.LATENCY_BUCKETS, registry=registry)
+    before = scrape()
+    threads = [threading.Thread(target=lambda: [metrics.request("zoomify", "/held", 200, a) for a in amounts])
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a in amounts * 4:
+        reference.labels("zoomify", "/held").observe(a)
+    after = scrape()
+    expected = parse(generate_latest(registry).decode())
+    for (name, labels), want in expected.items():
+        if name.endswith(("_bucket", "_count", "_sum")):
+            got = after.get((name, labels), 0.0) - before.get((name, labels), 0.0)
+            assert got == pytest.approx(want), (name, labels)
+    labels = {"protocol": "zoomify", "route": "/held", "status": "200"}
+    assert value(after, "tileserver_requests_total", **labels) - value(before, "tileserver_requests_total",
+                                                                       **labels) == 4 * len(amounts)
 
 
 @pytest.mark.parametrize(

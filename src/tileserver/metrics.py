@@ -11,7 +11,8 @@ gauges of live processes are summed (`livesum`), and the gauge files of a worker
 counters keep counting. Without a folder the families live in this module's own registry.
 
 Recording is cheap: each call is a dict lookup of a label child bound once, then prometheus-client's
-increment (a lock and, in multiprocess mode, an 8-byte write to the mapped file); cache and I/O counters are
+increment (a lock and, in multiprocess mode, an 8-byte write to the mapped file), or for the per-request calls a
+count held in this process until `flush`; cache and I/O counters are
 not recorded per event at all but sampled from the counters the caches and the kernel keep anyway
 (`Sampler`, every `SAMPLE_INTERVAL` seconds and at each scrape). bench/metrics_overhead.py measures it.
 Labels never carry an identifier, a path or a query: routes are route templates.
@@ -19,6 +20,8 @@ Labels never carry an identifier, a path or a query: routes are route templates.
 
 from __future__ import annotations
 
+import atexit
+import bisect
 import glob
 import os
 import threading
@@ -110,6 +113,9 @@ class _State:
         self.lock = threading.Lock()
         self.io_seen: dict[str, int] = {}
         self.captured: list[tuple[Any, ...]] | None = None  # a render child's `rendered` calls (capture)
+        self.held_lock = threading.Lock()  # the held per-request values (`flush`); the pool's threads record too
+        self.counts: dict[Any, int] = {}
+        self.observed: dict[Any, list[Any]] = {}  # histogram child -> [sum, count per bucket]
 
 
 _state = _State()
@@ -124,6 +130,7 @@ def configure(enabled: bool, folder: Path | None = None) -> bool:
     with _state.lock:
         if _state.built is None:
             _state.built = _build(folder)
+            atexit.register(flush)  # a process that ends without `mark_dead` keeps its held counts too
         _state.families = _state.built
         _state.built.workers.set(1)
         if not _state.io_seen:
@@ -160,20 +167,57 @@ def _child(family: Any, *labels: object) -> Any:
 
 
 # -- recording ------------------------------------------------------------------------------------
+# The per-request calls (`request`, `image`, `rendered`) are held in this process and written to prometheus-client
+# by `flush`: each written value is a lock and, in multiprocess mode, a write to the mapped file, and a histogram's
+# observation a Python loop over its buckets; together about a tenth of a cold stored tile's time. `flush` runs with
+# every sample of the caches (`SAMPLE_INTERVAL`), before each exposition and when a worker stops, so a scrape sees
+# this worker's counts whole and the other workers' within `SAMPLE_INTERVAL`, as their cache gauges (a worker killed
+# outright loses what it held: at most that long of its requests' counts).
+def _count(child: Any) -> None:
+    with _state.held_lock:
+        _state.counts[child] = _state.counts.get(child, 0) + 1
+
+
+def _observe(child: Any, amount: float) -> None:
+    """`child.observe(amount)`, held: the bucket found by bisection (the first bound >= amount, as observe's)."""
+    bounds = child._upper_bounds
+    at = bisect.bisect_left(bounds, amount)
+    with _state.held_lock:
+        held = _state.observed.get(child)
+        if held is None:
+            held = _state.observed[child] = [0.0, [0] * len(bounds)]
+        held[0] += amount
+        held[1][at] += 1
+
+
+def flush() -> None:
+    """Write the held counts and observations to prometheus-client."""
+    with _state.held_lock:
+        counts, observed = _state.counts, _state.observed
+        _state.counts, _state.observed = {}, {}
+    for child, n in counts.items():
+        child.inc(n)
+    for child, (total, buckets) in observed.items():
+        child._sum.inc(total)
+        for at, n in enumerate(buckets):
+            if n:
+                child._buckets[at].inc(n)
+
+
 def request(protocol: str, route: str, status: int, seconds: float) -> None:
     """One HTTP response, counted when its last byte was sent."""
     f = _state.families
     if f is None:
         return
-    _child(f.requests, protocol, route, status).inc()
-    _child(f.latency, protocol, route).observe(seconds)
+    _count(_child(f.requests, protocol, route, status))
+    _observe(_child(f.latency, protocol, route), seconds)
 
 
 def image(source: str) -> None:
     """One image response whose body came from `source` (replay, cache, passthrough, recode, decode)."""
     f = _state.families
     if f is not None:
-        _child(f.images, source).inc()
+        _count(_child(f.images, source))
 
 
 def rendered(path: str, source_format: str, output_format: str, seconds: float, *, decode: float | None = None,
@@ -187,12 +231,12 @@ def rendered(path: str, source_format: str, output_format: str, seconds: float, 
     f = _state.families
     if f is None:
         return
-    _child(f.rendered, path).inc()
-    _child(f.render, path, output_format).observe(seconds)
+    _count(_child(f.rendered, path))
+    _observe(_child(f.render, path, output_format), seconds)
     if decode is not None:
-        _child(f.decode, source_format).observe(decode)
+        _observe(_child(f.decode, source_format), decode)
     if encode is not None:
-        _child(f.encode, output_format).observe(encode)
+        _observe(_child(f.encode, output_format), encode)
 
 
 def capture(into: list[tuple[Any, ...]] | None) -> None:
@@ -326,6 +370,7 @@ def exposition() -> bytes:
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    flush()
     if _state.folder is None:
         return generate_latest(_state.registry) if _state.registry is not None else b""
     _prune(_state.folder)
@@ -338,6 +383,8 @@ def exposition() -> bytes:
 def mark_dead(pid: int | None = None) -> None:
     """Drop the live gauges of process `pid` (this one by default) from the shared folder: a worker that
     stops no longer counts as running work, nor as a worker; its counters stay in the totals."""
+    if pid is None:
+        flush()  # its held counts first
     if _state.folder is None:
         return
     from prometheus_client.multiprocess import mark_process_dead

@@ -144,6 +144,7 @@ async def sample_every(service: TileService, sampler: metrics.Sampler) -> None:
 
 
 def sample(service: TileService, sampler: metrics.Sampler) -> None:
+    metrics.flush()  # this worker's held request counts (metrics.flush), with its cache counters
     sampler.caches(service.cache_stats())
     sampler.shared(None if service.shared is None else service.shared.stats())
 
