@@ -551,15 +551,7 @@ class TileService:
         if entry is None:
             return None
         req = self.overlaid(req)
-        key = (req, entry.meta.mtime, entry.generation)
-        hit = self._cached(key, miss=False)
-        if hit is not None:
-            return hit
-        made = self._stored_now(entry, req, key)
-        if made is not None:  # the misses the full stack would have counted before reading it
-            self.tiles.missed()
-            self.located.missed()
-        return made
+        return self._at_hand(entry, req, (req, entry.meta.mtime, entry.generation), miss=False)
 
     # -- pixels -----------------------------------------------------------------------------------
     async def render(self, req: TileRequest, *, background: bool = False) -> Rendered:
@@ -572,12 +564,9 @@ class TileService:
         if self.access is not None:
             req, tier = await self._as_tier(entry, req)
         key = (req, entry.meta.mtime, entry.generation + tier)
-        hit = self._cached(key)
+        hit = self._at_hand(entry, req, key)
         if hit is not None:
             return hit
-        now = self._stored_now(entry, req, key)
-        if now is not None:
-            return now
         if self.shared is None or entry.meta.provisional or entry.found is None:
             return await self._render_here(entry, req, key, background)
         skey = entry_key("t", entry.found.version(self.namespace, entry.generation), request_text(req) + tier)
@@ -616,6 +605,18 @@ class TileService:
             self.located.put(key, (at, Rendered(b"", media_type, width, height, etag, source="cache",
                                                 timing=CACHE_TIMING)))
         return Rendered(body, media_type, width, height, etag, source=out.source, timing=out.timing)
+
+    def _at_hand(self, entry: _Entry, req: TileRequest, key: TileKey, miss: bool = True) -> Rendered | None:
+        """The tile of `key` when it needs no waiting: cached (`_cached`), else a stored tile read now (`_stored_now`);
+        None when it must be made. `miss` False: misses are counted only when it is found (`render_now`)."""
+        hit = self._cached(key, miss)
+        if hit is not None:
+            return hit
+        made = self._stored_now(entry, req, key)
+        if made is not None and not miss:  # the caches' misses before it was read
+            self.tiles.missed()
+            self.located.missed()
+        return made
 
     def _cached(self, key: TileKey, miss: bool = True) -> Rendered | None:
         """The tile of `key` from the tile cache, or a stored tile read again from where it was found (the page

@@ -90,9 +90,14 @@ def render_info(meta: ImageMeta, floor: bool = False) -> bytes:
     return ET.tostring(el, encoding="unicode").encode()
 
 
+def memo_key_of(path: str) -> str:
+    """The key a path's translation is remembered under (`serve`, `now`)."""
+    return f"zoomify {path}"
+
+
 async def serve(request: Request, path: str) -> Response:
     """parse -> one metadata lookup -> TileRequest -> render -> response."""
-    key = f"zoomify {path}"
+    key = memo_key_of(path)
     known = await send_remembered(request, key)
     if known is not None:
         return known
@@ -113,7 +118,7 @@ async def endpoint(request: Request) -> Response:
 def now(request: Request) -> TileNow | None:
     """`endpoint` for a tile that needs no waiting (web/front.py), else None."""
     path = request.path_params["path"]
-    return tile_now(request, f"zoomify {path}", lambda: _translated_now(request, path))
+    return tile_now(request, memo_key_of(path), lambda: _translated_now(request, path))
 
 
 def _translated_now(request: Request, path: str) -> tuple[ImageMeta, TileRequest, dict[str, str]] | None:

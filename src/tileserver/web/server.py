@@ -142,6 +142,8 @@ class _Pending:
         self.more_body = True
         self.body = bytearray()
         self.message_event = asyncio.Event()
+
+
 FRONT_BUFFER = 1 << 20  # past this many bytes not yet written to a connection, its requests wait for the full stack
 
 
@@ -251,9 +253,9 @@ class GuardedProtocol(HttpToolsProtocol):
         except Exception:
             log.exception("the front failed on a request; the full stack answers it")
             answer = None
-        if answer is not None or self.transport.is_closing():
-            if answer is not None and not self.transport.is_closing():
-                self._send(answer, pending.keep_alive)
+        if answer is not None and not self.transport.is_closing():
+            self._send(answer, pending.keep_alive)
+        if answer is not None or self.transport.is_closing():  # answered, or nobody to answer
             pending.response_complete = True
             self.on_response_complete()
             return

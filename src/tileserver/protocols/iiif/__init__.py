@@ -161,7 +161,7 @@ async def probe_response(request: Request, ident: str, version: Version, public:
 
 
 async def image_response(request: Request, target: Target, base: str, version: Version) -> Response:
-    key = f"iiif {version} {base} {'/'.join(target.params)}"
+    key = image_key(version, base, target)
     known = await send_remembered(request, key)
     if known is not None:
         return known
@@ -172,6 +172,11 @@ async def image_response(request: Request, target: Target, base: str, version: V
     req, canonical = to_tile_request(params, meta, offer.limits, version, target.page)
     rendered = await request.app.state.service.render(req)
     return send_tile(request, key, meta, req, rendered, _links(version, base, canonical))
+
+
+def image_key(version: Version, base: str, target: Target) -> str:
+    """The key an image request's translation is remembered under (`image_response`, `_now_by_path`)."""
+    return f"iiif {version} {base} {'/'.join(target.params)}"
 
 
 def _links(version: Version, base: str, canonical: str) -> dict[str, str]:
@@ -186,7 +191,7 @@ def _now_by_path(request: Request, prefix: str, version: Version) -> TileNow | N
     target = split_page(target, request.app.state.settings.iiif_delimiter)
     if target.kind != "image":
         return None
-    key = f"iiif {version} {base} {'/'.join(target.params)}"
+    key = image_key(version, base, target)
     return tile_now(request, key, lambda: _translated_now(request, target, base, version))
 
 

@@ -174,7 +174,7 @@ async def iip(request: Request) -> Response:
     if not raw:
         return HTMLResponse(BANNER)
     service = request.app.state.service
-    memo_key = f"iip {request.method} {raw}"
+    memo_key = memo_key_of(request.method, raw)
     known = await send_remembered(request, memo_key)  # seen before, same file version: no parsing
     if known is not None:
         return known
@@ -216,11 +216,16 @@ def _image_headers(q: IIPQuery, meta: ImageMeta, req: TileRequest, method: str) 
     return {"Content-Disposition": content_disposition(kind, f"{stem}.{req.fmt.suffix}")}
 
 
+def memo_key_of(method: str, raw: str) -> str:
+    """The key a query's translation or OBJ reply is remembered under (`iip`, `iip_now`)."""
+    return f"iip {method} {raw}"
+
+
 def iip_now(request: Request) -> TileNow | None:
     """`iip` for a GET of a tile or an export that needs no waiting (web/front.py), else None."""
     request.scope[ERROR_BODY_KEY] = iip_error_body  # as `iip`: a render's error in iipsrv's syntax
     raw: str = request.scope["query_string"].decode("utf-8", "replace")
-    return tile_now(request, f"iip GET {raw}", lambda: _translated_now(request, raw)) if raw else None
+    return tile_now(request, memo_key_of("GET", raw), lambda: _translated_now(request, raw)) if raw else None
 
 
 def _translated_now(request: Request, raw: str) -> tuple[ImageMeta, TileRequest, dict[str, str]] | None:
