@@ -236,13 +236,16 @@ async def test_a_lease_that_is_never_fulfilled_runs_out(image_root: Path, shared
         await a.settle()
         assert a.service.shared is not None and b.service.shared is not None
         a.render_delay = 5.0  # A takes the lease and hangs (a replica that died mid-render)
-        stuck = asyncio.ensure_future(a.client.get(TILE_URL))
-        await asyncio.sleep(0.1)
         start = time.monotonic()
+        stuck = asyncio.ensure_future(a.client.get(TILE_URL))
+        while not a.rendered:  # A holds the lease once it renders
+            assert time.monotonic() - start < 5.0
+            await asyncio.sleep(0.01)
         answer = await b.client.get(TILE_URL)
         waited = time.monotonic() - start
         assert answer.status_code == 200 and len(b.rendered) == 1
-        assert 0.5 <= waited < 3.0  # waited for the lease (600 ms), then rendered itself
+        # the lease (600 ms) was taken after A asked, so it cannot have run out sooner; then B rendered itself
+        assert 0.6 <= waited < 3.6
         assert b.service.shared.stats()["lease_expired"] == 1
         stuck.cancel()
 
