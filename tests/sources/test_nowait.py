@@ -124,7 +124,7 @@ async def test_a_tile_not_in_the_page_cache_is_read_in_the_pool(root: Path, pool
     svc = service(root)
     await svc.render(TileRequest("rgb.tif", tile=Tile(0, 0, 0)))
     with tifffile.TiffFile(root / "rgb.tif") as tf:  # where tile (0, 2, 1) is stored: the full-resolution page
-        page = tf.pages[0]
+        page = tf.pages.first
         index = 1 * -(-page.imagewidth // page.tilewidth) + 2
         offset, length = page.dataoffsets[index], page.databytecounts[index]
     if not dropped_from_the_page_cache(root / "rgb.tif", offset, length):
