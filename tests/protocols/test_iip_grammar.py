@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 import pytest
 
 from tileserver.errors import BadRequest
@@ -265,3 +267,14 @@ def test_sample_outputs_need_fif(query: str) -> None:
     with pytest.raises(IIPError) as exc:
         p(query)
     assert exc.value.code == "1 3"
+
+
+@pytest.mark.parametrize("query", [
+    "FIF=a.tif&JTL=1,2", "FIF=a.tif&&JTL=1,2&", "&", "", "FIF", "FIF=", "INV&FIF=a.tif", "inv=&FIF=a.tif",
+    "FIF=a=b&CVT=jpeg", "=x&FIF=a.tif", "FIF=a.tif;JTL=1,2", "FIF=a%20b.tif&JTL=1,2", "FIF=a+b.tif&QLT=%37%35",
+    "FIF=%E2%82%AC.tif&JTL=0,0", "FIF=a.tif&JTL=1%2C2&%46IF=b", "FIF=a.tif&RGN=0.1,0.1,0.5,0.5&WID=100&CVT=png",
+])
+def test_split_query_pairs_are_parse_qsls(query: str) -> None:
+    """Queries with nothing to unquote are split without parse_qsl: the same pairs as through it."""
+    expected = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if v != "" or k.lower() == "inv"]
+    assert split_query(query) == expected

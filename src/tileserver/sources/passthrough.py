@@ -153,6 +153,10 @@ class StoredTiles:
     def __init__(self) -> None:
         self._dirs: dict[tuple[str, vfs.Version], tuple[TiffFile, list[list[Ifd]]]] = {}
         self._lock = threading.Lock()
+        # what `read` asks of a kept directory's tags, by (id of the directory, format): whether its tiles pass
+        # (`passable`, with their offsets known) and whether they are RGB samples (`_colour_marker`); emptied with
+        # `_dirs`, which keeps the directories (and so their ids) alive
+        self._kinds: dict[tuple[int, OutputFormat], tuple[bool, bool]] = {}
 
     def read_directories(self, path: str, meta: ImageMeta) -> None:
         """Parse and keep the file's directories now (when the image is opened)."""
@@ -175,8 +179,16 @@ class StoredTiles:
         with self._lock:
             if len(self._dirs) > 256:
                 self._dirs.clear()
+                self._kinds.clear()
             self._dirs[key] = (tf, pages)
         return tf, pages
+
+    def _kind(self, ifd: Ifd, fmt: OutputFormat) -> tuple[bool, bool]:
+        """Whether the directory's tiles pass as `fmt` (`passable`, their offsets known), whether they are RGB."""
+        kind = self._kinds.get((id(ifd), fmt))
+        if kind is None:
+            kind = self._kinds[(id(ifd), fmt)] = (passable(ifd, fmt) and TILE_OFFSETS in ifd.tags, rgb_samples(ifd))
+        return kind
 
     def read(self, path: str, meta: ImageMeta, level: int, col: int, row: int, fmt: OutputFormat,
              page: int = 0, now: bool = False) -> StoredTile | None:
@@ -189,7 +201,10 @@ class StoredTiles:
         tf, pages = self._directories(path, version, now)
         chain = pages[lv.page + page] if lv.page + page < len(pages) else []
         ifd = chain[lv.subifd + 1] if lv.subifd + 1 < len(chain) else None
-        if ifd is None or not passable(ifd, fmt) or TILE_OFFSETS not in ifd.tags:
+        if ifd is None:
+            return None
+        kind = self._kind(ifd, fmt)
+        if not kind[0]:
             return None
         index = row * lv.columns() + col
         with vfs.NowReader(path, version) if now else vfs.reader(path) as r:
@@ -209,7 +224,7 @@ class StoredTiles:
         tables = ifd.values.get(JPEG_TABLES)
         if not data.startswith(b"\xff\xd8"):
             return None
-        marker = _colour_marker(ifd, data)
+        marker = _colour_marker(kind[1], data)
         if marker is None:
             return None
         if isinstance(tables, bytes) and len(tables) > 4:  # the tables, then the tile without its SOI
@@ -227,10 +242,15 @@ class StoredTiles:
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"  # APP14, version 100, transform 0
 
 
-def _colour_marker(ifd: Ifd, data: bytes | bytearray) -> bytes | None:
-    """The Adobe segment an RGB-sample tile needs so that decoders do not take it for YCbCr (b"" when
-    none is needed), or None when the stream says JFIF (YCbCr) over RGB samples."""
-    if ifd.num(SAMPLES, 1) != 3 or ifd.num(PHOTOMETRIC) != 2:
+def rgb_samples(ifd: Ifd) -> bool:
+    """Whether a directory's pixels are stored as RGB samples (not YCbCr or grey)."""
+    return ifd.num(SAMPLES, 1) == 3 and ifd.num(PHOTOMETRIC) == 2
+
+
+def _colour_marker(rgb: bool, data: bytes | bytearray) -> bytes | None:
+    """The Adobe segment an RGB-sample tile (`rgb`: `rgb_samples`) needs so that decoders do not take it for
+    YCbCr (b"" when none is needed), or None when the stream says JFIF (YCbCr) over RGB samples."""
+    if not rgb:
         return b""
     if data[2:4] == b"\xff\xe0" and data[6:10] == b"JFIF":
         return None

@@ -30,7 +30,7 @@ from collections.abc import Coroutine, Hashable, Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Scope
 from uvicorn.protocols.http.httptools_impl import HEADER_VALUE_RE
 
@@ -59,6 +59,10 @@ class Front:
         self.routes = routes  # the app's route table, in the router's order
         self.handlers = handlers  # route path -> its protocol's handler
         self.taken = frozenset(id(r) for r in routes if getattr(r, "path", None) in handlers)
+        # the router's choice for a GET depends only on its path when no route matches on more (a Host): kept for
+        # the paths of routes without parameters, which are few
+        self.by_path = all(type(r) in (Route, Mount, WebSocketRoute) for r in routes)
+        self.fixed: dict[tuple[str, str], tuple[Route, Any]] = {}
         self.shape = shape  # (path, query) -> whether it may be a tile URL (protocols.is_front_shape)
         self.trusted = TrustedProxies(settings.trusted_proxies)
         self.cache_control = settings.cache_control
@@ -88,11 +92,16 @@ class Front:
         query: bytes = scope["query_string"]
         if not self.shape(path, query) or len(scope.get("raw_path") or b"") + len(query) + 1 > self.max_url:
             return None
-        found = first_route(self.routes, self.taken, scope)
+        where = (scope["root_path"], path)
+        found = self.fixed.get(where)
         if found is None:
-            return None
+            found = first_route(self.routes, self.taken, scope)
+            if found is None:
+                return None
+            if self.by_path and not found[1].get("path_params") and len(self.fixed) < 64:
+                self.fixed[where] = found  # a route without parameters (IIP's): the same choice for that path
         route, child = found
-        sub = {**scope, **child, "app": self.app, "route": route}
+        sub = {**scope, **child, "path_params": dict(child.get("path_params") or {}), "app": self.app, "route": route}
         try:
             now = self.handlers[route.path](Request(sub))
         except TileServerError:  # the full stack answers it, with the protocol's error body
@@ -106,10 +115,10 @@ class Front:
 
     def _sent(self, key: Hashable, sub: Scope, now: TileNow, rendered: Rendered, start: float) -> Answer | None:
         headers = image_head(rendered, now.meta, self.cache_control, now.headers, self.vary_origin)
-        if HEADER_VALUE_RE.search(b"\t".join(v for _, v in headers)):  # uvicorn refuses to send it: the full stack's
+        if HEADER_VALUE_RE.search(b"\t".join([v for _, v in headers])):  # uvicorn refuses to send it: the full stack's
             return None
         if not rendered.provisional:  # recorded for replay, as the full stack records it
-            kept = tuple((k, replay.REPLAY_TIMING) if k == b"server-timing" else (k, v) for k, v in headers)
+            kept = tuple([(k, replay.REPLAY_TIMING) if k == b"server-timing" else (k, v) for k, v in headers])
             self.service.record(key, now.meta, now.request, rendered.body, kept, telemetry.labels(sub))
         sub[telemetry.SOURCE] = rendered.source or None
         self.counter.done(sub, 200, len(rendered.body), time.perf_counter() - start)

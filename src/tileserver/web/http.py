@@ -49,13 +49,30 @@ def _not_modified(request: Request, etag: str, mtime: float) -> bool:
 def validators(meta: ImageMeta, etag: str, cache_control: str, headers: Mapping[str, str] | None) -> dict[str, str]:
     """The headers of a 200 about `meta`, in the order they are sent: its validators, the `Surrogate-Key` and
     `Cache-Tag` naming the image, Cache-Control, then the response's own `headers`."""
-    tag = surrogate_key(meta.ident)  # CDNs purge by it (Fastly: Surrogate-Key, Cloudflare: Cache-Tag)
-    out = {"ETag": etag, "Last-Modified": http_date(meta.mtime), "Surrogate-Key": tag, "Cache-Tag": tag}
-    if cache_control:
-        out["Cache-Control"] = cache_control
+    out = {"ETag": etag, **dict(_image_validators(meta.ident, meta.mtime, cache_control))}
     if headers:
         out.update(headers)
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _image_validators(ident: str, mtime: float, cache_control: str) -> tuple[tuple[str, str], ...]:
+    """What `validators` gives every response about one image after its ETag."""
+    tag = surrogate_key(ident)  # CDNs purge by it (Fastly: Surrogate-Key, Cloudflare: Cache-Tag)
+    out = [("Last-Modified", http_date(mtime)), ("Surrogate-Key", tag), ("Cache-Tag", tag)]
+    if cache_control:
+        out.append(("Cache-Control", cache_control))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _raw_image_validators(ident: str, mtime: float, cache_control: str) -> tuple[tuple[bytes, bytes], ...]:
+    """`_image_validators` as raw headers."""
+    return tuple((k.lower().encode("latin-1"), v.encode("latin-1"))
+                 for k, v in _image_validators(ident, mtime, cache_control))
+
+
+VALIDATOR_NAMES = frozenset(("ETag", "Last-Modified", "Surrogate-Key", "Cache-Tag", "Cache-Control"))
 
 
 def image_head(rendered: Rendered, meta: ImageMeta, cache_control: str, headers: Mapping[str, str] | None = None,
@@ -65,9 +82,16 @@ def image_head(rendered: Rendered, meta: ImageMeta, cache_control: str, headers:
     `vary_origin`, as CORSMiddleware then adds `Vary: Origin` to a request without `Origin` (web/front.py)."""
     if rendered.timing:
         headers = {**headers, "Server-Timing": rendered.timing} if headers else {"Server-Timing": rendered.timing}
-    out = ({**(headers or {}), "Cache-Control": "no-store"} if rendered.provisional  # as `send` has it
-           else validators(meta, rendered.etag, cache_control, headers))
-    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out.items()]
+    if not rendered.provisional and (not headers or headers.keys().isdisjoint(VALIDATOR_NAMES)):
+        # as `validators` orders them: the ETag, the image's own validators (encoded once), then `headers`
+        raw = [(b"etag", rendered.etag.encode("latin-1")),
+               *_raw_image_validators(meta.ident, meta.mtime, cache_control)]
+        if headers:
+            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    else:
+        out = ({**(headers or {}), "Cache-Control": "no-store"} if rendered.provisional  # as `send` has it
+               else validators(meta, rendered.etag, cache_control, headers))
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out.items()]
     raw.append((b"content-length", b"%d" % len(rendered.body)))
     media_type = rendered.media_type
     if media_type.startswith("text/") and "charset=" not in media_type.lower():

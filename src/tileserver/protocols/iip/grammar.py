@@ -190,7 +190,10 @@ COMMANDS: dict[str, Callable[[IIPQuery, str], IIPQuery]] = {
 def split_query(query: str) -> list[tuple[str, str]]:
     """Ordered (command, argument) pairs. iipsrv drops pairs with an empty argument; a bare `INV`
     is kept as a flag."""
-    pairs = parse_qsl(query, keep_blank_values=True)
+    if "%" in query or "+" in query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+    else:  # nothing to unquote: parse_qsl's pairs without its work per pair
+        pairs = [(k, v) for k, _, v in (p.partition("=") for p in query.split("&") if p)]
     return [(k, v) for k, v in pairs if v != "" or k.lower() == "inv"]
 
 
