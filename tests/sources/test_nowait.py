@@ -121,7 +121,7 @@ def dropped_from_the_page_cache(path: Path, offset: int, length: int) -> bool:
 
 async def test_a_tile_not_in_the_page_cache_is_read_in_the_pool(root: Path, pool_runs: list[str],
                                                                image_root: Path) -> None:
-    svc = service(root)
+    svc = service(root, stat_interval=3600)  # no re-check of the file in the pool, however long the drop takes
     await svc.render(TileRequest("rgb.tif", tile=Tile(0, 0, 0)))
     with tifffile.TiffFile(root / "rgb.tif") as tf:  # where tile (0, 2, 1) is stored: the full-resolution page
         page = tf.pages.first
