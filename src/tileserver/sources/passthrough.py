@@ -147,22 +147,24 @@ class StoredTile:
     at: Located | None = None
 
 
+_Kinds = dict[tuple[int, int, OutputFormat], tuple[bool, bool]]  # (page, directory in its chain, format) -> kind
+
+
 class StoredTiles:
     """Reads stored tile bytes; TIFF directories are parsed once per file version and shared."""
 
     def __init__(self) -> None:
-        self._dirs: dict[tuple[str, vfs.Version], tuple[TiffFile, list[list[Ifd]]]] = {}
+        # per file version: its TIFF file, its directories (each page's, then its SubIFDs), and what `read` asks of
+        # a directory's tags, found once (`_passing`)
+        self._dirs: dict[tuple[str, vfs.Version], tuple[TiffFile, list[list[Ifd]], _Kinds]] = {}
         self._lock = threading.Lock()
-        # what `read` asks of a kept directory's tags, by (id of the directory, format): whether its tiles pass
-        # (`passable`, with their offsets known) and whether they are RGB samples (`_colour_marker`); emptied with
-        # `_dirs`, which keeps the directories (and so their ids) alive
-        self._kinds: dict[tuple[int, OutputFormat], tuple[bool, bool]] = {}
 
     def read_directories(self, path: str, meta: ImageMeta) -> None:
         """Parse and keep the file's directories now (when the image is opened)."""
         self._directories(path, vfs.version_of(path, meta.mtime, meta.file_size))
 
-    def _directories(self, path: str, version: vfs.Version, now: bool = False) -> tuple[TiffFile, list[list[Ifd]]]:
+    def _directories(self, path: str, version: vfs.Version, now: bool = False
+                     ) -> tuple[TiffFile, list[list[Ifd]], _Kinds]:
         key = (path, version)
         with self._lock:
             found = self._dirs.get(key)
@@ -176,19 +178,12 @@ class StoredTiles:
             with vfs.reader(path) as r:
                 tf.load_tables(r.pread_many_cached)
         pages = [[page, *tf.subifds[i]] for i, page in enumerate(tf.pages)]
+        made: tuple[TiffFile, list[list[Ifd]], _Kinds] = (tf, pages, {})
         with self._lock:
             if len(self._dirs) > 256:
                 self._dirs.clear()
-                self._kinds.clear()
-            self._dirs[key] = (tf, pages)
-        return tf, pages
-
-    def _kind(self, ifd: Ifd, fmt: OutputFormat) -> tuple[bool, bool]:
-        """Whether the directory's tiles pass as `fmt` (`passable`, their offsets known), whether they are RGB."""
-        kind = self._kinds.get((id(ifd), fmt))
-        if kind is None:
-            kind = self._kinds[(id(ifd), fmt)] = (passable(ifd, fmt) and TILE_OFFSETS in ifd.tags, rgb_samples(ifd))
-        return kind
+            self._dirs[key] = made
+        return made
 
     def read(self, path: str, meta: ImageMeta, level: int, col: int, row: int, fmt: OutputFormat,
              page: int = 0, now: bool = False) -> StoredTile | None:
@@ -198,14 +193,11 @@ class StoredTiles:
         `vfs.WouldBlock` when that cannot be done."""
         lv = meta.levels[level]
         version = vfs.version_of(path, meta.mtime, meta.file_size)
-        tf, pages = self._directories(path, version, now)
-        chain = pages[lv.page + page] if lv.page + page < len(pages) else []
-        ifd = chain[lv.subifd + 1] if lv.subifd + 1 < len(chain) else None
-        if ifd is None:
+        tf, pages, kinds = self._directories(path, version, now)
+        found = _passing(pages, kinds, lv.page + page, lv.subifd + 1, fmt)
+        if found is None:
             return None
-        kind = self._kind(ifd, fmt)
-        if not kind[0]:
-            return None
+        ifd, rgb = found
         index = row * lv.columns() + col
         with vfs.NowReader(path, version) if now else vfs.reader(path) as r:
             offset, count = tf.tile_location(r.pread, ifd, index)
@@ -224,7 +216,7 @@ class StoredTiles:
         tables = ifd.values.get(JPEG_TABLES)
         if not data.startswith(b"\xff\xd8"):
             return None
-        marker = _colour_marker(kind[1], data)
+        marker = _colour_marker(rgb, data)
         if marker is None:
             return None
         if isinstance(tables, bytes) and len(tables) > 4:  # the tables, then the tile without its SOI
@@ -237,6 +229,19 @@ class StoredTiles:
         if head:  # one copy
             return StoredTile(b"".join((head, memoryview(data)[2:])), icc, at)
         return StoredTile(bytes(data), icc, at)
+
+
+def _passing(pages: list[list[Ifd]], kinds: _Kinds, at: int, sub: int, fmt: OutputFormat) -> tuple[Ifd, bool] | None:
+    """Directory `sub` of page `at`'s chain and whether its pixels are RGB samples (`rgb_samples`), when its tiles
+    pass as `fmt` (`passable`, their offsets known); else None. What it asks of the tags is found once (`kinds`)."""
+    chain = pages[at] if at < len(pages) else []
+    if sub >= len(chain):
+        return None
+    ifd = chain[sub]
+    kind = kinds.get((at, sub, fmt))
+    if kind is None:
+        kind = kinds[(at, sub, fmt)] = (passable(ifd, fmt) and TILE_OFFSETS in ifd.tags, rgb_samples(ifd))
+    return (ifd, kind[1]) if kind[0] else None
 
 
 ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"  # APP14, version 100, transform 0

@@ -5,7 +5,7 @@ purges every response of an image by it, as `DELETE /cache/{id}` does here)."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote
@@ -49,7 +49,8 @@ def _not_modified(request: Request, etag: str, mtime: float) -> bool:
 def validators(meta: ImageMeta, etag: str, cache_control: str, headers: Mapping[str, str] | None) -> dict[str, str]:
     """The headers of a 200 about `meta`, in the order they are sent: its validators, the `Surrogate-Key` and
     `Cache-Tag` naming the image, Cache-Control, then the response's own `headers`."""
-    out = {"ETag": etag, **dict(_image_validators(meta.ident, meta.mtime, cache_control))}
+    out = {"ETag": etag}
+    out.update(_image_validators(meta.ident, meta.mtime, cache_control))
     if headers:
         out.update(headers)
     return out
@@ -68,8 +69,12 @@ def _image_validators(ident: str, mtime: float, cache_control: str) -> tuple[tup
 @functools.lru_cache(maxsize=1024)
 def _raw_image_validators(ident: str, mtime: float, cache_control: str) -> tuple[tuple[bytes, bytes], ...]:
     """`_image_validators` as raw headers."""
-    return tuple((k.lower().encode("latin-1"), v.encode("latin-1"))
-                 for k, v in _image_validators(ident, mtime, cache_control))
+    return tuple(_raw(_image_validators(ident, mtime, cache_control)))
+
+
+def _raw(headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Headers as Starlette's Response lists them: lower-case names, latin-1."""
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
 VALIDATOR_NAMES = frozenset(("ETag", "Last-Modified", "Surrogate-Key", "Cache-Tag", "Cache-Control"))
@@ -87,11 +92,11 @@ def image_head(rendered: Rendered, meta: ImageMeta, cache_control: str, headers:
         raw = [(b"etag", rendered.etag.encode("latin-1")),
                *_raw_image_validators(meta.ident, meta.mtime, cache_control)]
         if headers:
-            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+            raw += _raw(headers.items())
     else:
         out = ({**(headers or {}), "Cache-Control": "no-store"} if rendered.provisional  # as `send` has it
                else validators(meta, rendered.etag, cache_control, headers))
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in out.items()]
+        raw = _raw(out.items())
     raw.append((b"content-length", b"%d" % len(rendered.body)))
     media_type = rendered.media_type
     if media_type.startswith("text/") and "charset=" not in media_type.lower():
