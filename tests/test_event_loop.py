@@ -32,7 +32,7 @@ BLOCKING: list[tuple[Any, str]] = [
     (core, "available_formats"),
 ]
 URLS = [f"/iip?FIF={RGB_TIF}&{q}" for q in ("OBJ=IIP,1.0&OBJ=Max-size", "JTL=2,5", "JTL=2,11", "JTL=2,3",
-                                          "WID=900&CVT=jpeg", "WID=300&ROT=45&CVT=png", "TIL=1,0-3")]
+                                          "QLT=60&JTL=2,6", "WID=900&CVT=jpeg", "WID=300&ROT=45&CVT=png", "TIL=1,0-3")]
 URLS += [f"/iip?FIF={GREY16_TIF}&CMP=jet&JTL=2,1", f"/iip?FIF={STRIPED_TIF}&WID=800&CVT=webp",
          f"/iip?FIF={PLAIN_JPG}&JTL=1,0", "/", "/health"]
 

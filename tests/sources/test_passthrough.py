@@ -260,6 +260,31 @@ async def test_recode_uses_the_asked_quality(root: Path) -> None:
     assert sizes == sorted(sizes) and sizes[0] < sizes[2] / 2
 
 
+ON_THE_LOOP = [  # recoded on the event loop: one stored tile of up to 256 x 256, read without waiting
+    pytest.param(TileRequest(ident="rgb.tif", tile=Tile(0, 1, 1), encoder_quality=60), True, id="qlt"),
+    pytest.param(TileRequest(ident="rgb.tif", tile=Tile(0, 3, 2), encoder_quality=60), True, id="qlt-edge"),
+    pytest.param(TileRequest(ident="rgb.tif", region=Box(254, 254, 258, 258), size=(258, 258)), False,
+                 id="four-tiles-in-the-pool"),
+]
+
+
+@pytest.mark.parametrize(("req", "now"), ON_THE_LOOP)
+async def test_recode_on_the_loop_is_the_pools(root: Path, req: TileRequest, now: bool) -> None:
+    svc = service(root)
+    await svc.info("rgb.tif")
+    image = svc.formats.open(str(root / "rgb.tif"), "rgb.tif")
+    pool = recode(image, req, svc.settings)
+    assert pool is not None
+    if not now:
+        with pytest.raises(vfs.WouldBlock):
+            recode(image, req, svc.settings, now=True)
+        return
+    loop = recode(image, req, svc.settings, now=True)
+    assert loop is not None and loop.body == pool.body and loop.source == "recode"
+    found = render.stored_now(image, req, svc.settings)  # what the core asks on the loop
+    assert found is not None and found[0].body == pool.body and found[1] is None  # no place of its own to recall
+
+
 @pytest.mark.parametrize(
     ("name", "req"),
     [

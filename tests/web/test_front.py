@@ -167,7 +167,9 @@ EDGE = "now" if CROPS else "later"  # edge tiles are cropped from the stored til
 URLS = [
     pytest.param("/iip?FIF=a.tif&JTL=2,1", "now", "now", id="iip-stored-tile"),
     pytest.param("/fcgi-bin/iipsrv.fcgi?FIF=a.tif&JTL=2,3", EDGE, "now", id="iip-edge-tile"),
-    pytest.param("/fcgi-bin/iipsrv.fcgi?FIF=a.tif&QLT=60&JTL=2,3", "later", "now", id="iip-recoded-in-the-pool"),
+    pytest.param("/fcgi-bin/iipsrv.fcgi?FIF=a.tif&QLT=60&JTL=2,3", "now", "now", id="iip-recoded-on-the-loop"),
+    pytest.param("/fcgi-bin/iipsrv.fcgi?FIF=a.tif&QLT=60&JTL=1,1", "now", "now", id="iip-recoded-whole-tile"),
+    pytest.param("/iip?FIF=a.tif&CNT=1.5&JTL=2,3", "later", "now", id="iip-processed-in-the-pool"),
     pytest.param("/iip?fif=a.tif&jtl=0,0", "now", "now", id="iip-lower-case"),
     pytest.param("/iip?FIF=a.tif&WID=200&CVT=jpeg", "later", "now", id="iip-cvt"),
     pytest.param("/iip?FIF=a.tif&JTL=2,999", None, None, id="iip-tile-out-of-range"),
@@ -230,7 +232,7 @@ async def test_a_tile_of_an_image_not_yet_known_goes_down_the_full_stack(apps: t
 async def test_pipelined_requests_keep_their_order(apps: tuple[Starlette, Starlette],
                                                    answered: list[str | None]) -> None:
     on, off = await primed(apps)
-    urls = ["/iip?FIF=a.tif&JTL=2,1", "/iip?FIF=a.tif&QLT=50&JTL=2,2", "/iip?FIF=a.tif&JTL=2,0",
+    urls = ["/iip?FIF=a.tif&JTL=2,1", "/iip?FIF=a.tif&CNT=1.5&JTL=2,2", "/iip?FIF=a.tif&JTL=2,0",
             "/deepzoom/a.tif.dzi", "/iip?FIF=a.tif&JTL=2,1"]
     data = b"".join(f"GET {u} HTTP/1.1\r\nHost: tiles.test\r\n\r\n".encode() for u in urls)
     answered.clear()
@@ -350,7 +352,7 @@ async def test_a_failing_front_leaves_the_answer_to_the_full_stack(apps: tuple[S
 
 @pytest.mark.parametrize("error", [errors.Busy("the tile lane is full"), errors.ImageTooLarge("too large"),
                                    errors.TileNotFound("no such tile")], ids=lambda e: type(e).__name__)
-@pytest.mark.parametrize("url", ["/iip?FIF=a.tif&QLT=60&JTL=2,1", "/iiif/2/a.tif/full/100,/0/gray.png"])
+@pytest.mark.parametrize("url", ["/iip?FIF=a.tif&CNT=1.5&JTL=2,1", "/iiif/2/a.tif/full/100,/0/gray.png"])
 async def test_a_render_that_fails_later_is_answered_as_the_full_stack_answers_it(
         apps: tuple[Starlette, Starlette], answered: list[str | None], monkeypatch: pytest.MonkeyPatch, url: str,
         error: errors.TileServerError) -> None:
@@ -379,7 +381,7 @@ async def test_a_later_answer_the_front_gives_up_is_the_full_stacks(apps: tuple[
         raise RuntimeError("a bug before the render")
 
     monkeypatch.setattr(Front, "_later", bug)
-    url = "/iip?FIF=a.tif&QLT=60&JTL=2,1"
+    url = "/iip?FIF=a.tif&CNT=1.5&JTL=2,1"
     mine, theirs = await on.get(url), await off.get(url)
     assert mine.comparable() == theirs.comparable()
     assert mine.status == 200 and decode(mine.body).width == 256
@@ -398,7 +400,7 @@ async def test_a_connection_lost_while_a_render_waits_gets_nothing(apps: tuple[S
 
     monkeypatch.setattr(TileService, "render", slow)
     sent = len(on.transport.writes)
-    on.protocol.data_received(b"GET /iip?FIF=a.tif&QLT=60&JTL=2,1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    on.protocol.data_received(b"GET /iip?FIF=a.tif&CNT=1.5&JTL=2,1 HTTP/1.1\r\nHost: x\r\n\r\n")
     await asyncio.sleep(0.05)
     assert len(on.protocol.tasks) == 1  # the front's task, counted as uvicorn counts its cycles'
     on.transport.closed = True

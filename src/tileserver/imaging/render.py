@@ -133,19 +133,23 @@ def edge_crop(image: SourceImage, req: TileRequest, settings: Settings, now: boo
     return Rendered(body, req.fmt.media_type, width, height, source="crop"), None
 
 
-def recode(image: SourceImage, req: TileRequest, settings: Settings) -> Rendered | None:
+def recode(image: SourceImage, req: TileRequest, settings: Settings, now: bool = False) -> Rendered | None:
     """A JPEG read of a JPEG-tiled level cut from decoded stored tiles and encoded with libjpeg-turbo,
     bypassing libvips: unscaled reads (edge tiles, another quality, DeepZoom overlaps), and reads shrunk
     by exactly 2, 4 or 8 (`scaled_box`: a viewer's tiles between stored levels, such as the 1/2 level
     of a slide whose levels are 1/4 apart), decoded at that scale by libjpeg-turbo's scaled IDCT. None
-    when the request or the file does not allow it."""
+    when the request or the file does not allow it. `now` (on the event loop): only a cut from one stored tile
+    of up to `NOW_CROP_PIXELS`, read without waiting (about 0.7 ms for a 256-px tile, as an edge crop), else
+    `vfs.WouldBlock`: the pool recodes it."""
     meta = image.meta
     if req.fmt is not OutputFormat.JPEG or meta.compression != "jpeg":
         return None
     start = time.perf_counter()
     found = unscaled_box(meta, req)
     if found is not None:
-        cut = _cut_stored(image, *found, req.page)
+        cut = _cut_stored(image, *found, req.page, now=now)
+    elif now:
+        raise vfs.WouldBlock
     else:
         scaled = scaled_box(meta, req)
         cut = _cut_stored(image, scaled[0], scaled[1], req.page, scaled[2]) if scaled is not None else None
@@ -162,8 +166,8 @@ def recode(image: SourceImage, req: TileRequest, settings: Settings) -> Rendered
                     timing=f"recode, decode;dur={decode * 1e3:.2f}, encode;dur={encode * 1e3:.2f}")
 
 
-def _cut_stored(image: SourceImage, level: int, box: tuple[int, int, int, int], page: int, scale: int = 1
-                ) -> tuple[Any, bytes | None] | None:
+def _cut_stored(image: SourceImage, level: int, box: tuple[int, int, int, int], page: int, scale: int = 1,
+                now: bool = False) -> tuple[Any, bytes | None] | None:
     """(pixels, ICC profile) of `box` at `level`, decoded from the stored JPEG tiles it spans (at most
     `RECODE_TILES`, or 4 times as many when decoded at 1/`scale`, `scale` dividing the box and the tile
     size); None when they are more, or not all stored as JPEG, or not decodable here."""
@@ -176,10 +180,12 @@ def _cut_stored(image: SourceImage, level: int, box: tuple[int, int, int, int], 
     if (len(cols) * len(rows) > limit or meta.bands not in (1, 3) or w * h > jpeg.DIRECT_PIXELS * scale * scale
             or tw % scale or th % scale):
         return None
+    if now and (len(cols) * len(rows) > 1 or tw * th > NOW_CROP_PIXELS):
+        raise vfs.WouldBlock
     pieces, icc = [], None
     for row in rows:
         for col in cols:
-            stored = image.stored_tile(level, col, row, OutputFormat.JPEG, page)
+            stored = image.stored_tile(level, col, row, OutputFormat.JPEG, page, now)
             if stored is None:
                 return None
             try:
@@ -228,7 +234,8 @@ def stored_now(image: SourceImage, req: TileRequest, settings: Settings, now: bo
     check_page(image.meta, req.page)
     found = passthrough(image, req, settings, now)
     if found is None:
-        return None
+        made = recode(image, req, settings, now=True) if now else None  # another quality, or cut at an edge
+        return None if made is None else (made, None)
     stored, at = found
     took = time.perf_counter() - start
     metrics.rendered(stored.source, _format_name(image.meta.loader), req.fmt.suffix, took)
