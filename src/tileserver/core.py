@@ -591,7 +591,7 @@ class TileService:
         if image is None or not self.settings.passthrough or entry.meta.provisional or image.meta.provisional:
             return None
         try:
-            found = stored_now(image, req, self.settings)
+            found = stored_now(image, req, self.settings, recode_now=self.shared is None)
         except vfs.WouldBlock:
             return None
         if found is None:

@@ -222,19 +222,20 @@ def render(image: SourceImage, req: TileRequest, settings: Settings, derived: By
         raise vips_error(exc, image.meta.ident) from exc
 
 
-def stored_now(image: SourceImage, req: TileRequest, settings: Settings, now: bool = True
+def stored_now(image: SourceImage, req: TileRequest, settings: Settings, now: bool = True, recode_now: bool = True
                ) -> tuple[Rendered, Located | None] | None:
     """A stored tile's own bytes for `req` (`passthrough`), with their metrics and timing, and where they are when
     they can be read again as they are (`Located`); None when the request is not one. `now` (the core, on the event
     loop, before it goes to the pool): read without waiting, else `vfs.WouldBlock`; no libvips, no blocking call. A
-    request with overlays is never a stored tile."""
+    request with overlays is never a stored tile. `recode_now`: a single stored tile may also be re-encoded here
+    (`recode(now=True)`); False with a shared cache, which answers a re-encode made by another replica first."""
     if req.overlays:
         return None
     start = time.perf_counter()
     check_page(image.meta, req.page)
     found = passthrough(image, req, settings, now)
     if found is None:
-        made = recode(image, req, settings, now=True) if now else None  # another quality, or cut at an edge
+        made = recode(image, req, settings, now=True) if now and recode_now else None  # another quality, an edge
         return None if made is None else (made, None)
     stored, at = found
     took = time.perf_counter() - start
