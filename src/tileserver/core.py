@@ -43,7 +43,17 @@ from .imaging import overlay
 from .imaging.encode import available_formats
 from .imaging.isolate import Children, Location
 from .imaging.render import render, samples, stored_now
-from .models import ImageMeta, OutputFormat, Overlays, Rendered, Samples, Sequence, TileRequest, Watermark
+from .models import (
+    ImageMeta,
+    OutputFormat,
+    Overlays,
+    Rendered,
+    Samples,
+    Sequence,
+    TileRequest,
+    Watermark,
+    fast_init,
+)
 from .settings import Settings
 from .sources import vfs
 from .sources.base import Selector, SourceImage, split_selector
@@ -67,6 +77,7 @@ PREVIEW_TIMING = 'preview;desc="from a preview while the pyramid is made"'
 PRIVATE = {"Cache-Control": "private", "Vary": "Cookie, Authorization"}
 
 
+@fast_init
 @dataclass(frozen=True)
 class Translation:
     """A protocol's translation of one URL, remembered while the image's metadata is unchanged."""
@@ -87,6 +98,7 @@ class Document:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+@fast_init
 @dataclass(frozen=True)
 class Recorded:
     """A response as first sent, kept for replay (web/replay.py) while the image is unchanged: a tile's

@@ -10,9 +10,45 @@ protocol converts at its edge, in `levels.py`).
 from __future__ import annotations
 
 import enum
-import functools
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, TypeVar
+
+C = TypeVar("C", bound=type)
+
+
+def fast_init(cls: C) -> C:
+    """A frozen dataclass whose `__init__` writes its fields into the instance's `__dict__` directly, as the
+    dataclass's own does through `object.__setattr__` per field, about twice as fast (the values made for each
+    request: its `TileRequest`, `Box`, `Rendered`...). The same signature, defaults and `__post_init__`; the
+    instance stays frozen (`__setattr__` still refuses). Applied on top of `@dataclass(frozen=True)`."""
+    if "__slots__" in cls.__dict__:  # no instance `__dict__` to write into
+        return cls
+    params = []
+    defaults: dict[str, Any] = {}
+    for f in fields(cls):
+        if not f.init or f.kw_only:  # not a plain positional field: the dataclass's own init stays
+            return cls
+        if f.default is not MISSING:
+            defaults[f"_d_{f.name}"] = f.default
+            params.append(f"{f.name}=_d_{f.name}")
+        elif f.default_factory is not MISSING:
+            defaults[f"_f_{f.name}"] = f.default_factory
+            defaults["_MISSING"] = MISSING
+            params.append(f"{f.name}=_MISSING")
+        else:
+            params.append(f.name)
+    lines = [f"def __init__(self, {', '.join(params)}):", "    d = self.__dict__"]
+    for f in fields(cls):
+        value = f"_f_{f.name}() if {f.name} is _MISSING else {f.name}" if f"_f_{f.name}" in defaults else f.name
+        lines.append(f"    d[{f.name!r}] = {value}")
+    if hasattr(cls, "__post_init__"):
+        lines.append("    self.__post_init__()")
+    made: dict[str, Any] = {}
+    exec("\n".join(lines), defaults, made)  # source made above from the class's own field names
+    init = made["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    cls.__init__ = init  # type: ignore[misc]
+    return cls
 
 
 class OutputFormat(enum.Enum):
@@ -26,12 +62,15 @@ class OutputFormat(enum.Enum):
     GIF = ("gif", "image/gif", ".gif")
     JP2 = ("jp2", "image/jp2", ".jp2")  # written by OpenJPEG through Pillow, not libvips
 
+    _repr: str  # `_enum_reprs`
+
     def __init__(self, suffix: str, media_type: str, vips_suffix: str) -> None:
         self.suffix = suffix
         self.media_type = media_type
         self.vips_suffix = vips_suffix
 
-    __repr__ = functools.cache(enum.Enum.__repr__)  # part of every request's repr, so of its ETag: made once
+    def __repr__(self) -> str:  # part of every request's repr, so of its ETag: made once (`_enum_reprs`)
+        return self._repr
 
     @property
     def has_alpha(self) -> bool:
@@ -45,7 +84,20 @@ class Quality(enum.Enum):
     GRAY = "gray"
     BITONAL = "bitonal"
 
-    __repr__ = functools.cache(enum.Enum.__repr__)  # as OutputFormat's
+    _repr: str  # `_enum_reprs`
+
+    def __repr__(self) -> str:  # as OutputFormat's
+        return self._repr
+
+
+def _enum_reprs(*kinds: type[enum.Enum]) -> None:
+    """Each member's repr, as `enum.Enum` writes it, kept in the member (read by its `__repr__`)."""
+    for kind in kinds:
+        for member in kind:
+            member._repr = enum.Enum.__repr__(member)  # type: ignore[attr-defined]
+
+
+_enum_reprs(OutputFormat, Quality)
 
 
 def _repr_once(obj: Any) -> str:
@@ -197,6 +249,7 @@ class ImageMeta:
         return self.levels[index]
 
 
+@fast_init
 @dataclass(frozen=True)
 class Tile:
     """A native tile: `col`, `row` in the tile grid of `level` (0 = full resolution)."""
@@ -205,7 +258,11 @@ class Tile:
     col: int
     row: int
 
+    def __repr__(self) -> str:  # the dataclass's, written out: in every ETag of a native tile
+        return f"Tile(level={self.level!r}, col={self.col!r}, row={self.row!r})"
 
+
+@fast_init
 @dataclass(frozen=True)
 class Box:
     """A rectangle in full-resolution pixels."""
@@ -214,6 +271,9 @@ class Box:
     y: int
     w: int
     h: int
+
+    def __repr__(self) -> str:  # the dataclass's, written out: in every ETag of a region
+        return f"Box(x={self.x!r}, y={self.y!r}, w={self.w!r}, h={self.h!r})"
 
 
 @dataclass(frozen=True)
@@ -298,6 +358,7 @@ class Overlays:
         return self.watermark is not None or self.text is not None or bool(self.redactions)
 
 
+@fast_init
 @dataclass(frozen=True)
 class TileRequest:
     """Everything needed to render one image response, independent of the protocol that asked.
@@ -337,6 +398,18 @@ class TileRequest:
             object.__setattr__(self, "_hash", made)
         return made
 
+    def __repr__(self) -> str:
+        """The dataclass's repr, written out and made once (kept in the request): it is in every ETag."""
+        made: str | None = self.__dict__.get("_repr")
+        if made is None:
+            made = (f"TileRequest(ident={self.ident!r}, fmt={self.fmt!r}, tile={self.tile!r}, "
+                    f"region={self.region!r}, size={self.size!r}, rotation={self.rotation!r}, "
+                    f"mirror={self.mirror!r}, quality={self.quality!r}, processing={self.processing!r}, "
+                    f"encoder_quality={self.encoder_quality!r}, tiff_compression={self.tiff_compression!r}, "
+                    f"page={self.page!r}, layers={self.layers!r}, overlays={self.overlays!r})")
+            self.__dict__["_repr"] = made
+        return made
+
     def __getstate__(self) -> dict[str, object]:
         """Pickled without the hash: another process's hashes of the same strings differ."""
         return {k: v for k, v in self.__dict__.items() if k != "_hash"}
@@ -358,6 +431,7 @@ class Samples:
     values: tuple[float, ...]
 
 
+@fast_init
 @dataclass(frozen=True)
 class Rendered:
     """An encoded image body with what the HTTP layer needs for caching headers."""

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 
 from ..levels import source_box
-from ..models import ImageMeta, OutputFormat, Quality, TileRequest
+from ..models import ImageMeta, OutputFormat, Quality, TileRequest, fast_init
 from . import vfs
 from .tiff import (
     BITS,
@@ -118,6 +118,7 @@ def _one_tile(meta: ImageMeta, req: TileRequest) -> tuple[int, int, int, int, in
     return level, x // tw, y // th, w, h, (w, h) == (tw, th)
 
 
+@fast_init
 @dataclass(frozen=True)
 class Located:
     """Where a stored tile's complete file is, in a local file: `head` + the stored bytes at `offset` (`count`
@@ -137,6 +138,7 @@ class Located:
         return b"".join((self.head, memoryview(data)[self.skip:]))
 
 
+@fast_init
 @dataclass(frozen=True)
 class StoredTile:
     """One stored tile as a complete image file, with its level's ICC profile (if the TIFF has one), and where

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..core import Document, etag_for, surrogate_key
-from ..models import ImageMeta, Rendered, TileRequest
+from ..models import ImageMeta, Rendered, TileRequest, fast_init
 from . import replay, telemetry
 
 
@@ -182,6 +182,7 @@ def send_tile(request: Request, key: str, meta: ImageMeta, req: TileRequest, ren
     return response
 
 
+@fast_init
 @dataclass(frozen=True)
 class TileNow:
     """An image answered without waiting (web/front.py): what `send_tile` would send, as its parts."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from starlette.datastructures import Headers
 
 from tileserver.errors import BadRequest, NotFound
 from tileserver.protocols.iiif.urls import (
@@ -13,6 +14,7 @@ from tileserver.protocols.iiif.urls import (
     query_target,
     raw_query_value,
     raw_tail,
+    scope_base,
 )
 
 PARAMS = ("full", "max", "0", "default.jpg")
@@ -93,3 +95,21 @@ def test_raw_query_value() -> None:
 )
 def test_public_base(headers: dict[str, str], configured: str, base: str) -> None:
     assert public_base("http", headers, "/r", configured) == base
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param([(b"host", b"h:8000")], id="host"),
+        pytest.param([(b"host", b"h"), (b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"p.org")], id="xf"),
+        pytest.param([(b"host", b"h"), (b"forwarded", b"proto=https;host=q"), (b"forwarded", b"host=r")], id="twice"),
+        pytest.param([(b"accept", b"*/*"), (b"host", b"a"), (b"host", b"b")], id="first-host"),
+        pytest.param([], id="no-host"),
+    ],
+)
+@pytest.mark.parametrize("configured", ["", "https://pub.org/base/"])
+def test_scope_base_is_public_base(fields: list[tuple[bytes, bytes]], configured: str) -> None:
+    """The memoized base of a scope is `public_base` of its headers as Starlette reads them (the first of each)."""
+    scope = {"type": "http", "scheme": "http", "root_path": "/r", "headers": fields}
+    for _ in range(2):  # made, then remembered
+        assert scope_base(scope, configured) == public_base("http", Headers(scope=scope), "/r", configured)

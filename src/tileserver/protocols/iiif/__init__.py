@@ -33,10 +33,10 @@ from .urls import (
     decode,
     encode_ident,
     path_target,
-    public_base,
     query_target,
     raw_query_value,
     raw_tail,
+    scope_base,
     split_page,
 )
 
@@ -79,9 +79,8 @@ async def service_of(request: Request) -> Service:
 def base_of(request: Request, path: str) -> str:
     """The public URI of `path` on this server (`path` already encoded)."""
     settings: Settings = request.app.state.settings
-    root = request.scope.get("root_path", "")
     # the scope's scheme is the URL's (request.url would parse the whole URL for it, once per tile)
-    return public_base(request.scope.get("scheme", "http"), request.headers, root, settings.base_url) + path
+    return scope_base(request.scope, settings.base_url) + path
 
 
 # -- responses --------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ sizes above the region are allowed when the server upscales (`sizeAboveFull`). C
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Literal
 
 from ...errors import BadRequest, ImageTooLarge, NotImplementedFeature, UnsupportedFormat
 from ...levels import c_round, fit_inside, fit_rotated, rotated_size
-from ...models import Box, OutputFormat, Quality
+from ...models import Box, OutputFormat, Quality, fast_init
 
 Version = Literal[2, 3]
 INT = r"\d{1,9}"
@@ -54,6 +55,7 @@ def _decimal(text: str, what: str) -> float:
 
 
 # -- region -----------------------------------------------------------------------------------------
+@fast_init
 @dataclass(frozen=True)
 class Region:
     """A region: `full`, `square`, `x,y,w,h` (pixels) or `pct:x,y,w,h` (percent of the full image).
@@ -114,6 +116,7 @@ def canonical_region(box: Box, width: int, height: int) -> str:
 
 
 # -- size -------------------------------------------------------------------------------------------
+@fast_init
 @dataclass(frozen=True)
 class Limits:
     """Server limits on output size (info.json `maxWidth`/`maxHeight`/`maxArea`) and upscaling."""
@@ -150,6 +153,7 @@ _SIZE_FORMS: list[tuple[SizeKind, re.Pattern[str]]] = [
 ]
 
 
+@fast_init
 @dataclass(frozen=True)
 class Size:
     """A size: `max`, `full` (2.1), `w,`, `,h`, `pct:n`, `w,h`, `!w,h`, each with `^` in 3.0.
@@ -253,6 +257,7 @@ def canonical_size(size: tuple[int, int], region: tuple[int, int], limits: Limit
 
 
 # -- rotation, quality, format -----------------------------------------------------------------------
+@fast_init
 @dataclass(frozen=True)
 class Rotation:
     """`n` or `!n` (mirror, then rotate) with 0 <= n <= 360, any decimal angle.
@@ -303,6 +308,7 @@ def parse_format(text: str, available: tuple[OutputFormat, ...]) -> OutputFormat
     raise BadRequest(f"invalid format: {text!r}")
 
 
+@fast_init
 @dataclass(frozen=True)
 class ImageParams:
     """The four path segments of an image request after the identifier, parsed.
@@ -321,8 +327,19 @@ class ImageParams:
               available: tuple[OutputFormat, ...]) -> ImageParams:
         """Checks in the spec's order (region, size, rotation, quality, format): the first bad value
         decides the 400 message."""
-        r, s, rot = Region.parse(region), Size.parse(size, version), Rotation.parse(rotation)
+        r, s, rot = Region.parse(region), _size(size, version), _rotation(rotation)
         quality, dot, fmt = filename.rpartition(".")
         if not dot:
             raise BadRequest(f"invalid quality and format: {filename!r} (expected quality.format)")
         return cls(r, s, rot, parse_quality(quality), parse_format(fmt, available))
+
+
+# a viewer's tiles share a few sizes and rotations (`256,`, `0`): each parsed once (a bad one raises every time)
+@functools.lru_cache(maxsize=256)
+def _size(text: str, version: Version) -> Size:
+    return Size.parse(text, version)
+
+
+@functools.lru_cache(maxsize=64)
+def _rotation(text: str) -> Rotation:
+    return Rotation.parse(text)

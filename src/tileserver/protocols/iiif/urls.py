@@ -11,17 +11,20 @@ on the decoded `scope["path"]`, where both look the same, so the split happens o
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, unquote_plus, unquote_to_bytes
 
 from ...errors import BadRequest, NotFound
+from ...models import fast_init
 
 _HOST = re.compile(r"[A-Za-z0-9.\-_~]+(?::\d{1,5})?|\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
 
 
+@fast_init
 @dataclass(frozen=True)
 class Target:
     """What a IIIF URI asks for: the base URI (`redirect`), `info`, or an `image` with its four
@@ -138,6 +141,27 @@ def public_base(scope_scheme: str, headers: Mapping[str, str], root_path: str, c
     scheme = next((s.lower() for s in schemes if s and s.lower() in ("http", "https")), "http")
     host = next((h for h in hosts if h and _HOST.fullmatch(h)), "localhost")
     return f"{scheme}://{host}{quote(root_path)}"
+
+
+_BASE_FIELDS = frozenset((b"forwarded", b"x-forwarded-proto", b"x-forwarded-host", b"host"))
+
+
+def scope_base(scope: Mapping[str, Any], configured: str) -> str:
+    """`public_base` of an ASGI scope (its scheme, headers and root path), made once per distinct value of the
+    headers it reads (a request's own Host, mostly the same for every tile of a viewer)."""
+    if configured:
+        return configured.rstrip("/")
+    fields: Sequence[tuple[bytes, bytes]] = scope["headers"]
+    read = tuple([(k, v) for k, v in fields if k in _BASE_FIELDS])
+    return _scope_base(scope.get("scheme", "http"), read, scope.get("root_path", ""))
+
+
+@functools.lru_cache(maxsize=256)
+def _scope_base(scheme: str, read: tuple[tuple[bytes, bytes], ...], root_path: str) -> str:
+    headers: dict[str, str] = {}
+    for k, v in read:  # the first of a repeated header, as Starlette's `Headers.get`
+        headers.setdefault(k.decode("latin-1"), v.decode("latin-1"))
+    return public_base(scheme, headers, root_path, "")
 
 
 def _first(value: str | None) -> str | None:
