@@ -89,3 +89,10 @@ def test_keyword_only_fields_keep_the_dataclass_init() -> None:
 @pytest.mark.parametrize("member", [*OutputFormat, *Quality])
 def test_enum_reprs_are_the_enums(member: Any) -> None:
     assert repr(member) == f"<{type(member).__name__}.{member.name}: {member.value!r}>"
+
+
+def test_equal_requests_hash_alike_and_others_apart() -> None:
+    one, same = (TileRequest(ident="a.tif", region=Box(0, 0, 512, 512), size=(256, 256)) for _ in range(2))
+    other = TileRequest(ident="a.tif", region=Box(0, 0, 512, 512), size=(256, 255))
+    assert one == same and hash(one) == hash(same) and {one: 1}[same] == 1
+    assert one != other and other not in {one: 1}

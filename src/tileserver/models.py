@@ -391,11 +391,12 @@ class TileRequest:
             raise ValueError("a region request needs an output size")
 
     def __hash__(self) -> int:
-        """The fields' hash, made once: a request is hashed several times on its way (each cache key it is in)."""
+        """The hash of its repr, made once: a request is hashed several times on its way (each cache key it is in),
+        and its repr is made for its ETag anyway. Equal requests have equal reprs (their fields' reprs: ints, strings,
+        enums, tuples and dataclasses of them), so equal hashes."""
         made: int | None = self.__dict__.get("_hash")
         if made is None:
-            made = hash(tuple(getattr(self, name) for name in _REQUEST_FIELDS))
-            object.__setattr__(self, "_hash", made)
+            made = self.__dict__["_hash"] = hash(repr(self))
         return made
 
     def __repr__(self) -> str:
@@ -413,9 +414,6 @@ class TileRequest:
     def __getstate__(self) -> dict[str, object]:
         """Pickled without the hash: another process's hashes of the same strings differ."""
         return {k: v for k, v in self.__dict__.items() if k != "_hash"}
-
-
-_REQUEST_FIELDS = tuple(f.name for f in fields(TileRequest))
 
 
 @dataclass(frozen=True)
