@@ -273,6 +273,22 @@ async def test_the_keep_alive_timer_is_armed_once(apps: tuple[Starlette, Starlet
     assert timer.cancelled()
 
 
+async def test_a_head_read_whole_arms_no_header_timer(apps: tuple[Starlette, Starlette]) -> None:
+    """The header timer of a kept-alive connection is armed only when a read ends inside a request's head."""
+    on, _ = await primed(apps)
+    protocol = on.protocol
+    armed: list[object] = []
+    arm = protocol._arm
+    protocol._arm = lambda: (armed.append(1), arm())  # type: ignore[method-assign]
+    await on.get("/iip?FIF=a.tif&JTL=2,1")
+    assert armed == [] and protocol.head_timer is None
+    protocol.data_received(b"GET /iip?FIF=a.tif&JTL=2,2 HTTP/1.1\r\nHo")
+    timer = protocol.head_timer
+    assert armed == [1] and timer is not None and not timer.cancelled()
+    got = await on.send(b"st: x\r\n\r\n", ["GET"])
+    assert got[0].status == 200 and timer.cancelled() and protocol.head_timer is None
+
+
 @pytest.mark.parametrize("request_head", [
     pytest.param(b"HEAD /iip?FIF=a.tif&JTL=2,1 HTTP/1.1\r\nHost: x\r\n\r\n", id="head"),
     pytest.param(b"GET /iip?FIF=a.tif&JTL=2,1 HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab", id="a-body"),

@@ -5,8 +5,8 @@ they come) and puts no time limit on it: its keep-alive timer is armed only afte
 disarmed by the next byte, so a connection that never sends anything, or sends its headers a byte at
 a time (slowloris), is kept for ever. `GuardedProtocol` adds, per connection:
 
-- a header timeout (`Settings.header_timeout`), armed when the connection is made and when the first
-  byte of a request comes on a kept-alive one, disarmed when the request's headers are complete; when
+- a header timeout (`Settings.header_timeout`), armed when the connection is made and when a read of a
+  kept-alive one ends inside a request's head, disarmed when the request's headers are complete; when
   it fires the connection is closed, after a 408 when part of a request came;
 - a bound on the request head (`max_url_bytes` for the URL, `max_header_bytes` for the request line
   and headers together): past it a 414 or 431 and the connection is closed, having held at most the
@@ -178,8 +178,8 @@ class GuardedProtocol(HttpToolsProtocol):
         # it when data comes, before parsing)
         self._unset_keepalive_if_required()
         self.head_begun, self.head_raw, self.head_fields = True, 0, 0
-        if self.head_timer is None:
-            self._arm()
+        # the header timer is armed when this read ends with the head incomplete (`data_received`): a head that
+        # comes whole in one read, as nearly every one does, costs no timer
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -294,7 +294,9 @@ class GuardedProtocol(HttpToolsProtocol):
     # -- the bounded head ----------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         super().data_received(data)  # parses; the callbacks below may refuse
-        if self.head_timer is not None and self.head_begun and not self.transport.is_closing():
+        if self.head_begun and not self.transport.is_closing():  # this read ended inside a request's head
+            if self.head_timer is None:
+                self._arm()
             self.head_raw += len(data)  # an unfinished line is buffered by the parser: count it here
             if self.head_raw > self.limits.max_bytes:
                 self.answer_and_close(431, REFUSALS[431])
