@@ -17,6 +17,8 @@ from tileserver.imaging import render, turbojpeg
 from tileserver.imaging.render import _render, edge_crop, passthrough, recode
 from tileserver.models import Box, OutputFormat, Quality, Tile, TileRequest
 from tileserver.settings import Settings
+from tileserver.sources import passthrough as passthrough_module
+from tileserver.sources import pyramid as pyramid_module
 from tileserver.sources import vfs
 from tileserver.sources.passthrough import edge_tile_of, stored_tile_of
 from tileserver.sources.tiff import TiffFile
@@ -365,3 +367,26 @@ async def test_rgb_sample_jpeg_tiles_pass_through_marked_rgb(tmp_path: Path) -> 
     assert max_diff(decode(out.body), decoded) == 0
     without = out.body[:2] + out.body[18:]
     assert max_diff(decode(without), decoded) > 40
+
+
+async def test_a_tiled_tiff_is_parsed_once_for_its_metadata_and_its_stored_tiles(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening a JPEG-tiled TIFF parses its directories once; its stored tiles are then read on the event loop
+    from that parse, byte for byte as the pool reads them."""
+    made: list[str] = []
+
+    class Counted(TiffFile):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            made.append("parse")
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pyramid_module, "TiffFile", Counted)
+    monkeypatch.setattr(passthrough_module, "TiffFile", Counted)
+    svc = service(root)
+    req = TileRequest(ident="ycbcr.tif", tile=Tile(0, 1, 0))
+    await svc.info("ycbcr.tif")
+    assert made == ["parse"]
+    now = svc.render_now(req)
+    assert now is not None and now.source == "passthrough" and made == ["parse"]
+    pooled = await service(root).render(req)
+    assert pooled.body == now.body

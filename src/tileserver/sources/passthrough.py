@@ -179,9 +179,18 @@ class StoredTiles:
         if vfs.remote(path):
             with vfs.reader(path) as r:
                 tf.load_tables(r.pread_many_cached)
+        return self.keep(path, version, tf)
+
+    def keep(self, path: str, version: vfs.Version, tf: TiffFile) -> tuple[TiffFile, list[list[Ifd]], _Kinds]:
+        """Keep `tf`, the file's directories as parsed (with its tile tables when the file is remote), unless a
+        parse of the same version is kept already: the image's metadata parses them once (pyramid.py), for both."""
         pages = [[page, *tf.subifds[i]] for i, page in enumerate(tf.pages)]
         made: tuple[TiffFile, list[list[Ifd]], _Kinds] = (tf, pages, {})
+        key = (path, version)
         with self._lock:
+            kept = self._dirs.get(key)
+            if kept is not None:
+                return kept
             if len(self._dirs) > 256:
                 self._dirs.clear()
             self._dirs[key] = made

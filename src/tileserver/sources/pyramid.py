@@ -141,7 +141,7 @@ class PyramidReader:
             img = vfs.header(path)
             loader = img.get("vips-loader").removesuffix("_source")  # a store object: tiffload_source
             if loader == "tiffload":
-                img, layout = self._tiff_layout(path, ident, img, page)
+                img, layout = self._tiff_layout(path, ident, img, page, vfs.version_of(path, st.mtime, st.size))
             else:
                 img, layout = self._other_layout(path, ident, img, loader, page)
         except NotFound as exc:
@@ -169,14 +169,18 @@ class PyramidReader:
             decode_pixels=layout.decode_pixels,
         )
 
-    def _tiff_layout(self, path: str, ident: str, img: Any, page: int | None) -> tuple[Any, _Layout]:
+    def _tiff_layout(self, path: str, ident: str, img: Any, page: int | None, version: vfs.Version
+                     ) -> tuple[Any, _Layout]:
         """Page `page` (the first when None, with the file's pages) of a TIFF: its pyvips header and
-        what its directories say."""
+        what its directories say. The directories of a JPEG- or WebP-tiled file are kept for its stored-tile
+        reads (`StoredTiles.keep`, under the file's `version`): it is parsed once."""
         with vfs.open_binary(path) as f:
             tf = TiffFile(f)
         if vfs.remote(path):  # the tile tables too, now, in one request (libvips reads them from the cache)
             with vfs.reader(path) as r:
                 tf.load_tables(r.pread_many_cached)
+        if any(ifd.tiled and ifd.compression in ("jpeg", "webp") for ifd in tf.pages):
+            self._stored.keep(path, version, tf)
         doc = document_pages(tf, self.tile_size)
         chosen = _page_of(doc, page, ident)
         ifd = tf.pages[chosen.page]
