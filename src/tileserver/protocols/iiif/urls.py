@@ -149,8 +149,8 @@ _BASE_FIELDS = frozenset((b"forwarded", b"x-forwarded-proto", b"x-forwarded-host
 def scope_base(scope: Mapping[str, Any], configured: str) -> str:
     """`public_base` of an ASGI scope (its scheme, headers and root path), made once per distinct value of the
     headers it reads (a request's own Host, mostly the same for every tile of a viewer)."""
-    if configured:
-        return configured.rstrip("/")
+    if configured:  # the headers do not count
+        return public_base("http", {}, "", configured)
     fields: Sequence[tuple[bytes, bytes]] = scope["headers"]
     read = tuple([(k, v) for k, v in fields if k in _BASE_FIELDS])
     return _scope_base(scope.get("scheme", "http"), read, scope.get("root_path", ""))
