@@ -105,9 +105,21 @@ def _repr_once(obj: Any) -> str:
     in its ETag."""
     made: str | None = obj.__dict__.get("_repr")
     if made is None:
-        made = f"{type(obj).__qualname__}({', '.join(f'{f.name}={getattr(obj, f.name)!r}' for f in fields(obj))})"
+        shown = ", ".join([f"{name}={getattr(obj, name)!r}" for name in _field_names(type(obj))])
+        made = f"{type(obj).__qualname__}({shown})"
         object.__setattr__(obj, "_repr", made)
     return made
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    """A dataclass's field names, in order (`_repr_once`: found once per class, not per object)."""
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))
+    return names
 
 
 @dataclass(frozen=True)
@@ -399,17 +411,7 @@ class TileRequest:
             made = self.__dict__["_hash"] = hash(repr(self))
         return made
 
-    def __repr__(self) -> str:
-        """The dataclass's repr, written out and made once (kept in the request): it is in every ETag."""
-        made: str | None = self.__dict__.get("_repr")
-        if made is None:
-            made = (f"TileRequest(ident={self.ident!r}, fmt={self.fmt!r}, tile={self.tile!r}, "
-                    f"region={self.region!r}, size={self.size!r}, rotation={self.rotation!r}, "
-                    f"mirror={self.mirror!r}, quality={self.quality!r}, processing={self.processing!r}, "
-                    f"encoder_quality={self.encoder_quality!r}, tiff_compression={self.tiff_compression!r}, "
-                    f"page={self.page!r}, layers={self.layers!r}, overlays={self.overlays!r})")
-            self.__dict__["_repr"] = made
-        return made
+    __repr__ = _repr_once  # in every ETag: made once
 
     def __getstate__(self) -> dict[str, object]:
         """Pickled without the hash: another process's hashes of the same strings differ."""
