@@ -611,11 +611,12 @@ class TileService:
         out, at = found
         etag = etag_for(entry.meta, repr(req) + key[2].removeprefix(entry.generation))  # as in _render_here
         body, media_type, width, height = out.body, out.media_type, out.width, out.height
-        cached = Rendered(body, media_type, width, height, etag, source="cache", timing=CACHE_TIMING)
-        self.tiles.put(key, cached, len(body) + 200)
-        if at is not None:  # and where its bytes are, for when the tile cache has let it go (`_cached`)
-            self.located.put(key, (at, Rendered(b"", media_type, width, height, etag, source="cache",
-                                                timing=CACHE_TIMING)))
+        cached = Rendered(b"" if at is not None else body, media_type, width, height, etag, source="cache",
+                          timing=CACHE_TIMING)
+        if at is not None:  # where its bytes are (`_cached` reads them again): the page cache holds them, not a copy
+            self.located.put(key, (at, cached))
+        else:  # made here (an edge tile's crop)
+            self.tiles.put(key, cached, len(body) + 200)
         return Rendered(body, media_type, width, height, etag, source=out.source, timing=out.timing)
 
     def _at_hand(self, entry: _Entry, req: TileRequest, key: TileKey, miss: bool = True) -> Rendered | None:
