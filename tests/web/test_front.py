@@ -28,6 +28,7 @@ from tileserver.core import TileService
 from tileserver.imaging import turbojpeg
 from tileserver.settings import Settings
 from tileserver.web.front import Front
+from tileserver.web.lean import first_route
 from tileserver.web.server import FRONT_BUFFER, GuardedProtocol, HeadLimits
 
 from ..conftest import RGB_TIF, decode
@@ -448,3 +449,23 @@ async def test_front_answers_are_counted_logged_and_cached_as_the_full_stacks(
     assert len(lines) == 8  # each app logged its four
     assert [line.split()[-1] for line in lines].count("replay") == 4
     assert [line.split()[-1] for line in lines].count("passthrough") == 4
+
+
+@pytest.mark.parametrize("root_path", ["", "/tiles"])
+@pytest.mark.parametrize("path", [
+    "/iiif/3/a.tif/0,0,256,256/256,/0/default.jpg", "/iiif/a.tif/full/max/0/default.jpg",
+    "/iiif/manifests/a.tif.json", "/iiif/collection.json", "/iiif/collections/x.json", "/iiif", "/iiif/",
+    "/iip", "/iipx", "/fcgi-bin/iipsrv.fcgi", "/deepzoom/a.tif_files/10/1_1.jpg", "/zoomify/a.tif/TileGroup0/2-1-1.jpg",
+    "/", "", "/health/live", "/nothing/here", "/viewer/a.tif",
+])
+def test_the_front_chooses_the_routers_route_from_the_routes_near_a_path(root: Path, root_path: str,
+                                                                         path: str) -> None:
+    app = create_app(settings_of(root))
+    front: Front = app.state.front
+    scope = {"type": "http", "method": "GET", "root_path": root_path, "path": root_path + path, "path_params": {}}
+    every = [id(r) for r in app.routes]
+    for _ in range(2):  # chosen, then remembered
+        near = front._near(scope)
+        assert [r for r in app.routes if r in near] == list(near)  # in the router's order
+        assert first_route(near, every, scope) == first_route(app.routes, every, scope)
+        assert len(near) < len(app.routes) or not path.startswith("/iiif/")

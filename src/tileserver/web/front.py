@@ -25,10 +25,12 @@ chain and Starlette's Request and Response around it ~0.5 ms of Python (README, 
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import Coroutine, Hashable, Mapping, Sequence
 from typing import Any
 
+from starlette._utils import get_route_path
 from starlette.requests import Request
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import Scope
@@ -46,9 +48,20 @@ from .limits import has_body
 from .proxies import TrustedProxies
 
 log = logging.getLogger("tileserver")
+_value = operator.itemgetter(1)  # a header's value
+REPLAYED = (b"server-timing", replay.REPLAY_TIMING)  # in place of how a recorded answer was made
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers (after uvicorn's own), body
 Later = Coroutine[Any, Any, Answer | None]  # an answer that waits for the pool (`Front.answer`); None: the full stack's
+
+
+def _head(route: BaseRoute) -> str:
+    """The literal start of every path `route` matches (its pattern up to the first parameter; a Mount's pattern is
+    its path and `/{path:path}`)."""
+    path: str = getattr(route, "path", "")
+    if isinstance(route, Mount):
+        path += "/"
+    return path.split("{", 1)[0]
 
 
 class Front:
@@ -63,6 +76,10 @@ class Front:
         # the paths of routes without parameters, which are few
         self.by_path = all(type(r) in (Route, Mount, WebSocketRoute) for r in routes)
         self.fixed: dict[tuple[str, str], tuple[Route, Any]] = {}
+        # and a route can match a path only if the path starts with the route's literal head (`_head`): the routes
+        # that may match a path whose first segment is S, in order, kept per S for the few segments of tile URLs
+        self.heads = [(r, _head(r)) for r in routes] if self.by_path else None
+        self.near: dict[str, list[BaseRoute]] = {}
         self.shape = shape  # (path, query) -> whether it may be a tile URL (protocols.is_front_shape)
         self.trusted = TrustedProxies(settings.trusted_proxies)
         self.cache_control = settings.cache_control
@@ -95,7 +112,7 @@ class Front:
         where = (scope["root_path"], path)
         found = self.fixed.get(where)
         if found is None:
-            found = first_route(self.routes, self.taken, scope)
+            found = first_route(self._near(scope), self.taken, scope)
             if found is None:
                 return None
             if self.by_path and not found[1].get("path_params") and len(self.fixed) < 64:
@@ -113,13 +130,30 @@ class Front:
             return self._later(key, sub, now, start)
         return self._sent(key, sub, now, now.rendered, start)
 
+    def _near(self, scope: Scope) -> Sequence[BaseRoute]:
+        """The routes that may match `scope`'s path, in the router's order (all of them unless `by_path`)."""
+        if self.heads is None:
+            return self.routes
+        route_path = get_route_path(scope)  # as `Route.matches` takes it
+        cut = route_path.find("/", 1)
+        segment = route_path if cut < 0 else route_path[:cut]
+        near = self.near.get(segment)
+        if near is None:
+            # a path of segment S starts with head H only if S starts with H, or H with S and then "/"
+            near = [r for r, head in self.heads if segment.startswith(head) or head.startswith(segment + "/")]
+            if len(self.near) < 64:
+                self.near[segment] = near
+        return near
+
     def _sent(self, key: Hashable, sub: Scope, now: TileNow, rendered: Rendered, start: float) -> Answer | None:
         headers = image_head(rendered, now.meta, self.cache_control, now.headers, self.vary_origin)
-        if HEADER_VALUE_RE.search(b"\t".join([v for _, v in headers])):  # uvicorn refuses to send it: the full stack's
+        if HEADER_VALUE_RE.search(b"\t".join(map(_value, headers))):  # uvicorn refuses to send it: the full stack's
             return None
         if not rendered.provisional:  # recorded for replay, as the full stack records it
-            kept = tuple([(k, replay.REPLAY_TIMING) if k == b"server-timing" else (k, v) for k, v in headers])
-            self.service.record(key, now.meta, now.request, rendered.body, kept, telemetry.labels(sub))
+            kept = list(headers)
+            if rendered.timing:  # image_head's one Server-Timing field
+                kept[kept.index((b"server-timing", rendered.timing.encode("latin-1")))] = REPLAYED
+            self.service.record(key, now.meta, now.request, rendered.body, tuple(kept), telemetry.labels(sub))
         sub[telemetry.SOURCE] = rendered.source or None
         self.counter.done(sub, 200, len(rendered.body), time.perf_counter() - start)
         return 200, headers, rendered.body
