@@ -469,3 +469,29 @@ def test_the_front_chooses_the_routers_route_from_the_routes_near_a_path(root: P
         assert [r for r in app.routes if r in near] == list(near)  # in the router's order
         assert first_route(near, every, scope) == first_route(app.routes, every, scope)
         assert len(near) < len(app.routes) or not path.startswith("/iiif/")
+
+
+@pytest.mark.parametrize(("fields", "closed"), [
+    ([(b"connection", b"Close")], True),
+    ([(b"etag", b'"1"'), (b"connection", b"keep-alive, close")], True),
+    ([(b"connection", b"keep-alive")], False),
+    ([(b"x-connection", b"close")], False),
+    ([(b"link", b"<http://h/connection: close>")], False),
+])
+async def test_an_answer_that_says_close_closes_its_connection(apps: tuple[Starlette, Starlette],
+                                                              fields: list[tuple[bytes, bytes]],
+                                                              closed: bool) -> None:
+    """As uvicorn's cycle does: an answer's own `Connection: close` ends the connection, with no second
+    `connection` field; the default headers (uvicorn's Date) come first, encoded again when uvicorn renews them."""
+    c = Connection(apps[0])
+    for date in (b"Sun, 06 Dec 2026 06:00:00 GMT", b"Sun, 06 Dec 2026 06:00:01 GMT"):
+        c.protocol.server_state.default_headers = [(b"date", date)]
+        c.protocol._send((200, [*fields, (b"content-length", b"1")], b"x"), True)
+        await asyncio.sleep(0)  # written at the end of the loop's turn (`TurnWriter`)
+        head, _, body = c.transport.writes[-1].partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        assert lines[:2] == [b"HTTP/1.1 200 OK", b"date: " + date] and body == b"x"
+        assert lines[2:] == [b"%s: %s" % f for f in fields] + [b"content-length: 1"]
+        assert c.transport.closed is closed
+        if closed:
+            break

@@ -162,6 +162,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.head_raw = 0  # bytes received while this request's head is incomplete
         self.head_fields = 0  # bytes of its complete header lines
         self.refusal = 0  # the status of a request refused in a parser callback
+        self._defaults: tuple[object, bytes] = (None, b"")  # uvicorn's default headers, encoded (`_send`)
 
     # -- the header timeout --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -235,13 +236,16 @@ class GuardedProtocol(HttpToolsProtocol):
         """Write `answer` as uvicorn's cycle would (its default headers first; `connection: close` and the
         connection closed when it is not kept alive, or when the answer says so)."""
         status, headers, body = answer
-        if any(k == b"connection" and b"close" in v.lower() for k, v in headers):
+        fields = b"".join([b"%s: %s\r\n" % field for field in headers])
+        if (fields.startswith(b"connection: ") or b"\nconnection: " in fields) \
+                and any(k == b"connection" and b"close" in v.lower() for k, v in headers):  # (names are lower-case)
             keep_alive, close = False, b""
         else:
             close = b"" if keep_alive else b"connection: close\r\n"
-        head = b"".join([STATUS_LINE[status], *(b"%s: %s\r\n" % field for field in self.server_state.default_headers),
-                         *(b"%s: %s\r\n" % field for field in headers), close, b"\r\n"])
-        self.transport.writelines([head, body])
+        defaults = self.server_state.default_headers  # a new list each second (uvicorn's Date): encoded once
+        if defaults is not self._defaults[0]:
+            self._defaults = (defaults, b"".join([b"%s: %s\r\n" % field for field in defaults]))
+        self.transport.writelines([b"".join((STATUS_LINE[status], self._defaults[1], fields, close, b"\r\n")), body])
         if not keep_alive:
             self.transport.close()
 
