@@ -27,8 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # bench/bench.py: the servers, the URL lists, wrk
 
 TICK = os.sysconf("SC_CLK_TCK")
-FORMS = {"iip": bench.TS_FORMS["iip"], "iiif": bench.TS_FORMS["iiif"], "deepzoom": bench.TS_FORMS["deepzoom"],
-         "zoomify": bench.TS_FORMS["zoomify"]}
 
 
 def cpu_seconds(pids: list[int]) -> tuple[float, float]:
@@ -55,7 +53,7 @@ def write_list(protocol: str, levels: str) -> dict[str, Path]:
     out = {}
     for server in bench.SERVERS:
         path = bench.URLS / f"cpu-{protocol}-{levels.replace(',', '')}-{server}.txt"
-        form = FORMS[base] if server == "tileserver" else (lambda u: u)
+        form = bench.TS_FORMS[base] if server == "tileserver" else (lambda u: u)
         path.write_text("\n".join(form(u) for u in urls) + "\n")
         out[server] = path
     return out
@@ -130,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-iipsrv", action="store_true", help="tileserver only")
     args = p.parse_args(argv)
     protocols = [x for x in args.protocols.split(",") if x]
-    unknown = [x for x in protocols if x not in (*FORMS, "iip-qlt")]
+    unknown = [x for x in protocols if x not in (*bench.TS_FORMS, "iip-qlt")]
     if unknown:
         p.error(f"unknown protocol {unknown[0]}")
     bench.ensure_images()
