@@ -247,14 +247,39 @@ class RssSampler(threading.Thread):
         self.join(timeout=5)
 
 
-def listeners(port: int) -> int:
-    """The sockets listening on TCP `port` (/proc/net/tcp, tcp6: state 0A)."""
-    n = 0
+def listening_inodes(port: int) -> set[str]:
+    """The inodes of the sockets listening on TCP `port` (/proc/net/tcp, tcp6: state 0A)."""
+    out = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(OSError):
             for line in Path(table).read_text().splitlines()[1:]:
                 fields = line.split()
-                n += fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    out.add(fields[9])
+    return out
+
+
+def accepting(pids: list[int], port: int) -> int:
+    """How many of `pids` watch a socket listening on `port` in an epoll set: tileserver's workers share one
+    listening socket (web/balance.py), and each adds it to its event loop's epoll once it has started."""
+    inodes = listening_inodes(port)
+    n = 0
+    for pid in pids:
+        fds, polls = set(), []
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:[") and link[8:-1] in inodes:
+                        fds.add(fd.name)
+                    elif link == "anon_inode:[eventpoll]":
+                        polls.append(fd.name)
+        watched = set()
+        for ep in polls:
+            with contextlib.suppress(OSError):
+                watched |= {line.split()[1] for line in Path(f"/proc/{pid}/fdinfo/{ep}").read_text().splitlines()
+                            if line.startswith("tfd:")}
+        n += bool(fds & watched)
     return n
 
 
@@ -298,10 +323,11 @@ class Tileserver:
         url = f"http://127.0.0.1:{self.port}{IIP}?FIF={IMAGE}&OBJ=IIP,1.0"
         if not wait_http(url, 60, self.proc):
             raise RuntimeError(f"tileserver did not come up; see {self.log}")
-        # one response does not mean every worker has started (imported, warmed up): each listens on a socket of
-        # its own (SO_REUSEPORT) once it has, and a cold pass begun before would go to the workers already there
+        # one response does not mean every worker has started (imported, warmed up): each watches the shared
+        # listening socket once it has, and a cold pass begun before would go to the workers already there
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and self.workers > 1 and listeners(self.port) < self.workers:
+        while (time.monotonic() < deadline and self.workers > 1
+               and accepting(descendants([self.proc.pid]), self.port) < self.workers):
             time.sleep(0.1)
         time.sleep(1.0)
         self.remember()

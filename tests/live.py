@@ -61,6 +61,12 @@ def live_process(root: Path, log: Path, *, workers: int = 2, ready_path: str = "
             stop(proc)
 
 
+def workers_of(pid: int) -> list[int]:
+    """The worker processes of the server `pid` (uvicorn's spawned children; not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """Stop `proc` if it still runs: SIGTERM, then SIGKILL after 10 s."""
     if proc.poll() is None:

@@ -11,7 +11,7 @@ import pytest
 
 from tileserver import cli
 
-from .live import clean_env, live_process
+from .live import clean_env, live_process, workers_of
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or not cli._glibc(), reason="glibc on Linux")
 
@@ -38,11 +38,6 @@ def test_nothing_is_asked_of_another_c_library(monkeypatch: pytest.MonkeyPatch) 
 def environ_of(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(e.decode("utf-8", "replace").partition("=")[::2] for e in raw if e)
-
-
-def workers_of(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -22,13 +22,12 @@ The rest are uvicorn's own options: `max_connections` -> `limit_concurrency` (50
 `keep_alive_timeout` -> `timeout_keep_alive`, `shutdown_timeout` -> `timeout_graceful_shutdown` (after
 SIGTERM: stop accepting, finish the requests in flight, cancel what is left at the timeout).
 `Supervisor` is uvicorn's worker supervisor that also closes its copy of the listening socket when it
-is told to stop, so that new connections are refused while the workers drain (else the kernel queues
-them on that socket until the supervisor exits, then resets them). Where the system has SO_REUSEPORT
-(Linux), each worker listens on a socket of its own (`ReusePortSocket`: the supervisor's socket reserves
-the address and is never listened on; each worker binds its own when it receives it), and the kernel spreads
-new connections over the workers. On one shared socket the worker that wakes first accepts every connection
-of a burst: a client's few keep-alive connections (a viewer's, a proxy's) all land in one worker, whose
-threads then queue its tiles while another worker idles.
+is told to stop, so that new connections are refused once the workers have closed theirs (each does as it
+begins to drain; else the kernel queues them on that socket until the supervisor exits, then resets them).
+Several workers share one listening socket, and each takes new connections only while it holds no more than
+the fewest any worker holds (web/balance.py): a client's few keep-alive connections (a viewer's, a proxy's)
+are spread over the workers exactly, not at random as by SO_REUSEPORT's hash, nor all to the worker that
+wakes first.
 """
 
 from __future__ import annotations
@@ -39,8 +38,8 @@ import http
 import logging
 import socket
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.reduction import ForkingPickler
 from typing import Any, cast
 
 import httptools
@@ -50,6 +49,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.supervisors.multiprocess import Multiprocess
 
 from ..settings import Settings
+from .balance import BalancedSocket
 from .front import Answer, Front, Later
 
 log = logging.getLogger("tileserver")
@@ -163,6 +163,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.head_fields = 0  # bytes of its complete header lines
         self.refusal = 0  # the status of a request refused in a parser callback
         self._defaults: tuple[object, bytes] = (None, b"")  # uvicorn's default headers, encoded (`_send`)
+        self.on_lost: Callable[[], None] | None = None  # told when the connection ends (web/balance.py counts them)
 
     # -- the header timeout --------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -172,6 +173,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        if self.on_lost is not None:
+            self.on_lost()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -346,46 +349,10 @@ class Supervisor(Multiprocess):
         super().terminate_all()
 
 
-class ReusePortSocket(socket.socket):
-    """The supervisor's socket on the server's address (SO_REUSEPORT), handed to each worker as a socket of the
-    worker's own on that address (`_own_socket`, when the worker unpickles it)."""
-
-    @classmethod
-    def bound(cls, config: uvicorn.Config) -> ReusePortSocket:
-        family = socket.AF_INET6 if config.host and ":" in config.host else socket.AF_INET
-        sock = cls(family, socket.SOCK_STREAM)
-        _reuse(sock)
-        sock.bind((config.host, config.port))
-        log.info("tileserver listening on %s:%d, one socket per worker (SO_REUSEPORT)", config.host,
-                 sock.getsockname()[1])
-        return sock
-
-
-def _reuse(sock: socket.socket) -> None:
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-
-
-def _own_socket(family: int, address: tuple[Any, ...]) -> socket.socket:
-    """In a worker: a socket of its own on the supervisor's address (uvicorn listens on it)."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    _reuse(sock)
-    sock.bind(address)
-    return sock
-
-
-def _send_address(sock: ReusePortSocket) -> tuple[Any, tuple[Any, ...]]:
-    return _own_socket, (sock.family, sock.getsockname())
-
-
-ForkingPickler.register(ReusePortSocket, _send_address)
-
-
 def listening_socket(config: uvicorn.Config) -> socket.socket:
-    """The supervisor's socket: a `ReusePortSocket` on a TCP address where SO_REUSEPORT exists, else uvicorn's
-    shared one."""
-    if hasattr(socket, "SO_REUSEPORT") and config.uds is None and config.fd is None:
-        return ReusePortSocket.bound(config)
+    """The supervisor's socket: a `BalancedSocket` (web/balance.py) on a TCP address, else uvicorn's shared one."""
+    if config.uds is None and config.fd is None:
+        return BalancedSocket.bound(config.host, config.port, config.workers)
     return config.bind_socket()
 
 
@@ -398,7 +365,9 @@ def config_for(settings: Settings, *, verbose: bool) -> uvicorn.Config:
         access_log=verbose and settings.access_log == "off",
         proxy_headers=False,  # web/proxies.py decides which clients' forwarded headers count
         limit_concurrency=settings.max_connections, timeout_keep_alive=settings.keep_alive_timeout,
-        timeout_graceful_shutdown=settings.shutdown_timeout)
+        timeout_graceful_shutdown=settings.shutdown_timeout,
+        # several workers share one socket, their connections balanced (web/balance.py) by their event loop
+        loop="tileserver.web.balance:new_event_loop" if settings.workers > 1 else "auto")
 
 
 def serve(settings: Settings, *, verbose: bool = False) -> int:
