@@ -162,8 +162,8 @@ async def primed(apps: tuple[Starlette, Starlette]) -> tuple[Connection, Connect
 
 
 # (url, how the front takes it when first asked after the image's metadata is known, when asked again):
-# "now", "later" (rendered in the pool), None (the full stack's), "?" (either of now and later: it depends on how
-# the image is stored, not on the front)
+# "now", "later" (rendered in the pool, or its image's metadata loaded first: `Pending`), None (the full stack's),
+# "?" (either of now and later: it depends on how the image is stored, not on the front)
 EDGE = "now" if CROPS else "later"  # edge tiles are cropped from the stored tile on the loop, else re-encoded
 URLS = [
     pytest.param("/iip?FIF=a.tif&JTL=2,1", "now", "now", id="iip-stored-tile"),
@@ -174,7 +174,7 @@ URLS = [
     pytest.param("/iip?fif=a.tif&jtl=0,0", "now", "now", id="iip-lower-case"),
     pytest.param("/iip?FIF=a.tif&WID=200&CVT=jpeg", "later", "now", id="iip-cvt"),
     pytest.param("/iip?FIF=a.tif&JTL=2,999", None, None, id="iip-tile-out-of-range"),
-    pytest.param("/iip?FIF=missing.tif&JTL=0,0", None, None, id="iip-missing-image"),
+    pytest.param("/iip?FIF=missing.tif&JTL=0,0", "later", "later", id="iip-missing-image"),  # its load awaited
     pytest.param("/iip?FIF=a.tif&JTL=x,y", None, None, id="iip-bad-jtl"),
     pytest.param("/iip?FIF=a.tif&OBJ=IIP,1.0&OBJ=Max-size", None, "now", id="iip-obj-replayed"),
     pytest.param("/iiif/3/a.tif/0,0,256,256/256,/0/default.jpg", "now", "now", id="iiif3-stored-tile"),
@@ -182,7 +182,7 @@ URLS = [
     pytest.param("/iiif/2/a.tif/full/100,/0/gray.png", "later", "now", id="iiif2-png"),
     pytest.param("/iiif/3/a.tif/0,0,512,512/256,/0/default.bogus", None, None, id="iiif-bad-format"),
     pytest.param("/iiif/3/a.tif/nope/max/0/default.jpg", None, None, id="iiif-bad-region"),
-    pytest.param("/iiif/3/missing.tif/full/max/0/default.jpg", None, None, id="iiif-missing-image"),
+    pytest.param("/iiif/3/missing.tif/full/max/0/default.jpg", "later", "later", id="iiif-missing-image"),
     pytest.param("/iiif/2/a.tif/info.json", None, "now", id="iiif-info-replayed"),
     pytest.param("/deepzoom/a.tif_files/10/1_1.jpg", "?", "now", id="deepzoom"),
     pytest.param("/deepzoom/a.tif_files/10/99_1.jpg", None, None, id="deepzoom-out-of-range"),
@@ -219,15 +219,23 @@ async def test_the_front_answers_exactly_as_the_full_stack(apps: tuple[Starlette
             assert answered == [None]
 
 
-async def test_a_tile_of_an_image_not_yet_known_goes_down_the_full_stack(apps: tuple[Starlette, Starlette],
-                                                                         answered: list[str | None]) -> None:
+async def test_a_tile_of_an_image_not_yet_known_waits_in_the_front_for_its_metadata(
+        apps: tuple[Starlette, Starlette], answered: list[str | None], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The image's metadata is loaded as the endpoint loads it (`Pending`), once however many requests wait for it,
+    and the tile then answered by the front: what the full stack sends, without its ASGI cycle."""
     on, off = Connection(apps[0]), Connection(apps[1])
-    url = "/iip?FIF=a.tif&JTL=2,1"
-    assert (await on.get(url)).comparable() == (await off.get(url)).comparable()
-    assert answered == [None]  # the metadata was loaded in the pool; its neighbour is the front's
-    assert (await on.get("/iip?FIF=a.tif&JTL=2,2")).comparable() == (await off.get("/iip?FIF=a.tif&JTL=2,2")
+    service = apps[0].state.service
+    loads = []
+    load = service._load
+    monkeypatch.setattr(service, "_load", lambda *args: loads.append(args[0]) or load(*args))
+    urls = [f"/iip?FIF=a.tif&JTL=2,{i}" for i in range(8)]
+    mine = await asyncio.gather(*(Connection(apps[0]).get(u) for u in urls))  # eight connections at once
+    theirs = [await off.get(u) for u in urls]
+    assert [m.comparable() for m in mine] == [t.comparable() for t in theirs]
+    assert answered == ["later"] * 8 and loads == ["a.tif"]
+    assert (await on.get("/iip?FIF=a.tif&JTL=2,9")).comparable() == (await off.get("/iip?FIF=a.tif&JTL=2,9")
                                                                      ).comparable()
-    assert answered == [None, "now"]
+    assert answered[8:] == ["now"]
 
 
 async def test_pipelined_requests_keep_their_order(apps: tuple[Starlette, Starlette],

@@ -24,7 +24,7 @@ from ..errors import BadRequest, UnsupportedFormat
 from ..levels import dz_shift, scaled_tile
 from ..models import ImageMeta, OutputFormat, TileRequest
 from ..settings import Settings
-from ..web.http import TileNow, send_document, send_remembered, send_tile, tile_now
+from ..web.http import Pending, TileNow, Translated, send_document, send_remembered, send_tile, tile_now
 
 NAMESPACE = "http://schemas.microsoft.com/deepzoom/2008"
 XML = "application/xml"
@@ -130,18 +130,20 @@ async def endpoint(request: Request) -> Response:
     return await serve(request, request.path_params["path"])
 
 
-def now(request: Request) -> TileNow | None:
+def now(request: Request) -> TileNow | Pending | None:
     """`endpoint` for a tile that needs no waiting (web/front.py), else None."""
     path = request.path_params["path"]
     return tile_now(request, memo_key_of(path), lambda: _translated_now(request, path))
 
 
-def _translated_now(request: Request, path: str) -> tuple[ImageMeta, TileRequest, dict[str, str]] | None:
+def _translated_now(request: Request, path: str) -> Translated | Pending | None:
     p = parse(path)
     if not isinstance(p, DziTile):
         return None
     meta = request.app.state.service.info_now(p.ident)
-    return None if meta is None else (meta, to_tile_request(p, meta, layout(meta, request.app.state.settings)), {})
+    if meta is None:
+        return Pending(p.ident)
+    return meta, to_tile_request(p, meta, layout(meta, request.app.state.settings)), {}
 
 
 ROUTES: list[BaseRoute] = [Route("/deepzoom/{path:path}", endpoint, methods=["GET"])]

@@ -8,15 +8,19 @@ front takes:
   tiles, `protocols.now_handlers`) that can be translated now (the image's metadata is fresh): sent at once when
   its image is in the tile cache or is a stored tile readable now (`TileService.render_now`), else rendered as the
   endpoint renders it (`TileService.render`, the pool and its admission) by a task of the connection
-  (`GuardedProtocol._answer_later`), its error answered as the lean path answers it (`errors.handle`).
+  (`GuardedProtocol._answer_later`), its error answered as the lean path answers it (`errors.handle`);
+- such a URL whose image's metadata is not at hand (the image not loaded yet in this worker, or its file's check
+  due: `http.Pending`): a task of the connection loads it as the endpoint would (`TileService.info`, one load per
+  image however many wait), its error answered by `errors.handle`, then translates the URL again and takes it as
+  above (a worker's first requests for an image no longer go down the full stack while it opens).
 
 It sends what the full stack would: the same route choice (web/lean.py's `first_route`), key, translation and core
 calls, the headers of `http.image_head`, forwarded headers as the trusted-proxy middleware leaves them, `Vary:
 Origin` as CORSMiddleware adds it; the answer is recorded for replay and counted and logged by the same `Telemetry`.
 Everything else gets None and goes down uvicorn's ASGI cycle and the full stack as before: other methods and URLs,
 requests with a body, conditional, range and CORS requests, URLs whose translation fails (the full stack makes the
-error response) or would wait (metadata to load), and every request while an access policy is configured
-(`create_app` makes no front then).
+error response), URLs whose metadata is never fresh (`stat_interval` 0: every request checks the file), and every
+request while an access policy is configured (`create_app` makes no front then).
 
 Why: a stored tile in the page cache takes ~35 µs to read and splice, and the ASGI cycle, its task, the middleware
 chain and Starlette's Request and Response around it ~0.5 ms of Python (README, Performance).
@@ -42,7 +46,7 @@ from ..errors import TileServerError
 from ..models import Rendered
 from ..settings import Settings
 from . import replay, telemetry
-from .http import NowHandler, TileNow, image_head, with_vary_origin
+from .http import NowHandler, Pending, TileNow, image_head, with_vary_origin
 from .lean import first_route
 from .limits import has_body
 from .proxies import TrustedProxies
@@ -86,6 +90,8 @@ class Front:
         self.vary_origin = bool(settings.cors)
         self.max_url = settings.max_url_bytes
         self.counter = counter
+        # metadata loaded for a request is at hand for its translation, unless every request checks the file again
+        self.waits = settings.stat_interval > 0
 
     def answer(self, scope: Scope) -> Answer | Later | None:
         """What the full stack would send for `scope` (an HTTP scope as uvicorn makes it, before its app is called):
@@ -125,6 +131,11 @@ class Front:
             return None
         if now is None:
             return None
+        if isinstance(now, Pending):
+            return self._loaded(key, route, sub, now, start) if self.waits else None
+        return self._taken(key, sub, now, start)
+
+    def _taken(self, key: Hashable, sub: Scope, now: TileNow, start: float) -> Answer | Later | None:
         self.service.recorded.missed()  # replay's lookup, as the full stack counts it
         if now.rendered is None:
             return self._later(key, sub, now, start)
@@ -158,14 +169,35 @@ class Front:
         self.counter.done(sub, 200, len(rendered.body), time.perf_counter() - start)
         return 200, headers, rendered.body
 
+    async def _loaded(self, key: Hashable, route: BaseRoute, sub: Scope, pending: Pending, start: float
+                      ) -> Answer | None:
+        """A tile URL whose image's metadata was not at hand: loaded as the endpoint loads it (`TileService.info`: one
+        load per image, however many requests wait for it), its error answered as the lean path answers it; then
+        translated again and taken as `answer` takes it; None (the full stack's) when it still cannot be."""
+        try:
+            await self.service.info(pending.ident)
+        except TileServerError as exc:
+            return await self._error(sub, exc, start)
+        try:
+            now = self.handlers[getattr(route, "path", "")](Request(sub))
+        except TileServerError:
+            return None
+        if not isinstance(now, TileNow):
+            return None
+        taken = self._taken(key, sub, now, start)
+        return taken if taken is None or isinstance(taken, tuple) else await taken
+
     async def _later(self, key: Hashable, sub: Scope, now: TileNow, start: float) -> Answer | None:
         """`render` in the pool, as the endpoint awaits it; its error answered as the lean path answers it."""
         try:
             rendered = await self.service.render(now.request)
         except TileServerError as exc:
-            response = await errors.handle(Request(sub), exc)
-            body = bytes(response.body)
-            headers = list(response.raw_headers)
-            self.counter.done(sub, response.status_code, len(body), time.perf_counter() - start)
-            return response.status_code, with_vary_origin(headers) if self.vary_origin else headers, body
+            return await self._error(sub, exc, start)
         return self._sent(key, sub, now, rendered, start)
+
+    async def _error(self, sub: Scope, exc: TileServerError, start: float) -> Answer:
+        response = await errors.handle(Request(sub), exc)
+        body = bytes(response.body)
+        headers = list(response.raw_headers)
+        self.counter.done(sub, response.status_code, len(body), time.perf_counter() - start)
+        return response.status_code, with_vary_origin(headers) if self.vary_origin else headers, body

@@ -193,23 +193,33 @@ class TileNow:
     headers: Mapping[str, str]
 
 
-NowHandler = Callable[[Request], TileNow | None]  # a protocol's tile route answered now (protocols.now_handlers)
+@dataclass(frozen=True)
+class Pending:
+    """A tile URL whose image's metadata is not at hand now (not loaded yet, or its file's check is due): the front
+    loads it as the endpoint would (`TileService.info`) and translates the URL again."""
+
+    ident: str
 
 
-def tile_now(request: Request, key: str, translate: Callable[[], tuple[ImageMeta, TileRequest, dict[str, str]] | None]
-             ) -> TileNow | None:
-    """`send_remembered`, else `translate` (a protocol's sync translation: None where it would wait, e.g. for
-    metadata) and `send_tile`, with the image when it needs no waiting (`TileService.render_now`; else `rendered` is
-    None: the front renders it as the endpoint would); None when the URL cannot be translated now. The translation is
-    remembered either way, so the full stack that answers instead does not parse again."""
+Translated = tuple[ImageMeta, TileRequest, dict[str, str]]  # a protocol's sync translation: metadata, request, headers
+NowHandler = Callable[[Request], TileNow | Pending | None]  # a tile route answered now (protocols.now_handlers)
+
+
+def tile_now(request: Request, key: str, translate: Callable[[], Translated | Pending | None]
+             ) -> TileNow | Pending | None:
+    """`send_remembered`, else `translate` (a protocol's sync translation: `Pending` when it needs the image's
+    metadata first, None where it cannot be made now) and `send_tile`, with the image when it needs no waiting
+    (`TileService.render_now`; else `rendered` is None: the front renders it as the endpoint would); None when the
+    URL cannot be translated now. The translation is remembered either way, so the full stack that answers instead
+    does not parse again."""
     service = request.app.state.service
     known = service.recall_now(key)
     if known is not None:
         meta, req, headers = known.meta, known.request, dict(known.headers)
     else:
         made = translate()
-        if made is None:
-            return None
+        if made is None or isinstance(made, Pending):
+            return made
         meta, req, headers = made
         service.remember_now(key, meta, req, headers)
     rendered = service.render_now(req)

@@ -24,7 +24,7 @@ from ...access.tokens import current_viewer
 from ...errors import NotFound, TileServerError, Unauthorized, status_for
 from ...models import ImageMeta, TileRequest
 from ...settings import Settings
-from ...web.http import TileNow, send_doc, send_remembered, send_tile, tile_now
+from ...web.http import Pending, TileNow, Translated, send_doc, send_remembered, send_tile, tile_now
 from . import auth
 from .grammar import ImageParams, Limits, Version, canonical_region, canonical_size
 from .info import CONTEXT, PROFILE_URI, PROTOCOL, Service, info_media_type, render_info
@@ -182,7 +182,7 @@ def _links(version: Version, base: str, canonical: str) -> dict[str, str]:
     return {"Link": f'<{PROFILE_URI[version]}>;rel="profile", <{base}/{canonical}>;rel="canonical"'}
 
 
-def _now_by_path(request: Request, prefix: str, version: Version) -> TileNow | None:
+def _now_by_path(request: Request, prefix: str, version: Version) -> TileNow | Pending | None:
     """`_by_path` for an image request that needs no waiting (web/front.py), else None: the same key and
     translation as `image_response`'s."""
     target = path_target(raw_tail(request.scope, prefix))
@@ -194,8 +194,7 @@ def _now_by_path(request: Request, prefix: str, version: Version) -> TileNow | N
     return tile_now(request, key, lambda: _translated_now(request, target, base, version))
 
 
-def _translated_now(request: Request, target: Target, base: str, version: Version
-                    ) -> tuple[ImageMeta, TileRequest, dict[str, str]] | None:
+def _translated_now(request: Request, target: Target, base: str, version: Version) -> Translated | Pending | None:
     service = request.app.state.service
     formats = service.formats_now()
     if formats is None:
@@ -204,7 +203,7 @@ def _translated_now(request: Request, target: Target, base: str, version: Versio
     params = ImageParams.parse(region, size, rotation, filename, version, formats)
     meta = service.info_now(target.ident)
     if meta is None:
-        return None
+        return Pending(target.ident)
     req, canonical = to_tile_request(params, meta, limits_of(request.app.state.settings), version, target.page)
     return meta, req, _links(version, base, canonical)
 

@@ -19,7 +19,17 @@ from ...errors import ERROR_BODY_KEY, BadRequest, NotFound, TileNotFound, TileSe
 from ...levels import c_round, cap_size, fit_rotated, iip_resolution_to_level, tile_index
 from ...models import Box, ImageMeta, Tile, TileRequest
 from ...settings import Settings
-from ...web.http import TileNow, content_disposition, send_doc, send_document, send_remembered, send_tile, tile_now
+from ...web.http import (
+    Pending,
+    TileNow,
+    Translated,
+    content_disposition,
+    send_doc,
+    send_document,
+    send_remembered,
+    send_tile,
+    tile_now,
+)
 from . import samples
 from .grammar import (
     CvtOut,
@@ -221,19 +231,21 @@ def memo_key_of(method: str, raw: str) -> str:
     return f"iip {method} {raw}"
 
 
-def iip_now(request: Request) -> TileNow | None:
+def iip_now(request: Request) -> TileNow | Pending | None:
     """`iip` for a GET of a tile or an export that needs no waiting (web/front.py), else None."""
     request.scope[ERROR_BODY_KEY] = iip_error_body  # as `iip`: a render's error in iipsrv's syntax
     raw: str = request.scope["query_string"].decode("utf-8", "replace")
     return tile_now(request, memo_key_of("GET", raw), lambda: _translated_now(request, raw)) if raw else None
 
 
-def _translated_now(request: Request, raw: str) -> tuple[ImageMeta, TileRequest, dict[str, str]] | None:
+def _translated_now(request: Request, raw: str) -> Translated | Pending | None:
     q = parse(split_query(raw), raw)
     if not isinstance(q.output, TileOut | CvtOut) or q.fif is None or q.objs:
         return None
     meta = request.app.state.service.info_now(q.fif)
-    if meta is None or meta.sequence is not None:
+    if meta is None:
+        return Pending(q.fif)
+    if meta.sequence is not None:
         return None
     req = to_tile_request(q, meta, request.app.state.settings)
     return meta, req, _image_headers(q, meta, req, "GET")
