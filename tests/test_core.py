@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import threading
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,7 @@ from tileserver.errors import NotFound
 from tileserver.models import Box, ImageMeta, OutputFormat, Tile, TileRequest
 from tileserver.settings import Settings
 
-from .conftest import RGB_TIF, decode
+from .conftest import RGB_TIF, STRIPED_TIF, decode
 
 
 @pytest.fixture
@@ -133,3 +137,54 @@ async def test_remembered_documents_expire_with_the_file(
     shutil.copy(image_root / "rgb-3lvl-1000x700-tiled-jpeg.tif", tmp_path / "a.tif")
     os.utime(tmp_path / "a.tif", (meta.mtime + 10, meta.mtime + 10))
     assert await service.recall_document("d") is None
+
+
+async def test_a_due_file_check_runs_while_the_entry_answers(tmp_path: Path, image_root: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past `stat_interval` (but within twice it) the file's check runs in the pool while requests are answered from
+    the entry as it was: none waits for it. The file's change is seen once the check is done; past twice the
+    interval requests wait for the check again; a check that fails drops the entry."""
+    shutil.copy(image_root / RGB_TIF, tmp_path / "a.tif")
+    svc = TileService(Settings(root=tmp_path, stat_interval=30))
+    svc.start()
+    before = await svc.info("a.tif")
+    gate = threading.Event()
+    load = svc._load
+
+    def held(*args: object) -> object:
+        assert gate.wait(30)
+        return load(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(svc, "_load", held)
+
+    def checked_ago(seconds: float) -> None:
+        entry = svc.metadata.peek("a.tif")
+        assert entry is not None
+        svc.metadata.put("a.tif", replace(entry, checked=time.monotonic() - seconds))
+
+    checked_ago(40)  # due: between one and two intervals
+    shutil.copy(image_root / STRIPED_TIF, tmp_path / "a.tif")  # another image under the name
+    assert await asyncio.wait_for(svc.info("a.tif"), 5) is before  # answered now, from the entry
+    assert await asyncio.wait_for(svc.info("a.tif"), 5) is before  # the check in flight: one, not one per request
+    assert set(svc._loading) == {"a.tif"}
+    gate.set()
+    await svc._loading["a.tif"]
+    after = await svc.info("a.tif")
+    assert (after.width, after.height) == (900, 517) and (before.width, before.height) == (1003, 701)
+
+    gate.clear()
+    checked_ago(61)  # past twice the interval: the request waits for the check
+    waiting = asyncio.ensure_future(svc.info("a.tif"))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    gate.set()
+    assert (await waiting) is not before
+
+    checked_ago(40)
+    (tmp_path / "a.tif").unlink()
+    assert (await svc.info("a.tif")).width == 900  # the last answer from the entry as it was...
+    with contextlib.suppress(NotFound):
+        await svc._loading["a.tif"]
+    assert svc.metadata.peek("a.tif") is None  # ...whose check found no file: dropped
+    with pytest.raises(NotFound):
+        await svc.info("a.tif")

@@ -185,7 +185,9 @@ class Settings(BaseSettings):
     jp2_threads: int = Field(1, ge=1, le=64, description="OpenJPEG threads per JPEG 2000 decode (the pool's "
                              "threads already decode in parallel)")
     metadata_cache_size: int = Field(1000, ge=0, description="Image metadata entries cached per process")
-    stat_interval: float = Field(1.0, ge=0, description="Seconds between file mtime re-checks")
+    stat_interval: float = Field(1.0, ge=0, description="Seconds between file mtime re-checks (a due check runs in "
+                                 "the background, answering from the image as loaded up to twice this long; 0: every "
+                                 "request checks)")
     open_images: int = Field(64, ge=1, description="Open image handles kept per thread")
     virtual_tile_size: int = Field(256, ge=16, le=4096, description="Tile size for untiled sources")
     # -- derived pyramids of large untiled images (sources/derived.py, cache/disk.py) --
