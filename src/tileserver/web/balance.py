@@ -43,7 +43,11 @@ import uvloop
 log = logging.getLogger("tileserver")
 
 ABSENT = 1 << 62  # a slot no live worker holds: larger than any count, so it never is the fewest
-RECHECK = 0.001  # s: how often a worker holding more than the fewest looks at a pending connection again
+# a worker holding more than the fewest looks at a pending connection again at the next SPINS turns of its event
+# loop (in a burst the others take theirs within microseconds, and uvloop's timers step by milliseconds), then
+# every RECHECK
+SPINS = 32
+RECHECK = 0.001  # s
 STUCK = 0.010  # s: a connection pending this long is taken by whichever worker looks, balanced or not
 ERROR_PAUSE = 0.1  # s: accepting stops this long after an accept error such as EMFILE (out of descriptors)
 
@@ -165,7 +169,8 @@ class Acceptor:
         self._serving = True
         self._declined: float | None = None  # when this worker began to leave a pending connection to others
         self._swept = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
+        self._spins = 0  # turns of the loop this worker has looked again at a pending connection without a timer
         if self.counts.claim() is None:
             log.warning("no free slot in the connection table: this worker accepts without balancing")
         loop.add_reader(self._fd, self._readable)
@@ -198,9 +203,10 @@ class Acceptor:
             if not self.counts.fewest():
                 now = self._loop.time()
                 if self._declined is None:
-                    self._declined = now
+                    self._declined, self._spins = now, 0
                 if now - self._declined < STUCK:
-                    self._pause(RECHECK)
+                    self._spins += 1  # the one with fewer is taking it now: look again at the next turn of the loop
+                    self._pause(0.0 if self._spins <= SPINS else RECHECK)
                     return
                 if not self._swept:  # the fewest has not taken it: is that worker still there?
                     self._swept = True
@@ -224,7 +230,10 @@ class Acceptor:
 
     def _pause(self, delay: float) -> None:
         self._loop.remove_reader(self._fd)
-        self._timer = self._loop.call_later(delay, self._resume)
+        if delay:
+            self._timer = self._loop.call_later(delay, self._resume)
+        else:
+            self._timer = self._loop.call_soon(self._resume)
 
     def _resume(self) -> None:
         self._timer = None
