@@ -12,7 +12,8 @@ Here the workers share one listening socket (`BalancedSocket`, made by the super
 connections each holds (`Counts`: one 8-byte count per slot in a small file mapped by every worker, a slot claimed
 with a POSIX lock on its byte, which the kernel releases when its worker dies). A worker accepts a pending
 connection only when it holds no more than the fewest any worker holds (`Acceptor`); else it stops watching the
-socket and looks again `RECHECK` later, so the one with fewer, woken by the same connection, takes it. This is
+socket and looks again at the next turns of its event loop (`SPINS`, then every `RECHECK`), so the one with fewer,
+woken by the same connection, takes it. This is
 Envoy's "exact" connection balance, done without a lock: each worker writes only its own count. A worker that
 has not taken a pending connection within `STUCK` (busy in a long turn, gone, or its slot left stale by a crash:
 the table is then swept of slots whose lock is free) no longer holds the others back: they accept it. Counts are
