@@ -67,9 +67,14 @@ class Counts:
 
     @classmethod
     def create(cls, slots: int) -> Counts:
-        """A new table of `slots` empty slots, in an unlinked file (the supervisor's; workers get its descriptor)."""
-        with tempfile.TemporaryFile() as f:
-            fd = os.dup(f.fileno())
+        """A new table of `slots` empty slots, in an anonymous file (the supervisor's; workers get its descriptor):
+        a memfd where the system has them (no file system needed: a container's may be read-only), else an
+        unlinked temporary file."""
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("tileserver-connections", os.MFD_CLOEXEC)
+        else:
+            with tempfile.TemporaryFile() as f:
+                fd = os.dup(f.fileno())
         os.ftruncate(fd, slots * 8)
         table = cls(fd)
         for i in range(slots):
