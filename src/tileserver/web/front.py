@@ -9,10 +9,11 @@ front takes:
   its image is in the tile cache or is a stored tile readable now (`TileService.render_now`), else rendered as the
   endpoint renders it (`TileService.render`, the pool and its admission) by a task of the connection
   (`GuardedProtocol._answer_later`), its error answered as the lean path answers it (`errors.handle`);
-- such a URL whose image's metadata is not at hand (the image not loaded yet in this worker, or its file's check
-  due: `http.Pending`): a task of the connection loads it as the endpoint would (`TileService.info`, one load per
-  image however many wait), its error answered by `errors.handle`, then translates the URL again and takes it as
-  above (a worker's first requests for an image no longer go down the full stack while it opens).
+- such a URL whose image's metadata is not at hand (the image not loaded yet in this worker, or its file not
+  checked for twice `stat_interval`: `http.Pending`): a task of the connection loads it as the endpoint would
+  (`TileService.info`, one load per image however many wait), its error answered by `errors.handle`, then
+  translates the URL again and takes it as above (a worker's first requests for an image no longer go down the
+  full stack while it opens).
 
 It sends what the full stack would: the same route choice (web/lean.py's `first_route`), key, translation and core
 calls, the headers of `http.image_head`, forwarded headers as the trusted-proxy middleware leaves them, `Vary:
@@ -125,14 +126,15 @@ class Front:
                 self.fixed[where] = found  # a route without parameters (IIP's): the same choice for that path
         route, child = found
         sub = {**scope, **child, "path_params": dict(child.get("path_params") or {}), "app": self.app, "route": route}
+        handler = self.handlers[route.path]
         try:
-            now = self.handlers[route.path](Request(sub))
+            now = handler(Request(sub))
         except TileServerError:  # the full stack answers it, with the protocol's error body
             return None
         if now is None:
             return None
         if isinstance(now, Pending):
-            return self._loaded(key, route, sub, now, start) if self.waits else None
+            return self._loaded(key, handler, sub, now, start) if self.waits else None
         return self._taken(key, sub, now, start)
 
     def _taken(self, key: Hashable, sub: Scope, now: TileNow, start: float) -> Answer | Later | None:
@@ -169,7 +171,7 @@ class Front:
         self.counter.done(sub, 200, len(rendered.body), time.perf_counter() - start)
         return 200, headers, rendered.body
 
-    async def _loaded(self, key: Hashable, route: BaseRoute, sub: Scope, pending: Pending, start: float
+    async def _loaded(self, key: Hashable, handler: NowHandler, sub: Scope, pending: Pending, start: float
                       ) -> Answer | None:
         """A tile URL whose image's metadata was not at hand: loaded as the endpoint loads it (`TileService.info`: one
         load per image, however many requests wait for it), its error answered as the lean path answers it; then
@@ -179,7 +181,7 @@ class Front:
         except TileServerError as exc:
             return await self._error(sub, exc, start)
         try:
-            now = self.handlers[getattr(route, "path", "")](Request(sub))
+            now = handler(Request(sub))
         except TileServerError:
             return None
         if not isinstance(now, TileNow):

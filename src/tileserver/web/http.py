@@ -195,8 +195,8 @@ class TileNow:
 
 @dataclass(frozen=True)
 class Pending:
-    """A tile URL whose image's metadata is not at hand now (not loaded yet, or its file's check is due): the front
-    loads it as the endpoint would (`TileService.info`) and translates the URL again."""
+    """A tile URL whose image's metadata is not at hand now (not loaded yet, or its file not checked for twice
+    `stat_interval`): the front loads it as the endpoint would (`TileService.info`) and translates the URL again."""
 
     ident: str
 
