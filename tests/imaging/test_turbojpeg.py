@@ -84,10 +84,12 @@ def test_threads_crop_at_once_with_handles_of_their_own(turbojpeg_lib: turbojpeg
     expected = [turbojpeg_lib.crop(s, 100, 90) for s in sources]
     results: dict[int, list[bytes]] = {}
     handles: dict[int, Any] = {}
+    alive = threading.Barrier(4)  # a thread's handle is destroyed when it ends: its address could be reused
 
     def work(i: int) -> None:
         results[i] = [turbojpeg_lib.crop(sources[i], 100, 90) for _ in range(30)]
         handles[i] = turbojpeg_lib._local.handle.value
+        alive.wait(timeout=30)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
     for t in threads:
