@@ -397,9 +397,11 @@ class Settings(BaseSettings):
                           "times, the output formats are probed), so that its first requests are not slower than "
                           "the rest; ~0.4 s per worker start")
     huge_pages: bool = Field(True, description="`tileserver serve` on Linux with glibc: its processes' malloc "
-                             "heap in transparent huge pages (glibc.malloc.hugetlb=1 in GLIBC_TUNABLES, unless it "
+                             "heap in transparent huge pages and kept once grown (glibc.malloc.hugetlb=1, "
+                             "trim_threshold=16 MB and mmap_threshold=1 MB added to GLIBC_TUNABLES, each unless it "
                              "names that tunable already): the tile and replay caches grow without a page fault "
-                             "per 4 KB (11 per cold stored tile before); one process re-executes itself to take it")
+                             "per 4 KB (11 per cold stored tile before), and re-encodes' buffers do not make glibc "
+                             "give pages back and fault them in again; one process re-executes itself to take it")
     metrics: bool = Field(True, description="Prometheus metrics at `/metrics` (requests, latency, caches, "
                           "render paths and times, source reads, admission); labels carry route templates, never "
                           "identifiers; false: no `/metrics` and nothing recorded")
