@@ -7,7 +7,11 @@ FastCGI processes) from /proc before and after one cold pass (wrk-urls.lua `once
 once, right after the server started), and wrk's own from its resource usage, and divides by the requests
 answered. Servers alternate, restarted before each pass.
 
-    .venv/bin/python bench/cpu.py [--levels 4,5,6,7] [--protocols iip,iiif,iip-qlt] [--repeats 3]
+    .venv/bin/python bench/cpu.py [--levels 4,5,6,7] [--protocols iip,iiif,iip-qlt] [--repeats 3] [--perf 2000]
+
+`--perf HZ` also samples each pass with `perf record -F HZ` (linux-perf) over the server's processes and prints where
+a request's CPU went, in µs per request by what ran: the JPEG codec (libjpeg-turbo, however it is linked), Python
+(the interpreter and its extension modules), the kernel, the C library, the rest. perf slows both servers alike.
 
 Needs what `make bench` needs (bench/README.md): wrk, the test images, iipsrv 1.3 (`IIPSRV_BIN`).
 """
@@ -16,9 +20,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
+import signal
 import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,28 +78,89 @@ class Pass:
     user: float  # seconds, the server's processes
     system: float
     wrk: float  # seconds, wrk's user + system
+    where: dict[str, int] | None = None  # --perf: samples per part (`part_of`)
+    hz: int = 0
 
     def per(self, seconds: float) -> float:
         return seconds / self.requests * 1e6 if self.requests else 0.0
 
 
-def one_pass(server: bench.Tileserver | bench.Iipsrv, protocol: str, urls: Path, wrk: bench.Wrk) -> Pass | None:
+def part_of(dso: str) -> str:
+    """What a perf sample's shared object is, for the table of `--perf`."""
+    name = dso.rsplit("/", 1)[-1]
+    if "jpeg" in name:  # libjpeg.so.62 (iipsrv via libtiff), simplejpeg's _jpeg module, libturbojpeg (edge crops)
+        return "JPEG codec"
+    if name.startswith("libpython") or ".cpython-" in name or name == "python3":
+        return "Python"
+    if name.startswith("[kernel"):
+        return "kernel"
+    if name.startswith(("libc.so", "libc-", "ld-linux", "libm.so", "libstdc++")):
+        return "C library"
+    return "rest"
+
+
+PARTS = ("JPEG codec", "Python", "kernel", "C library", "rest")
+
+
+def perf_parts(data: Path) -> dict[str, int]:
+    """Samples per part (`part_of`) of a perf.data file."""
+    out = subprocess.run(["perf", "report", "-i", str(data), "--sort", "dso", "--stdio", "-n"],
+                         capture_output=True, text=True, check=False).stdout
+    parts = dict.fromkeys(PARTS, 0)
+    for line in out.splitlines():
+        m = re.match(r"\s*[0-9.]+%\s+(\d+)\s+(\S+)", line)
+        if m:
+            parts[part_of(m.group(2))] += int(m.group(1))
+    return parts
+
+
+def one_pass(server: bench.Tileserver | bench.Iipsrv, protocol: str, urls: Path, wrk: bench.Wrk,
+             hz: int = 0) -> Pass | None:
     roots = server.start()
-    try:
-        pids = bench.descendants(roots)
-        before = cpu_seconds(pids)
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
-        rows = wrk.bench_tiles(server.port, "cold", f"cpu-{protocol}-{server.label}", str(urls), single=False)
-        after = cpu_seconds(pids)
-        done = resource.getrusage(resource.RUSAGE_CHILDREN)
-    finally:
-        server.stop()
+    recorder, where = None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "perf.data"
+        try:
+            pids = bench.descendants(roots)
+            if hz:
+                recorder = subprocess.Popen(["perf", "record", "-q", "-F", str(hz), "-o", str(data), "-p",
+                                             ",".join(map(str, pids))], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+                time.sleep(0.5)  # perf attached before the pass
+            before = cpu_seconds(pids)
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            rows = wrk.bench_tiles(server.port, "cold", f"cpu-{protocol}-{server.label}", str(urls), single=False)
+            after = cpu_seconds(pids)
+            done = resource.getrusage(resource.RUSAGE_CHILDREN)
+        finally:
+            if recorder is not None:
+                recorder.send_signal(signal.SIGINT)
+                recorder.wait(timeout=60)
+            server.stop()
+        if recorder is not None and data.exists():
+            where = perf_parts(data)
     if not rows or "rps" not in rows[0]:
         return None
     r = bench.to_result(rows[0], protocol, server.label, 0)
     wrk_cpu = (done.ru_utime - children.ru_utime) + (done.ru_stime - children.ru_stime)
     return Pass(protocol, server.label, r.requests, r.rps, r.p99, after[0] - before[0], after[1] - before[1],
-                wrk_cpu)
+                wrk_cpu, where, hz)
+
+
+def where_table(passes: list[Pass], protocols: list[str]) -> list[str]:
+    """`--perf`: µs per request of each part, medians over the passes."""
+    lines = ["| cold pass | server | " + " | ".join(PARTS) + " | all sampled |",
+             "|---|---|" + "---|" * (len(PARTS) + 1)]
+    for protocol in protocols:
+        for server in bench.SERVERS:
+            ps = [p for p in passes if p.protocol == protocol and p.server == server and p.where and p.requests]
+            if not ps:
+                continue
+            per = [{k: v / p.hz / p.requests * 1e6 for k, v in (p.where or {}).items()} for p in ps]
+            cells = [statistics.median(x[k] for x in per) for k in PARTS]
+            lines.append(f"| {protocol} | {server} | " + " | ".join(f"{c:.0f}" for c in cells)
+                         + f" | {statistics.median(sum(x.values()) for x in per):.0f} |")
+    return lines
 
 
 def table(passes: list[Pass], protocols: list[str]) -> list[str]:
@@ -126,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ts-port", type=int, default=18191)
     p.add_argument("--iip-port", type=int, default=18190)
     p.add_argument("--no-iipsrv", action="store_true", help="tileserver only")
+    p.add_argument("--perf", type=int, default=0, metavar="HZ",
+                   help="also sample each pass with perf record -F HZ: where a request's CPU went")
     args = p.parse_args(argv)
     protocols = [x for x in args.protocols.split(",") if x]
     unknown = [x for x in protocols if x not in (*bench.TS_FORMS, "iip-qlt")]
@@ -144,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             lists = write_list(protocol, args.levels)
             for rep in range(args.repeats):
                 for server in servers:
-                    got = one_pass(server, protocol, lists[server.label], wrk)
+                    got = one_pass(server, protocol, lists[server.label], wrk, args.perf)
                     if got is None:
                         print(f"# {protocol} {server.label} run {rep + 1}: no wrk report", file=sys.stderr)
                         continue
@@ -162,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"- date: {started:%Y-%m-%d %H:%M} UTC; servers: {bench.versions()}")
     print()
     print("\n".join(table(passes, protocols)))
+    if args.perf:
+        print()
+        print(f"Where the CPU went (perf record -F {args.perf}, µs per request, medians):")
+        print()
+        print("\n".join(where_table(passes, protocols)))
     return 0
 
 
